@@ -1,0 +1,102 @@
+"""The rotary patch: a drop-in for transformers' rotary module that takes its frequencies from a strategy."""
+import math
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from clex.registry import ConfigError
+
+# attribute path of the rotary module inside each supported model family
+ROTARY_PATHS = ("model.rotary_emb", "gpt_neox.rotary_emb")
+
+
+class ScaledRotaryEmbedding(nn.Module):
+    """``forward(x, position_ids) -> (cos, sin)`` of shape [B, T, rotary_dim], like transformers'.
+
+    Evaluation and generation: t = strategy.scale_for_length(position_ids.max() + 1), so under a KV
+    cache (one new position per call) t still follows the full length. Training: inside
+    ``with rotary.training_scale(t, positions)`` the step's sampled t and positions replace the
+    model's contiguous ones (the model itself keeps contiguous position_ids: transformers reads gaps
+    in position_ids as packed sequences and would mask across them).
+
+    ``log_scale``: the official ablation that multiplies queries by max(1, log(len) / log(L0)); we scale
+    cos and sin by its square root, which multiplies q.k by it on the rotary dimensions.
+    """
+
+    def __init__(self, strategy, log_scale: bool = False):
+        super().__init__()
+        self.strategy = strategy
+        self.log_scale = log_scale
+        self._train = None  # (t, positions [T]) while inside training_scale
+
+    @contextmanager
+    def training_scale(self, scale: float, positions: torch.Tensor):
+        self._train = (float(scale), positions)
+        try:
+            yield
+        finally:
+            self._train = None
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor):
+        if self._train is not None:
+            scale, positions = self._train
+            positions = positions.to(x.device, torch.float32).expand(position_ids.shape)
+        else:
+            scale = self.strategy.scale_for_length(int(position_ids.max()) + 1)
+            positions = position_ids.float()
+        inv_freq = self.strategy.inv_freq(scale).to(x.device)
+        freqs = positions[..., None] * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        multiplier = self.strategy.attention_factor(scale)
+        if self.log_scale:
+            length = float(positions.max()) + 1
+            multiplier *= math.sqrt(max(1.0, math.log(length) / math.log(self.strategy.original_length)))
+        return (emb.cos() * multiplier).to(x.dtype), (emb.sin() * multiplier).to(x.dtype)
+
+
+def _locate(model):
+    for path in ROTARY_PATHS:
+        owner_path, attr = path.rsplit(".", 1)
+        owner = model
+        for part in owner_path.split("."):
+            owner = getattr(owner, part, None)
+            if owner is None:
+                break
+        if owner is not None and hasattr(owner, attr):
+            return owner, attr
+    raise ConfigError(f"cannot patch {type(model).__name__}: no rotary module at "
+                      f"{' or '.join(ROTARY_PATHS)} (supported: Llama-family and GPT-NeoX models)")
+
+
+def rotary_settings(model) -> dict:
+    """rotary_dim, base and original_length (L0) read from a transformers model's config."""
+    config = model.config
+    rope = config.rope_parameters
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    rotary_dim = int(head_dim * rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)))
+    original = rope.get("original_max_position_embeddings") or config.max_position_embeddings
+    return {"rotary_dim": rotary_dim, "base": float(rope["rope_theta"]), "original_length": int(original)}
+
+
+def patch_model(model, strategy, log_scale: bool = False):
+    """Replace the rotary module of a transformers causal LM in place; returns the model."""
+    owner, attr = _locate(model)
+    current = getattr(owner, attr)
+    expected = getattr(current, "inv_freq", None)
+    if isinstance(current, ScaledRotaryEmbedding):
+        expected = current.strategy.base_inv_freq
+    if expected is not None and expected.numel() != strategy.rotary_dim // 2:
+        raise ConfigError(f"strategy rotary_dim {strategy.rotary_dim} does not match the model's "
+                          f"{2 * expected.numel()}")
+    device = next(model.parameters()).device
+    setattr(owner, attr, ScaledRotaryEmbedding(strategy, log_scale=log_scale).to(device))
+    return model
+
+
+def rotary_module(model) -> ScaledRotaryEmbedding:
+    owner, attr = _locate(model)
+    module = getattr(owner, attr)
+    if not isinstance(module, ScaledRotaryEmbedding):
+        raise ConfigError(f"{type(model).__name__} is not patched: call clex.patch_model first")
+    return module

@@ -1,0 +1,60 @@
+"""The scaling-strategy interface: t (the length scale factor) -> (inv_freq, attention factor)."""
+import math
+
+import torch
+from torch import nn
+
+from clex.registry import ConfigError, Registry
+
+STRATEGIES = Registry("strategy", "clex.strategies")
+EVAL_SCALES = ("static", "dynamic", "ceil")
+
+
+def default_inv_freq(rotary_dim: int, base: float) -> torch.Tensor:
+    """Plain RoPE: inv_freq_j = base^(-2j/d), j = 0 .. d/2-1 (float32)."""
+    return 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim))
+
+
+class Strategy(nn.Module):
+    """Maps the length scale factor t >= 1 to an inverse-frequency vector and an attention factor.
+
+    ``factor`` is the static t used at train and test; ``eval_scale`` picks how t follows the input
+    length at evaluation: ``static`` (always ``factor``), ``dynamic`` (max(1, len / L0), as
+    transformers' ``dynamic``), ``ceil`` (ceil(len / L0), CLEX's rule).
+    """
+
+    samples_scale = False  # True for strategies trained on sampled t (CLEX)
+
+    def __init__(self, rotary_dim: int, base: float, original_length: int, factor: float = 1.0,
+                 eval_scale: str = "static"):
+        super().__init__()
+        if rotary_dim < 2 or rotary_dim % 2:
+            raise ConfigError(f"rotary_dim must be an even integer >= 2, got {rotary_dim}")
+        if not factor >= 1:
+            raise ConfigError(f"strategy.factor must be >= 1, got {factor}")
+        if eval_scale not in EVAL_SCALES:
+            raise ConfigError(f"strategy.eval_scale must be one of {', '.join(EVAL_SCALES)}, got {eval_scale!r}")
+        if original_length < 1:
+            raise ConfigError(f"original_length must be a positive integer, got {original_length}")
+        self.rotary_dim = int(rotary_dim)
+        self.base = float(base)
+        self.original_length = int(original_length)
+        self.factor = float(factor)
+        self.eval_scale = eval_scale
+        self.register_buffer("base_inv_freq", default_inv_freq(rotary_dim, base), persistent=False)
+
+    def inv_freq(self, t: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def attention_factor(self, t: float) -> float:
+        return 1.0
+
+    def scale_for_length(self, seq_len: int) -> float:
+        """The t used for an input whose largest position is seq_len - 1."""
+        if self.eval_scale == "static":
+            return self.factor
+        ratio = seq_len / self.original_length
+        return max(1.0, float(math.ceil(ratio)) if self.eval_scale == "ceil" else ratio)
+
+    def extra_repr(self) -> str:
+        return f"rotary_dim={self.rotary_dim}, base={self.base:g}, original_length={self.original_length}"

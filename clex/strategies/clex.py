@@ -1,0 +1,170 @@
+"""CLEX (Chen et al., ICLR 2024): the RoPE frequency basis evolved over t by a neural ODE."""
+import math
+
+import torch
+from torch import nn
+from torchdiffeq import odeint
+
+from clex.registry import ConfigError
+from clex.strategies.base import STRATEGIES, Strategy
+
+ACTIVATIONS = {"tanh": torch.tanh, "silu": nn.functional.silu}
+FIXED_STEP_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+BEYOND_MAX = ("clamp", "extrapolate")
+
+
+@STRATEGIES.register("clex")
+class Clex(Strategy):
+    """CLEX: z(t) = log inv_freq(t) solves dz/dt = g(z, t), z(1) = log b^(-2j/d), with
+
+        g(z, t) = W_down . act(W_up . (z + log ntk(t))) + xi(t),
+        ntk(t)_j = (b * alpha^(d/(d-2)))^(-2j/d),  alpha = 2t - 1,
+        xi_j(t) = d/dt log ntk(t)_j = -(2j/(d-2)) * 2/(2t-1).
+
+    W_up: d/2 -> width, W_down: width -> d/2, no biases; width = ``projection_width`` or
+    ``amplification * d``. W_down starts at zero, so at initialisation z(t) = log ntk(t).
+
+    We solve in s = log(2t - 1) instead of t (the same ODE): dz/ds = g(z, t(s)) (2t - 1) / 2, where the
+    xi term becomes the constant -2j/(d-2). The stiff 1/(2t-1) near t = 1 is gone, so a few fixed
+    rk4 steps match a dopri5 solve at 1e-9 tolerance (see benchmarks/ode_overhead.py).
+    We use the model's base b inside ntk(t); the official code uses 10000 whatever the model.
+
+    ``dynamics="discrete"`` is the ablation that only knows integer t:
+    z(k+1) = z(k) + [log ntk(k+1) - log ntk(k)] + W_down . act(W_up . (z(k) + log ntk(k))); a
+    non-integer t is rounded up.
+    """
+
+    samples_scale = True
+
+    def __init__(self, *args, max_scale: float = 8.0, amplification: float = 1.0,
+                 projection_width: int | None = None, activation: str = "tanh",
+                 dynamics: str = "continuous", method: str = "rk4", step_size: float = 0.25,
+                 max_step_t: float = 1.0,
+                 rtol: float = 1e-6, atol: float = 1e-8, beyond_max: str = "clamp",
+                 eval_scale: str = "ceil", **kwargs):
+        super().__init__(*args, eval_scale=eval_scale, **kwargs)
+        if not max_scale >= 1:
+            raise ConfigError(f"strategy.max_scale (t_max) must be >= 1, got {max_scale}")
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"strategy.activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        if dynamics not in ("continuous", "discrete"):
+            raise ConfigError(f"strategy.dynamics must be one of continuous, discrete, got {dynamics!r}")
+        if method not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
+            raise ConfigError(f"strategy.method must be one of {', '.join(FIXED_STEP_METHODS + ADAPTIVE_METHODS)}, "
+                              f"got {method!r}")
+        if beyond_max not in BEYOND_MAX:
+            raise ConfigError(f"strategy.beyond_max must be one of {', '.join(BEYOND_MAX)}, got {beyond_max!r}")
+        if not (step_size > 0 and max_step_t > 0):
+            raise ConfigError(f"strategy.step_size and strategy.max_step_t must be > 0, got {step_size}, {max_step_t}")
+        width = int(projection_width) if projection_width else int(round(amplification * self.rotary_dim))
+        if width < 1:
+            raise ConfigError(f"strategy.projection_width / amplification give width {width}; it must be >= 1")
+        half = self.rotary_dim // 2
+        self.max_scale = float(max_scale)
+        self.width = width
+        self.activation = activation
+        self.dynamics = dynamics
+        self.method = method
+        self.step_size = float(step_size)
+        self.max_step_t = float(max_step_t)
+        self.rtol, self.atol = float(rtol), float(atol)
+        self.beyond_max = beyond_max
+        self.up = nn.Linear(half, width, bias=False)  # kaiming-uniform(a=sqrt 5), nn.Linear's default
+        self.down = nn.Linear(width, half, bias=False)
+        nn.init.zeros_(self.down.weight)
+        # -2j/d and -2j/(d-2): log ntk(t)_j = exponent_j * log b + slope_j * log(2t - 1)
+        j = torch.arange(half, dtype=torch.float32)
+        self.register_buffer("exponent", -2 * j / self.rotary_dim, persistent=False)
+        self.register_buffer("slope", -2 * j / (self.rotary_dim - 2), persistent=False)
+        self._cache = None  # (parameter versions, grid log inv_freq [T_max, d/2]) for evaluation
+
+    # --- parameters stay float32 whatever the model's precision -------------------------------
+    def _apply(self, fn, recurse=True):
+        return super()._apply(lambda x: fn(x).float() if x.is_floating_point() else fn(x), recurse)
+
+    # --- the dynamics -------------------------------------------------------------------------
+    def log_ntk(self, log_alpha: torch.Tensor) -> torch.Tensor:
+        """log ntk(t) as a function of log alpha = log(2t - 1)."""
+        return self.exponent * math.log(self.base) + self.slope * log_alpha
+
+    def learned_term(self, z: torch.Tensor, log_alpha: torch.Tensor) -> torch.Tensor:
+        """W_down . act(W_up . (z + log ntk(t)))."""
+        return self.down(ACTIVATIONS[self.activation](self.up(z + self.log_ntk(log_alpha))))
+
+    def _rhs_in_s(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        # dz/ds = g(z, t) dt/ds with dt/ds = (2t - 1)/2 = e^s / 2, and xi(t) dt/ds = slope
+        return self.learned_term(z, s) * (torch.exp(s) / 2) + self.slope
+
+    def _solve(self, ts: torch.Tensor) -> torch.Tensor:
+        """log inv_freq at each t of the increasing tensor ts (ts[0] = 1); returns [len(ts), d/2]."""
+        z0 = torch.log(self.base_inv_freq).float()
+        if self.dynamics == "discrete":
+            return self._solve_discrete(ts, z0)
+        s = torch.log(2 * ts.double() - 1).float()
+        if len(ts) == 1 or float(ts[-1]) == 1.0:
+            return z0.expand(len(ts), -1)
+        options = {}
+        if self.method in FIXED_STEP_METHODS:
+            options = {"grid_constructor": self._grid}
+        with torch.autocast(device_type=z0.device.type, enabled=False):
+            return odeint(self._rhs_in_s, z0, s, method=self.method, rtol=self.rtol, atol=self.atol,
+                          options=options)
+
+    def _grid(self, func, y0, s):
+        """The fixed-step grid: it lands on every output time, and each step is at most step_size in
+        s = log(2t - 1) and at most max_step_t in t (the learned term grows like 2t - 1 in s)."""
+        points = [float(s[0])]
+        for target in s[1:].tolist():
+            while points[-1] < target - 1e-9:
+                t_now = (math.exp(points[-1]) + 1) / 2
+                points.append(min(points[-1] + self.step_size, math.log(2 * (t_now + self.max_step_t) - 1), target))
+            points[-1] = target
+        return torch.tensor(points, dtype=s.dtype, device=s.device)
+
+    def _solve_discrete(self, ts: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+        last = int(math.ceil(float(ts[-1])))
+        zs = [z0]
+        for k in range(1, last):
+            log_alpha_k = torch.tensor(math.log(2 * k - 1), device=z0.device)
+            log_alpha_next = torch.tensor(math.log(2 * k + 1), device=z0.device)
+            step = self.log_ntk(log_alpha_next) - self.log_ntk(log_alpha_k) + self.learned_term(zs[-1], log_alpha_k)
+            zs.append(zs[-1] + step)
+        index = torch.ceil(ts - 1e-6).long().clamp(min=1) - 1
+        return torch.stack(zs)[index]
+
+    # --- the strategy interface --------------------------------------------------------------
+    def scale_for_length(self, seq_len: int) -> float:
+        t = super().scale_for_length(seq_len)
+        return min(t, self.max_scale) if self.beyond_max == "clamp" else t
+
+    def _param_versions(self):
+        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+
+    def inv_freq(self, t: float) -> torch.Tensor:
+        t = float(t)
+        if not t >= 1:
+            raise ValueError(f"CLEX needs t >= 1, got {t}")
+        if torch.is_grad_enabled() and self.up.weight.requires_grad:
+            # Training: one solve from 1 to t. The 0 * sum keeps the ODE in the graph at t = 1,
+            # so DDP sees every parameter used on every step.
+            z = self._solve(torch.tensor([1.0, t], device=self.base_inv_freq.device))[-1]
+            return torch.exp(z) + 0.0 * (self.up.weight.sum() + self.down.weight.sum())
+        if t != math.floor(t):
+            return torch.exp(self._solve(torch.tensor([1.0, t], device=self.base_inv_freq.device))[-1])
+        return torch.exp(self._grid_solution(int(t))[int(t) - 1])
+
+    @torch.no_grad()
+    def _grid_solution(self, t: int) -> torch.Tensor:
+        """Cached solve over the integer grid 1..max(t, t_max), redone when the parameters change."""
+        versions = self._param_versions()
+        if self._cache is None or self._cache[0] != versions or len(self._cache[1]) < t:
+            last = max(t, int(math.ceil(self.max_scale)))
+            grid = torch.arange(1, last + 1, dtype=torch.float32, device=self.base_inv_freq.device)
+            self._cache = (versions, self._solve(grid))
+        return self._cache[1]
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, max_scale={self.max_scale:g}, width={self.width}, "
+                f"activation={self.activation}, dynamics={self.dynamics}, method={self.method}, "
+                f"step_size={self.step_size:g}, beyond_max={self.beyond_max}")

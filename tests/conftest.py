@@ -1,0 +1,25 @@
+import pytest
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+
+
+def tiny_llama(rope_parameters=None, L0=64, seed=0):
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=L0,
+                         rope_parameters=rope_parameters or {"rope_type": "default", "rope_theta": 10000.0})
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny_neox(rope_parameters=None, L0=64, seed=0):
+    torch.manual_seed(seed)
+    params = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
+    params.update(rope_parameters or {})
+    config = GPTNeoXConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, max_position_embeddings=L0, rope_parameters=params)
+    return GPTNeoXForCausalLM(config).eval()
+
+
+@pytest.fixture(params=["llama", "neox"])
+def family(request):
+    return {"llama": tiny_llama, "neox": tiny_neox}[request.param]
