@@ -1,0 +1,123 @@
+"""Corpora, splits, tokenisation and the train / validation / evaluation token streams.
+
+A corpus source is one file here registered in ``DATASETS``: a function of its config section
+returning ``(key, text)`` documents, where ``key`` (a relative path) decides the split.
+"""
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from clex.registry import Registry
+
+DATASETS = Registry("dataset", "clex.data")
+SPLITS = ("train", "validation", "test")
+
+
+def split_of(key: str, validation: float, test: float) -> str:
+    """Deterministic split by a hash of the document's key (not by Python's salted hash())."""
+    u = int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") / 2**64
+    return "test" if u < test else "validation" if u < test + validation else "train"
+
+
+@dataclass
+class Corpus:
+    documents: dict  # split -> list of (key, text)
+    fingerprint: dict  # files, bytes, sha256 over (key, content) of every document
+
+
+def load_corpus(cfg) -> Corpus:
+    source = DATASETS.get(cfg.name)
+    documents = {split: [] for split in SPLITS}
+    digest, total = hashlib.sha256(), 0
+    docs = sorted(source(cfg), key=lambda doc: doc[0])
+    if cfg.get("max_documents"):
+        docs = docs[: cfg.max_documents]
+    for key, text in docs:
+        documents[split_of(key, cfg.validation_fraction, cfg.test_fraction)].append((key, text))
+        raw = text.encode("utf-8", "surrogateescape")
+        digest.update(key.encode() + b"\0" + hashlib.sha256(raw).digest())
+        total += len(raw)
+    fingerprint = {"source": cfg.name, "files": len(docs), "bytes": total, "sha256": digest.hexdigest()[:16],
+                   "split_files": {split: len(documents[split]) for split in SPLITS}}
+    return Corpus(documents, fingerprint)
+
+
+class ByteTokenizer:
+    """UTF-8 bytes 0..255, and 256 as the document separator."""
+
+    vocab_size = 257
+    separator = 256
+    name = "bytes"
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8", "surrogateescape"), dtype=np.uint8).astype(np.int32)
+
+
+class PretrainedTokenizer:
+    """A transformers tokenizer from a local directory; documents separated by its EOS token."""
+
+    def __init__(self, path: str):
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.vocab_size = len(self.tokenizer)
+        self.separator = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        self.name = str(path)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int32)
+
+
+def packed_tokens(tokenizer, documents) -> torch.Tensor:
+    """All documents of a split, each followed by the separator, as one int32 stream."""
+    pieces = []
+    for _, text in documents:
+        pieces += [tokenizer.encode(text), np.array([tokenizer.separator], dtype=np.int32)]
+    return torch.from_numpy(np.concatenate(pieces)) if pieces else torch.zeros(0, dtype=torch.int32)
+
+
+class RandomWindows(torch.utils.data.Dataset):
+    """``count`` windows of ``length + 1`` tokens at seeded random offsets of a token stream: item i
+    is always the same window, so a run (or a resumed run) sees the same data in the same order."""
+
+    def __init__(self, tokens: torch.Tensor, length: int, count: int, seed: int):
+        if len(tokens) < length + 2:
+            raise ValueError(f"the split has {len(tokens)} tokens, fewer than one window of {length + 1}")
+        self.tokens, self.length = tokens, length
+        generator = torch.Generator().manual_seed(seed)
+        self.offsets = torch.randint(0, len(tokens) - length - 1, (count,), generator=generator)
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def __getitem__(self, i):
+        start = int(self.offsets[i])
+        return self.tokens[start: start + self.length + 1].long()
+
+
+def evaluation_sequences(tokenizer, documents, length: int, max_tokens: int, seed: int):
+    """Non-overlapping sequences cut from held-out documents (DESIGN.md 4): each has length + 1
+    tokens, so the model reads ``length`` tokens and every one of them is scored (its next token).
+
+    Documents shorter than length + 1 are skipped and counted. A seeded choice of at most
+    ceil(max_tokens / length) sequences keeps the cost per length bounded; the choice depends only on
+    the documents, the length and the seed, so every strategy is scored on the same tokens.
+    Returns (sequences [N, length + 1] int64, number of distinct documents used, documents skipped).
+    """
+    chunks, skipped = [], 0
+    for index, (_, text) in enumerate(documents):
+        tokens = tokenizer.encode(text)
+        size = length + 1
+        if len(tokens) < size:
+            skipped += 1
+            continue
+        chunks += [(index, tokens[i * size: (i + 1) * size]) for i in range(len(tokens) // size)]
+    if not chunks:
+        return torch.zeros(0, length + 1, dtype=torch.long), 0, skipped
+    count = min(len(chunks), -(-max_tokens // length))
+    order = torch.randperm(len(chunks), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+    chosen = [chunks[i] for i in order.tolist()]
+    sequences = torch.from_numpy(np.stack([c[1] for c in chosen])).long()
+    return sequences, len({c[0] for c in chosen}), skipped

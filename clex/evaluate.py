@@ -1,0 +1,38 @@
+"""Perplexity against length (DESIGN.md section 4) and the extrapolation-length metric."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def sequence_nll(model, sequences: torch.Tensor, tokens_per_batch: int) -> tuple[float, int]:
+    """Sum of next-token NLL over every token of every sequence after the first, and that count."""
+    model.eval()
+    device = next(model.parameters()).device
+    batch_size = max(1, tokens_per_batch // sequences.shape[1])
+    total, count = 0.0, 0
+    for start in range(0, len(sequences), batch_size):
+        ids = sequences[start: start + batch_size].to(device)
+        logits = model(input_ids=ids[:, :-1]).logits.float()
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum").item()
+        count += ids[:, 1:].numel()
+    return total, count
+
+
+def extrapolation_length(rows: list[dict], train_length: int, eps: float) -> dict:
+    """The largest length whose PPL stays within (1 + eps) of the PPL at the training length,
+    interpolated linearly in log-length between the last length inside and the first outside.
+    ``censored`` is true when every evaluated length stays inside: the value is then a lower bound."""
+    rows = sorted((r for r in rows if r["length"] >= train_length and r["ppl"] is not None), key=lambda r: r["length"])
+    if not rows or rows[0]["length"] != train_length:
+        return {"value": None, "censored": False, "eps": eps}
+    limit = (1 + eps) * rows[0]["ppl"]
+    for inside, outside in zip(rows, rows[1:]):
+        if not outside["ppl"] <= limit:  # NaN counts as outside
+            if not math.isfinite(outside["ppl"]):
+                return {"value": float(inside["length"]), "censored": False, "eps": eps}
+            frac = (limit - inside["ppl"]) / (outside["ppl"] - inside["ppl"])
+            log_len = math.log(inside["length"]) + frac * (math.log(outside["length"]) - math.log(inside["length"]))
+            return {"value": math.exp(log_len), "censored": False, "eps": eps}
+    return {"value": float(rows[-1]["length"]), "censored": True, "eps": eps}

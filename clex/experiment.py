@@ -1,0 +1,266 @@
+"""One experiment: config -> corpus, model, strategy -> (cached) base pre-training -> fine-tuning with
+Lightning -> perplexity against length -> runs/<name>/results.json. Shared by experiments/run.py and
+the sweeps, which call ``run_experiment`` in-process."""
+import hashlib
+import json
+import logging
+import math
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import clex
+from clex import io
+from clex.config import check_finite, require
+from clex.data import RandomWindows, evaluation_sequences, load_corpus, packed_tokens
+from clex.evaluate import extrapolation_length, sequence_nll
+from clex.lit import LongContextLM
+from clex.models import build_model, build_tokenizer
+from clex.registry import ConfigError
+from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
+
+SCHEMA_VERSION = 1
+ROTARY_KEYS = ("name", "log_scale")  # strategy config keys that are not strategy options
+log = logging.getLogger("clex")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Prepared:
+    tokenizer: object
+    corpus: object
+    model: torch.nn.Module
+    strategy: torch.nn.Module
+    eval_lengths: list
+    original_length: int
+
+
+def eval_lengths(cfg) -> list[int]:
+    lengths = cfg.eval.lengths if cfg.eval.lengths is not None else [m * cfg.train.length for m in cfg.eval.multipliers]
+    for value in lengths:
+        require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                "eval.lengths / eval.multipliers", "must be positive integers", list(lengths))
+    return sorted(set(lengths))
+
+
+def validate(cfg):
+    """Checks that need no model or data (those come in ``prepare``)."""
+    check_finite(cfg)
+    t = cfg.train
+    require(isinstance(t.length, int) and t.length >= 2, "train.length", "must be an integer >= 2", t.length)
+    for key in ("steps", "batch_size", "val_every", "val_batches"):
+        require(t[key] >= 1, f"train.{key}", "must be >= 1", t[key])
+    require(cfg.base.steps >= 0, "base.steps", "must be >= 0", cfg.base.steps)
+    require(t.lr > 0, "train.lr", "must be > 0", t.lr)
+    require(t.ode_lr is None or t.ode_lr > 0, "train.ode_lr", "must be > 0 or null", t.ode_lr)
+    require(cfg.eval.max_tokens >= 1, "eval.max_tokens", "must be >= 1", cfg.eval.max_tokens)
+    require(0 < cfg.eval.eps, "eval.eps", "must be > 0", cfg.eval.eps)
+    fractions = cfg.data.validation_fraction + cfg.data.test_fraction
+    require(0 < cfg.data.validation_fraction and 0 < cfg.data.test_fraction and fractions < 1,
+            "data.validation_fraction / data.test_fraction", "must be > 0 and sum to < 1", fractions)
+    SCALE_SAMPLERS.get(cfg.sampler.scale)
+    POSITION_SAMPLERS.get(cfg.sampler.position)
+    eval_lengths(cfg)
+
+
+def strategy_options(cfg) -> dict:
+    return {k: v for k, v in OmegaConf.to_container(cfg.strategy).items() if k not in ROTARY_KEYS}
+
+
+def prepare(cfg) -> Prepared:
+    """Everything that can reject the config, before anything is written."""
+    validate(cfg)
+    tokenizer = build_tokenizer(cfg.model)
+    corpus = load_corpus(cfg.data)
+    require(len(corpus.documents["train"]) > 0, "data", "has no training documents", corpus.fingerprint)
+    model = build_model(cfg.model, tokenizer)
+    settings = clex.rotary_settings(model)
+    if cfg.model.get("original_length"):
+        settings["original_length"] = int(cfg.model.original_length)
+    strategy = clex.build_strategy(cfg.strategy.name, **settings, **strategy_options(cfg))
+    return Prepared(tokenizer, corpus, model, strategy, eval_lengths(cfg), settings["original_length"])
+
+
+def config_hash(data) -> str:
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def run_name(cfg) -> str:
+    if cfg.name:
+        return str(cfg.name)
+    content = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("name", "out_dir", "choices"):
+        content.pop(key, None)
+    return f"{cfg.choices.strategy}-{cfg.choices.model}-L{cfg.train.length}-{config_hash(content)}"
+
+
+class StopOnNonFinite(L.Callback):
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"training loss became {loss.item()} at step {trainer.global_step}")
+
+
+def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: int | None):
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    callbacks = [StopOnNonFinite()]
+    if checkpoints:
+        callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", filename="best", monitor="val/loss",
+                                         save_top_k=1, save_last=True))
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    options = dict(OmegaConf.to_container(cfg.trainer))
+    return L.Trainer(max_steps=max_steps, logger=TensorBoardLogger(root, name="tensorboard", version=""),
+                     callbacks=callbacks, enable_checkpointing=checkpoints, num_sanity_val_steps=0,
+                     val_check_interval=val_every, limit_val_batches=None if val_every else 0,
+                     gradient_clip_val=cfg.train.grad_clip, enable_model_summary=False, **options)
+
+
+def _loader(dataset, batch_size):
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+
+
+def base_key(cfg, prepared: Prepared) -> str:
+    return config_hash({"model": OmegaConf.to_container(cfg.model), "base": OmegaConf.to_container(cfg.base),
+                        "data": OmegaConf.to_container(cfg.data), "corpus": prepared.corpus.fingerprint,
+                        "seed": cfg.seed, "precision": str(cfg.trainer.get("precision")), "version": 1})
+
+
+def pretrain_base(cfg, prepared: Prepared, train_tokens: torch.Tensor) -> dict:
+    """Stage 1: plain RoPE at L0, cached under out_dir/.base/<hash of its settings> and reused."""
+    root = Path(cfg.out_dir) / ".base" / base_key(cfg, prepared)
+    weights, info_path = root / "model.pt", root / "base.json"
+    if weights.is_file() and info_path.is_file():
+        prepared.model.load_state_dict(torch.load(weights, map_location="cpu"))
+        info = json.loads(info_path.read_text())
+        log.info("stage 1: reusing the cached base model %s", root)
+        return {**info, "cached": True, "path": str(root)}
+    L0, b = prepared.original_length, cfg.base
+    log.info("stage 1: pre-training the base model with plain RoPE at L0=%d for %d steps", L0, b.steps)
+    rope = clex.build_strategy("rope", **clex.rotary_settings(prepared.model) | {"original_length": L0})
+    clex.patch_model(prepared.model, rope)
+    optim = OmegaConf.create({"lr": b.lr, "ode_lr": None, "weight_decay": cfg.train.weight_decay,
+                              "betas": cfg.train.betas, "warmup_steps": b.warmup_steps, "steps": b.steps})
+    module = LongContextLM(prepared.model, optim, cfg.sampler, seed=cfg.seed)
+    start = time.time()
+    trainer = make_trainer(cfg, b.steps, root, checkpoints=False, val_every=None)
+    trainer.fit(module, _loader(RandomWindows(train_tokens, L0, b.steps * b.batch_size, cfg.seed + 1), b.batch_size))
+    info = {"steps": b.steps, "original_length": L0, "tokens": b.steps * b.batch_size * L0,
+            "wall_seconds": time.time() - start, "final_loss": float(trainer.callback_metrics["train/loss"])}
+    state = {k: v for k, v in prepared.model.state_dict().items() if ".rotary_emb." not in k}
+    io.atomic_write(weights, lambda handle: torch.save(state, handle))
+    io.write_json(info_path, info)
+    return {**info, "cached": False, "path": str(root)}
+
+
+def evaluate_lengths(cfg, prepared: Prepared) -> list[dict]:
+    rows = []
+    for length in prepared.eval_lengths:
+        sequences, documents, skipped = evaluation_sequences(
+            prepared.tokenizer, prepared.corpus.documents["test"], length, cfg.eval.max_tokens, cfg.eval.seed)
+        row = {"length": length, "ppl": None, "nll": None, "tokens": 0, "documents": documents,
+               "skipped_documents": skipped}
+        if len(sequences):
+            start = time.time()
+            total, count = sequence_nll(prepared.model, sequences, cfg.eval.tokens_per_batch)
+            nll = total / count
+            row.update(nll=nll, ppl=math.exp(nll) if nll < 700 else math.inf, tokens=count,
+                       tokens_per_second=count / max(time.time() - start, 1e-9))
+        rows.append(row)
+    return rows
+
+
+def provenance() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    versions = {}
+    for package in ("torch", "transformers", "lightning", "torchdiffeq", "omegaconf"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"git_commit": commit, "python": platform.python_version(), "packages": versions}
+
+
+def format_table(results: dict) -> str:
+    lines = [f"strategy {results['strategy']}  L={results['train_length']}  L0={results['original_length']}",
+             f"{'length':>8} {'ppl':>9} {'nll':>8} {'tokens':>8} {'docs':>5}"]
+    for row in results["eval"]:
+        ppl = f"{row['ppl']:.3f}" if row["ppl"] is not None else "-"
+        nll = f"{row['nll']:.4f}" if row["nll"] is not None else "-"
+        lines.append(f"{row['length']:>8} {ppl:>9} {nll:>8} {row['tokens']:>8} {row['documents']:>5}")
+    ext = results["extrapolation_length"]
+    if ext["value"] is not None:
+        bound = " (lower bound: every length stayed within)" if ext["censored"] else ""
+        lines.append(f"extrapolation length (PPL within {1 + ext['eps']:g} x PPL at L): {ext['value']:.0f}{bound}")
+    return "\n".join(lines)
+
+
+def run_experiment(cfg: DictConfig, prepared: Prepared | None = None) -> dict:
+    """Train and evaluate one configuration; returns the results written to results.json."""
+    prepared = prepared or prepare(cfg)
+    started = time.time()
+    run_dir = Path(cfg.out_dir) / run_name(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    io.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    train_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["train"])
+    base = None
+    if cfg.model.name != "hf" and cfg.base.steps > 0:
+        base = pretrain_base(cfg, prepared, train_tokens)
+    clex.patch_model(prepared.model, prepared.strategy, log_scale=bool(cfg.strategy.get("log_scale")))
+
+    t = cfg.train
+    optim = OmegaConf.create({"lr": t.lr, "ode_lr": t.ode_lr, "weight_decay": t.weight_decay, "betas": t.betas,
+                              "warmup_steps": t.warmup_steps, "steps": t.steps})
+    module = LongContextLM(prepared.model, optim, cfg.sampler, seed=cfg.seed)
+    val_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["validation"])
+    train_data = RandomWindows(train_tokens, t.length, t.steps * t.batch_size, cfg.seed + 2)
+    val_data = RandomWindows(val_tokens, t.length, t.val_batches * t.batch_size, cfg.seed + 3)
+    log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps)
+    train_start = time.time()
+    trainer = make_trainer(cfg, t.steps, run_dir, checkpoints=True, val_every=min(t.val_every, t.steps))
+    trainer.fit(module, _loader(train_data, t.batch_size), _loader(val_data, t.batch_size))
+    train_seconds = time.time() - train_start
+
+    rows = evaluate_lengths(cfg, prepared)
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "name": run_dir.name,
+        "strategy": cfg.strategy.name,
+        "choices": OmegaConf.to_container(cfg.choices),
+        "original_length": prepared.original_length,
+        "train_length": t.length,
+        "max_scale": getattr(prepared.strategy, "max_scale", None),
+        "eval": rows,
+        "extrapolation_length": extrapolation_length(rows, t.length, cfg.eval.eps),
+        "train": {"steps": t.steps, "tokens": t.steps * t.batch_size * t.length, "wall_seconds": train_seconds,
+                  "final_loss": float(trainer.callback_metrics.get("train/loss", math.nan)),
+                  "final_val_loss": float(trainer.callback_metrics.get("val/loss", math.nan))},
+        "base": base,
+        "parameters": sum(p.numel() for p in prepared.model.parameters()),
+        "corpus": prepared.corpus.fingerprint,
+        "wall_seconds": time.time() - started,
+        "seed": cfg.seed,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        **provenance(),
+    }
+    io.write_json(run_dir / "results.json", results)
+    from clex.plots import plot_ppl_vs_length
+
+    plot_ppl_vs_length([results], run_dir / "ppl_vs_length.png")
+    return results

@@ -1,0 +1,87 @@
+"""The LightningModule: a patched causal LM trained with the strategy's sampled t and positions."""
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from clex.rotary import rotary_module
+from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
+
+
+def next_token_loss(model, ids: torch.Tensor) -> torch.Tensor:
+    """Mean NLL of ids[:, 1:] given ids[:, :-1] (float32 logits whatever the precision)."""
+    logits = model(input_ids=ids[:, :-1]).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.1) -> float:
+    """Linear warm-up to 1, then cosine decay to min_ratio at ``total`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class LongContextLM(L.LightningModule):
+    """``optim``: lr, ode_lr (None: lr), weight_decay, warmup_steps, steps, betas.
+    ``sampler``: scale and position sampler names and options (used when the strategy samples t)."""
+
+    def __init__(self, model, optim, sampler, seed: int):
+        super().__init__()
+        self.model = model
+        self.rotary = rotary_module(model)
+        self.strategy = self.rotary.strategy
+        self.optim = optim
+        self.train_length = None
+        if self.strategy.samples_scale:
+            self.scale_sampler = SCALE_SAMPLERS.get(sampler.scale)(self.strategy.max_scale, **(sampler.scale_options or {}))
+            self.position_sampler = POSITION_SAMPLERS.get(sampler.position)()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def step_scale_and_positions(self, length: int):
+        if not self.strategy.samples_scale:
+            return self.strategy.scale_for_length(length), torch.arange(length, dtype=torch.float32)
+        scale = self.scale_sampler(self.generator)
+        return scale, self.position_sampler(length, scale, self.strategy.original_length, self.generator)
+
+    def training_step(self, batch, batch_idx):
+        scale, positions = self.step_scale_and_positions(batch.shape[1] - 1)
+        with self.rotary.training_scale(scale, positions):
+            loss = next_token_loss(self.model, batch)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/scale", scale)
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss = next_token_loss(self.model, batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch.shape[0])
+
+    def on_validation_epoch_end(self):
+        loss = self.trainer.callback_metrics.get("val/loss")
+        if loss is not None:
+            self.log("val/ppl", torch.exp(loss))
+
+    def configure_optimizers(self):
+        ode = [p for p in self.strategy.parameters() if p.requires_grad]
+        ode_ids = {id(p) for p in ode}
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            if p.requires_grad and id(p) not in ode_ids:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.optim.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if ode:
+            groups.append({"params": ode, "weight_decay": 0.0, "lr": self.optim.ode_lr or self.optim.lr})
+        optimiser = torch.optim.AdamW(groups, lr=self.optim.lr, betas=tuple(self.optim.betas))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda step: warmup_cosine(step, self.optim.warmup_steps, self.optim.steps))
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["sampler_generator"] = self.generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint):
+        if "sampler_generator" in checkpoint:
+            self.generator.set_state(checkpoint["sampler_generator"])

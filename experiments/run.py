@@ -1,0 +1,79 @@
+"""Train and evaluate one configuration, or each of a comma list: PPL against length.
+
+    python experiments/run.py                       # the default: CLEX on a tiny Llama, CPU, minutes
+    python experiments/run.py strategy=rope,pi,fbs,yarn,clex train.steps=400
+    python experiments/run.py --help | --cfg [overrides]
+"""
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from clex.config import compose, expand, group_options, load_defaults, parse_overrides  # noqa: E402
+from clex.registry import ConfigError  # noqa: E402
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def usage() -> str:
+    _, defaults = load_defaults(CONFIG_DIR)
+    lines = [__doc__.strip(), "", "groups (group=option; a comma list runs each in turn):"]
+    for group, default in defaults.items():
+        lines.append(f"  {group:<9} {', '.join(group_options(CONFIG_DIR, group))}   (default: {default})")
+    lines += ["", "any key: a.b.c=value (--cfg shows them); +a.b=value adds a key the config lacks"]
+    return "\n".join(lines)
+
+
+def quiet_libraries():
+    """Lightning's start-up chatter (GPU/TPU availability, tips) hides the table; warnings stay."""
+    import lightning  # noqa: F401  (sets its loggers' levels on import; ours must come after)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--help" in argv or "-h" in argv:
+        print(usage())
+        return 0
+    show_config = "--cfg" in argv
+    args = [a for a in argv if a != "--cfg"]
+    try:
+        choices, overrides = parse_overrides(CONFIG_DIR, args)
+        configs = [compose(CONFIG_DIR, choice, overrides) for choice in expand(choices)]
+        if show_config:
+            print("\n---\n".join(OmegaConf.to_yaml(cfg) for cfg in configs))
+            return 0
+        quiet_libraries()
+        from clex.experiment import TrainingDiverged, format_table, prepare, run_experiment
+        from clex.report import write_comparison
+
+        prepared = [prepare(cfg) for cfg in configs]  # every config is checked before any run starts
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    results = []
+    for cfg, ready in zip(configs, prepared):
+        try:
+            result = run_experiment(cfg, ready)
+        except TrainingDiverged as error:
+            print(f"error: {cfg.choices.strategy}: {error}", file=sys.stderr)
+            return 1
+        print(format_table(result))
+        print(f"saved {Path(cfg.out_dir) / result['name']}")
+        results.append(result)
+    if len(results) > 1:
+        print(write_comparison(results, Path(configs[0].out_dir), choices))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
