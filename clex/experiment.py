@@ -83,6 +83,7 @@ def prepare(cfg) -> Prepared:
     tokenizer = build_tokenizer(cfg.model)
     corpus = load_corpus(cfg.data)
     require(len(corpus.documents["train"]) > 0, "data", "has no training documents", corpus.fingerprint)
+    torch.manual_seed(cfg.seed)  # the initial weights (model and ODE) depend on the seed only
     model = build_model(cfg.model, tokenizer)
     settings = clex.rotary_settings(model)
     if cfg.model.get("original_length"):

@@ -30,14 +30,19 @@ class LongContextLM(L.LightningModule):
     def __init__(self, model, optim, sampler, seed: int):
         super().__init__()
         self.model = model
-        self.rotary = rotary_module(model)
-        self.strategy = self.rotary.strategy
         self.optim = optim
-        self.train_length = None
-        if self.strategy.samples_scale:
-            self.scale_sampler = SCALE_SAMPLERS.get(sampler.scale)(self.strategy.max_scale, **(sampler.scale_options or {}))
+        if rotary_module(model).strategy.samples_scale:
+            self.scale_sampler = SCALE_SAMPLERS.get(sampler.scale)(rotary_module(model).strategy.max_scale, **(sampler.scale_options or {}))
             self.position_sampler = POSITION_SAMPLERS.get(sampler.position)()
         self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def rotary(self):  # a property, not a submodule: its weights are saved once, under model.
+        return rotary_module(self.model)
+
+    @property
+    def strategy(self):
+        return self.rotary.strategy
 
     def step_scale_and_positions(self, length: int):
         if not self.strategy.samples_scale:

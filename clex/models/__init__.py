@@ -15,4 +15,15 @@ def build_tokenizer(cfg):
     """The model's own tokenizer when it has one (``model.path``), else bytes."""
     from clex.data import ByteTokenizer, PretrainedTokenizer
 
-    return PretrainedTokenizer(cfg.path) if cfg.get("path") else ByteTokenizer()
+    return PretrainedTokenizer(checkpoint_dir(cfg)) if cfg.name == "hf" else ByteTokenizer()
+
+
+def checkpoint_dir(cfg) -> str:
+    """``model.path`` when it is a local directory; we never reach for a hub."""
+    from pathlib import Path
+
+    from clex.registry import ConfigError
+
+    if not cfg.get("path") or not Path(cfg.path).is_dir():
+        raise ConfigError(f"model.path: {cfg.get('path')!r} is not a directory with a transformers checkpoint")
+    return str(cfg.path)

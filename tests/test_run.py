@@ -1,0 +1,155 @@
+"""experiments/run.py end to end on tiny settings: every strategy, both tiny models, files and numbers."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import run  # noqa: E402
+
+from clex.data import evaluation_sequences, load_corpus  # noqa: E402
+from clex.evaluate import sequence_nll  # noqa: E402
+
+STRATEGIES = ["rope", "pi", "fbs", "yarn", "clex"]
+TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
+        "model.original_length=32", "train.length=32", "train.steps=4", "train.batch_size=2",
+        "train.val_every=2", "train.val_batches=1", "base.steps=4", "base.batch_size=2",
+        "eval.multipliers=[1,2,4]", "eval.max_tokens=256", "data.max_documents=300",
+        "trainer.enable_progress_bar=false", "strategy.max_scale=4"]
+
+
+def tiny_args(out_dir, *extra):
+    # strategy.max_scale only exists for clex: drop it for the others
+    args = [f"out_dir={out_dir}", *TINY, *extra]
+    strategies = next((a.split("=", 1)[1] for a in extra if a.startswith("strategy=")), "clex")
+    return args if strategies == "clex" else [a for a in args if not a.startswith("strategy.max_scale")]
+
+
+@pytest.fixture(scope="module", params=["tiny-llama", "tiny-neox"])
+def comparison(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param)
+    strategies = [s for s in STRATEGIES if s != "clex"]
+    assert run.main(tiny_args(out, f"model={request.param}", "strategy=" + ",".join(strategies))) == 0
+    assert run.main(tiny_args(out, f"model={request.param}", "strategy=clex")) == 0
+    return out, request.param
+
+
+def load_results(out):
+    return {json.loads(p.read_text())["strategy"]: json.loads(p.read_text()) for p in out.glob("*/results.json")}
+
+
+def test_every_strategy_writes_its_files_and_numbers(comparison):
+    out, model = comparison
+    results = load_results(out)
+    assert sorted(results) == sorted(STRATEGIES)
+    for name, result in results.items():
+        run_dir = out / result["name"]
+        for path in ("config.yaml", "ppl_vs_length.png", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+            assert (run_dir / path).is_file(), path
+        assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+        assert result["schema_version"] == 1 and result["strategy"] == name
+        assert result["choices"]["model"] == model
+        assert result["train_length"] == 32 and result["original_length"] == 32
+        assert [row["length"] for row in result["eval"]] == [32, 64, 128]
+        for row in result["eval"]:
+            assert row["tokens"] > 0 and row["documents"] > 0
+            assert row["ppl"] == pytest.approx(math.exp(row["nll"]))
+            assert 1 < row["ppl"] < 257  # better than nothing, worse than perfect, for byte tokens
+        assert result["train"]["tokens"] == 4 * 2 * 32
+        assert result["parameters"] > 0 and result["corpus"]["files"] == 300
+        assert set(result["packages"]) >= {"torch", "transformers", "lightning"}
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert saved == result["config"] and saved["strategy"]["name"] == name
+    # the same held-out tokens for every strategy
+    tokens = {name: [row["tokens"] for row in r["eval"]] for name, r in results.items()}
+    assert len({tuple(t) for t in tokens.values()}) == 1
+    # one base model, pre-trained once and reused by every strategy
+    bases = {r["base"]["path"] for r in results.values()}
+    assert len(bases) == 1 and sum(not r["base"]["cached"] for r in results.values()) == 1
+
+
+def test_comparison_table_and_figure(comparison):
+    out, _ = comparison
+    [target] = out.glob("comparison-*")
+    table = (target / "comparison.md").read_text()
+    results = load_results(out)
+    for name in ("rope", "pi", "fbs", "yarn"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        assert f"{results[name]['eval'][0]['ppl']:.2f}" in row
+    assert (target / "ppl_vs_length.png").stat().st_size > 1000
+
+
+def test_reported_perplexity_matches_an_independent_evaluation_of_the_checkpoint(comparison):
+    out, _ = comparison
+    result = load_results(out)["clex"]
+    from omegaconf import OmegaConf
+
+    from clex.experiment import prepare
+
+    cfg = OmegaConf.create(result["config"])
+    prepared = prepare(cfg)
+    import clex
+
+    clex.patch_model(prepared.model, prepared.strategy)
+    state = torch.load(out / result["name"] / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    prepared.model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    corpus = load_corpus(cfg.data)
+    for row in result["eval"]:
+        sequences, _, _ = evaluation_sequences(prepared.tokenizer, corpus.documents["test"], row["length"],
+                                               cfg.eval.max_tokens, cfg.eval.seed)
+        total, count = sequence_nll(prepared.model, sequences, 10_000)
+        assert count == row["tokens"]
+        assert total / count == pytest.approx(row["nll"], rel=1e-5)
+
+
+def test_same_seed_same_results(tmp_path):
+    args = ["strategy=clex", "base.steps=0", "eval.multipliers=[1,2]"]
+    assert run.main(tiny_args(tmp_path / "a", *args)) == 0
+    assert run.main(tiny_args(tmp_path / "b", *args)) == 0
+    [a], [b] = [list(load_results(tmp_path / x).values()) for x in "ab"]
+    assert a["train"]["final_loss"] == b["train"]["final_loss"]
+    assert [r["nll"] for r in a["eval"]] == [r["nll"] for r in b["eval"]]
+    assert run.main(tiny_args(tmp_path / "c", *args, "seed=1")) == 0
+    [c] = load_results(tmp_path / "c").values()
+    assert c["train"]["final_loss"] != a["train"]["final_loss"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["strategy=ntk"], "strategy='ntk' is not an option of group 'strategy'; choices: clex, fbs, pi, rope, yarn"),
+    (["train.lenght=64"], "unknown config key 'train.lenght'; did you mean 'train.length'?"),
+    (["train.length=abc"], "train.length must be an integer, got 'abc'"),
+    (["train.length=1"], "train.length must be an integer >= 2, got 1"),
+    (["strategy.max_scale=0.5"], "strategy.max_scale (t_max) must be >= 1, got 0.5"),
+    (["eval.lengths=[128,0]"], "eval.lengths / eval.multipliers must be positive integers, got [128, 0]"),
+    (["eval.multipliers=[1,1.5]"], "eval.lengths / eval.multipliers must be positive integers"),
+    (["data=text", "data.paths=[/nonexistent/*.txt]"], "data.paths: no file matches '/nonexistent/*.txt'"),
+    (["train.lr=nan"], "train.lr must be a finite number, got nan"),
+    (["sampler.position=shuffled"], "unknown position sampler 'shuffled'; known: contiguous, extrapolated-random"),
+    (["strategy=pi", "strategy.max_scale=4"], "unknown config key 'strategy.max_scale'"),
+    (["model=hf", "model.path=/nonexistent"], "model.path: '/nonexistent' is not a directory"),
+    (["train"], "argument 'train' is not key=value or group=option"),
+])
+def test_config_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "runs"
+    assert run.main([f"out_dir={out}", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err
+    assert not out.exists()
+
+
+def test_command_line_error_has_no_traceback_and_cfg_prints_the_config(tmp_path):
+    script = Path(run.__file__)
+    bad = subprocess.run([sys.executable, script, "strategy.factor=x", "strategy=pi"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == "error: strategy.factor must be a number, got 'x'"
+    shown = subprocess.run([sys.executable, script, "--cfg", "strategy=pi", "train.length=64"],
+                           capture_output=True, text=True)
+    cfg = yaml.safe_load(shown.stdout)
+    assert shown.returncode == 0 and cfg["strategy"]["name"] == "pi" and cfg["train"]["length"] == 64
+    helped = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
+    assert "strategy  clex, fbs, pi, rope, yarn" in helped.stdout
