@@ -41,7 +41,8 @@ class ScaledRotaryEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor):
         if self._train is not None:
             scale, positions = self._train
-            positions = positions.to(x.device, torch.float32).expand(position_ids.shape)
+            # one row broadcast over the batch: cos/sin (and their gradient) are computed once, not B times
+            positions = positions.to(x.device, torch.float32)[None]
         else:
             scale = self.strategy.scale_for_length(int(position_ids.max()) + 1)
             positions = position_ids.float()

@@ -39,7 +39,7 @@ class Clex(Strategy):
 
     def __init__(self, *args, max_scale: float = 8.0, amplification: float = 1.0,
                  projection_width: int | None = None, activation: str = "tanh",
-                 dynamics: str = "continuous", method: str = "rk4", step_size: float = 0.25,
+                 dynamics: str = "continuous", method: str = "rk4", step_size: float = 0.5,
                  max_step_t: float = 1.0,
                  rtol: float = 1e-6, atol: float = 1e-8, beyond_max: str = "clamp",
                  eval_scale: str = "ceil", **kwargs):
