@@ -112,11 +112,11 @@ class StopOnNonFinite(L.Callback):
             raise TrainingDiverged(f"training loss became {loss.item()} at step {trainer.global_step}")
 
 
-def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: int | None):
+def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: int | None, callbacks=()):
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    callbacks = [StopOnNonFinite()]
+    callbacks = [StopOnNonFinite(), *callbacks]
     if checkpoints:
         callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", filename="best", monitor="val/loss",
                                          save_top_k=1, save_last=True))
@@ -133,7 +133,7 @@ def _loader(dataset, batch_size):
 
 
 def base_key(cfg, prepared: Prepared) -> str:
-    return config_hash({"model": OmegaConf.to_container(cfg.model), "base": OmegaConf.to_container(cfg.base),
+    return config_hash({"model": OmegaConf.to_container(cfg.model, resolve=True), "base": OmegaConf.to_container(cfg.base),
                         "data": OmegaConf.to_container(cfg.data), "corpus": prepared.corpus.fingerprint,
                         "seed": cfg.seed, "precision": str(cfg.trainer.get("precision")), "version": 1})
 
@@ -211,8 +211,9 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_experiment(cfg: DictConfig, prepared: Prepared | None = None) -> dict:
-    """Train and evaluate one configuration; returns the results written to results.json."""
+def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=()) -> dict:
+    """Train and evaluate one configuration; returns the results written to results.json.
+    ``callbacks``: extra Lightning callbacks for the fine-tuning stage (e.g. a sweep's pruning)."""
     prepared = prepared or prepare(cfg)
     started = time.time()
     run_dir = Path(cfg.out_dir) / run_name(cfg)
@@ -234,7 +235,8 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None) -> dict:
     val_data = RandomWindows(val_tokens, t.length, t.val_batches * t.batch_size, cfg.seed + 3)
     log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps)
     train_start = time.time()
-    trainer = make_trainer(cfg, t.steps, run_dir, checkpoints=True, val_every=min(t.val_every, t.steps))
+    trainer = make_trainer(cfg, t.steps, run_dir, checkpoints=True, val_every=min(t.val_every, t.steps),
+                           callbacks=callbacks)
     trainer.fit(module, _loader(train_data, t.batch_size), _loader(val_data, t.batch_size))
     train_seconds = time.time() - train_start
 
@@ -242,6 +244,7 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None) -> dict:
     results = {
         "schema_version": SCHEMA_VERSION,
         "name": run_dir.name,
+        "run_dir": str(run_dir.resolve()),
         "strategy": cfg.strategy.name,
         "choices": OmegaConf.to_container(cfg.choices),
         "original_length": prepared.original_length,

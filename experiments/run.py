@@ -4,15 +4,14 @@
     python experiments/run.py strategy=rope,pi,fbs,yarn,clex train.steps=400
     python experiments/run.py --help | --cfg [overrides]
 """
-import logging
 import sys
-import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
+from clex.cli import quiet_libraries  # noqa: E402
 from clex.config import compose, expand, group_options, load_defaults, parse_overrides  # noqa: E402
 from clex.registry import ConfigError  # noqa: E402
 
@@ -26,17 +25,6 @@ def usage() -> str:
         lines.append(f"  {group:<9} {', '.join(group_options(CONFIG_DIR, group))}   (default: {default})")
     lines += ["", "any key: a.b.c=value (--cfg shows them); +a.b=value adds a key the config lacks"]
     return "\n".join(lines)
-
-
-def quiet_libraries():
-    """Lightning's start-up chatter (GPU/TPU availability, tips) hides the table; warnings stay."""
-    import lightning  # noqa: F401  (sets its loggers' levels on import; ours must come after)
-
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
 
 def main(argv=None) -> int:

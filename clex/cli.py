@@ -1,0 +1,14 @@
+"""What the command-line entry points share."""
+import logging
+import warnings
+
+
+def quiet_libraries():
+    """Lightning's start-up chatter (GPU/TPU availability, tips) hides the table; warnings stay."""
+    import lightning  # noqa: F401  (sets its loggers' levels on import; ours must come after)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")

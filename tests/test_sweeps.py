@@ -1,0 +1,138 @@
+"""Sweep workers: shared journal storage, a killed worker's trial retried, pruning, bad sweep files."""
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "sweeps" / "run.py"
+
+def _load_worker_module():
+    spec = importlib.util.spec_from_file_location("sweeps_run", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sweep_cli = _load_worker_module()
+
+TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
+        "train.length=32", "train.batch_size=2", "train.val_batches=1", "base.steps=0",
+        "eval.multipliers=[1,4]", "eval.max_tokens=128", "data.max_documents=150", "trainer.enable_progress_bar=false"]
+
+
+def worker_args(tmp_path, *extra, steps=3):
+    return ["sweep=clex_lambda", f"study.storage={tmp_path / 'study.journal'}", f"out_dir={tmp_path / 'runs'}",
+            f"train.steps={steps}", "train.val_every=1", *TINY, *extra]
+
+
+def start_worker(tmp_path, *extra, steps=3):
+    return subprocess.Popen([sys.executable, WORKER, *worker_args(tmp_path, *extra, steps=steps)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def load(tmp_path, name="clex_lambda"):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_two_workers_share_one_study_and_finish_exactly_n_trials(tmp_path):
+    workers = [start_worker(tmp_path, "study.n_trials=4", "study.pruner=none") for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    trials = load(tmp_path).get_trials()
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 4 and len(trials) == 4
+    run_dirs = [t.user_attrs["run_dir"] for t in trials]
+    assert len(set(run_dirs)) == 4 and all((Path(d) / "results.json").is_file() for d in run_dirs)
+    ran = [int(line.split()[3]) for out in outputs for line in out.splitlines() if line.startswith("worker done")]
+    assert sum(ran) == 4 and all(n >= 1 for n in ran)  # both workers did work, none twice
+
+
+def test_a_killed_worker_trial_is_failed_and_retried(tmp_path):
+    options = ["study.n_trials=2", "study.pruner=none", "study.heartbeat_interval=1", "study.grace_period=4"]
+    victim = start_worker(tmp_path, *options, steps=400)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait until its first trial is running and beating
+        time.sleep(1)
+        if (tmp_path / "study.journal").exists():
+            running = [t for t in load(tmp_path).get_trials() if t.state == TrialState.RUNNING]
+            if running and "heartbeat" in running[0].user_attrs:
+                break
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    killed = running[0].number
+    restarted = subprocess.run([sys.executable, WORKER, *worker_args(tmp_path, *options)],
+                               capture_output=True, text=True, timeout=600)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    trials = load(tmp_path).get_trials()
+    assert trials[killed].state == TrialState.FAIL
+    assert trials[killed].user_attrs["fail_reason"] == "worker died (no heartbeat)"
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert retried[0].params == trials[killed].params
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 2
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_pruning_prunes_a_clearly_bad_trial(tmp_path):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
+    study = optuna.create_study(study_name="clex_lambda", storage=storage)
+    study.enqueue_trial({"strategy.amplification": 1.0})
+    study.enqueue_trial({"strategy.amplification": 1.0})
+    # the second trial learns nothing (lr 1e-9): its validation loss is above the first's at every step
+    first = sweep_cli.main(worker_args(tmp_path, "study.n_trials=1", "study.pruner_startup_trials=1",
+                                       "train.lr=1e-2", "train.warmup_steps=1", steps=4))
+    second = sweep_cli.main(worker_args(tmp_path, "study.n_trials=2", "study.pruner_startup_trials=1",
+                                        "train.lr=1e-9", "train.warmup_steps=1", steps=4))
+    assert first == second == 0
+    trials = load(tmp_path).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert trials[1].user_attrs["prune_reason"].startswith("val/loss=")
+    assert sorted(trials[1].intermediate_values) == [1]  # reported at the global step, pruned at the first
+
+
+def test_summary_lists_states_and_run_dirs(tmp_path, capsys):
+    assert sweep_cli.main(worker_args(tmp_path, "study.n_trials=1", "study.pruner=none")) == 0
+    capsys.readouterr()
+    assert sweep_cli.main(worker_args(tmp_path, "study.n_trials=1", "--summary")) == 0
+    out = capsys.readouterr().out
+    assert "states: complete 1" in out and "clex_lambda-trial0000" in out and "strategy.amplification=" in out
+
+
+GOOD_STUDY = "study: {objectives: [{metric: ppl@4, direction: minimize}]}\nexperiment: [strategy=clex]\n"
+
+
+@pytest.mark.parametrize("text,message", [
+    (GOOD_STUDY + "space: {strategy.amplificaton: {type: float, low: 1, high: 2}}",
+     "space key 'strategy.amplificaton' is not an experiment config key"),
+    (GOOD_STUDY + "space: {}", "space is empty"),
+    (GOOD_STUDY + "space: {strategy.amplification: {type: gaussian, low: 1, high: 2}}",
+     "type must be float, int or categorical"),
+    (GOOD_STUDY + "space: {strategy.amplification: {type: float, low: 2, high: 1}}", "needs numbers low < high"),
+    (GOOD_STUDY + "space: {strategy.amplification: {type: float, low: 0, high: 1, log: true}}",
+     "log distribution needs low > 0"),
+    ("study: {trials: 2}\nspace: {strategy.amplification: {type: float, low: 1, high: 2}}",
+     "unknown study key 'trials'"),
+    ("study: {objectives: [{metric: ppl@x, direction: minimize}]}\nspace: {strategy.amplification: {type: float, low: 1, high: 2}}",
+     "objective metric 'ppl@x'"),
+    ("searchspace: {}", "unknown section(s) searchspace"),
+])
+def test_malformed_sweep_file_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, text, message):
+    monkeypatch.setattr(sweep_cli, "SWEEP_DIR", tmp_path)
+    (tmp_path / "bad.yaml").write_text(text + "\n")
+    assert sweep_cli.main(["sweep=bad", f"study.storage={tmp_path / 's.journal'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "s.journal").exists()
+
+
+def test_unknown_sweep_names_the_choices(capsys):
+    assert sweep_cli.main(["sweep=nope"]) == 2
+    assert "choices: clex_lambda, clex_width, scaling_law, train_length" in capsys.readouterr().err
