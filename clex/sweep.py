@@ -248,6 +248,7 @@ def open_study(sweep: dict, studies_dir: Path):
     study = optuna.create_study(study_name=study_cfg["name"], storage=storage, directions=directions,
                                 sampler=make_sampler(study_cfg, sweep["space"]), pruner=make_pruner(study_cfg),
                                 load_if_exists=True)
+    study.set_user_attr("objectives", [o["metric"] for o in study_cfg["objectives"]])
     return study, journal
 
 

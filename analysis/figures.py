@@ -1,0 +1,168 @@
+"""Paper figures from a collected table (and optionally a study): PPL against length per strategy, the
+paper's Table 1 as Markdown and LaTeX, a heat map of PPL over training x evaluation length, and from a
+study its parameter importances, slices and optimisation history. PNG and PDF, nothing shown.
+
+    python analysis/figures.py TABLE [--study NAME --storage URL] [--out DIR]
+"""
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from clex.registry import ConfigError  # noqa: E402
+
+REQUIRED = ("run", "strategy", "variant", "train_length", "length", "ppl")
+
+
+def mean_ppl(rows):
+    """{(variant, train_length): {length: mean PPL over the runs (seeds) of that variant}}."""
+    groups = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["ppl"] is not None:
+            groups[(r["variant"], r["train_length"])][r["length"]].append(r["ppl"])
+    return {k: {n: sum(v) / len(v) for n, v in sorted(by.items())} for k, by in groups.items()}
+
+
+def ppl_figure(table, out):
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
+    from clex.plots import STYLE, colour, save
+
+    train_lengths = sorted({k[1] for k in table})
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(train_lengths), figsize=(4.2 * len(train_lengths), 3.2), squeeze=False)
+        for ax, train_length in zip(axes[0], train_lengths):
+            seen = defaultdict(int)  # variants of one strategy: its colour, another line style and marker
+            for index, ((variant, length), curve) in enumerate(sorted(table.items())):
+                if length == train_length:
+                    n = seen[variant.split()[0]]
+                    seen[variant.split()[0]] += 1
+                    ax.plot(list(curve), list(curve.values()), marker="osD^v"[n % 5], ms=3.5, label=variant,
+                            color=colour(variant, index), ls=["-", "--", ":", "-."][n % 4])
+            ax.axvline(train_length, color="0.6", ls=":", lw=1)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(ScalarFormatter())
+            ax.set_xlabel("evaluation length (tokens)")
+            ax.set_ylabel("perplexity")
+            ax.set_title(f"training length L = {train_length}")
+            ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1))
+        save(fig, out / "ppl_vs_length", formats=("png", "pdf"))
+
+
+def table_one(table, out):
+    from clex import io
+
+    lengths = sorted({n for curve in table.values() for n in curve})
+    md = ["| run | L | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 2) + "|"]
+    tex = [r"\begin{tabular}{ll" + "r" * len(lengths) + "}", r"\toprule",
+           "Run & $L$ & " + " & ".join(map(str, lengths)) + r" \\", r"\midrule"]
+    for (strategy, train_length), curve in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        cells = [f"{curve[n]:.2f}" if n in curve else "-" for n in lengths]
+        md.append(f"| {strategy} | {train_length} | " + " | ".join(cells) + " |")
+        tex.append(f"{strategy.replace('_', chr(92) + '_')} & {train_length} & " + " & ".join(cells) + r" \\")
+    tex += [r"\bottomrule", r"\end{tabular}"]
+    io.write_text(out / "table1.md", "\n".join(md) + "\n")
+    io.write_text(out / "table1.tex", "\n".join(tex) + "\n")
+
+
+def heat_maps(table, out):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from clex.plots import STYLE, save
+
+    strategies = sorted({k[0] for k in table})
+    train_lengths = sorted({k[1] for k in table})
+    lengths = sorted({n for curve in table.values() for n in curve})
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(strategies), figsize=(3.0 * len(strategies) + 0.8, 0.5 * len(train_lengths) + 1.6),
+                                 squeeze=False, constrained_layout=True)
+        grids = {s: np.array([[table.get((s, L), {}).get(n, np.nan) for n in lengths] for L in train_lengths])
+                 for s in strategies}
+        finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
+        vmin, vmax = (finite.min(), finite.max()) if finite.size else (1, 2)
+        for ax, strategy in zip(axes[0], strategies):
+            image = ax.imshow(np.log(grids[strategy]), cmap="viridis", vmin=np.log(vmin), vmax=np.log(vmax), aspect="auto")
+            ax.set_xticks(range(len(lengths)), [str(n) for n in lengths], rotation=45, ha="right")
+            ax.set_yticks(range(len(train_lengths)), [str(n) for n in train_lengths])
+            ax.set_xlabel("evaluation length (tokens)")
+            ax.set_title(strategy)
+            for i in range(len(train_lengths)):
+                for j in range(len(lengths)):
+                    if np.isfinite(grids[strategy][i, j]):
+                        ax.text(j, i, f"{grids[strategy][i, j]:.1f}", ha="center", va="center", fontsize=7, color="white")
+        axes[0][0].set_ylabel("training length L (tokens)")
+        bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
+        bar.set_label("log perplexity")
+        save(fig, out / "ppl_heatmap", formats=("png", "pdf"))
+
+
+def study_figures(name, storage, out):
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ov
+
+    from clex.plots import STYLE, save
+
+    if "://" not in storage:
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise ConfigError(f"--study {name!r}: no such study") from None
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if len(complete) < 2:
+        raise ConfigError(f"--study {name!r}: needs >= 2 complete trials for its figures, has {len(complete)}")
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    with plt.rc_context(STYLE):
+        for figure, plot in (("history", ov.plot_optimization_history), ("slice", ov.plot_slice),
+                             ("importances", ov.plot_param_importances)):
+            if figure == "importances" and len(study.best_trials[0].params) < 2:
+                continue  # importances need two parameters or more
+            metric = study.user_attrs.get("objectives", ["objective"])[0]
+            kwargs = {"target": target} if target else {}
+            if figure != "importances":
+                kwargs["target_name"] = metric
+            ax = plot(study, **kwargs)
+            fig = (ax[0] if hasattr(ax, "__len__") else ax).figure
+            fig.set_size_inches(max(4.5, 3.2 * len(study.best_trials[0].params)), 3.4)
+            save(fig, out / f"study_{name}_{figure}", formats=("png", "pdf"))
+
+
+def main(argv=None) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=Warning, module="optuna")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", type=Path)
+    parser.add_argument("--study")
+    parser.add_argument("--storage")
+    parser.add_argument("--out", type=Path, default=Path("analysis/out"))
+    args = parser.parse_args(argv)
+    from clex.analysis import read_table
+
+    try:
+        table = mean_ppl(read_table(args.table, REQUIRED))
+        if args.study and not args.storage:
+            raise ConfigError("--study needs --storage")
+        args.out.mkdir(parents=True, exist_ok=True)
+        if args.study:
+            study_figures(args.study, args.storage, args.out)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    ppl_figure(table, args.out)
+    table_one(table, args.out)
+    heat_maps(table, args.out)
+    print(f"wrote {args.out}: ppl_vs_length, ppl_heatmap (.png, .pdf), table1.md, table1.tex"
+          + (f", study_{args.study}_* figures" if args.study else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

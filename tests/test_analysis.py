@@ -1,0 +1,95 @@
+"""analysis/: the power-law fit against synthetic truth, every script on real tiny runs, bad input."""
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clex.analysis import fit_power_law
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+import run  # noqa: E402
+
+
+def script(name):
+    spec = importlib.util.spec_from_file_location(f"analysis_{name}", ROOT / "analysis" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+collect, scaling_law, figures = script("collect"), script("scaling_law"), script("figures")
+
+
+def synthetic(seeds, rng, alpha=0.3, beta=0.8, a=2.0, noise=0.1):
+    sizes, lengths = np.repeat([1e5, 3e5, 1e6, 3e6], 3 * seeds), np.tile(np.repeat([64, 128, 256], seeds), 4)
+    targets = a * sizes ** alpha * lengths ** beta * np.exp(rng.normal(0, noise, len(sizes)))
+    return sizes, lengths, targets
+
+
+def test_fit_recovers_known_exponents_and_intervals_shrink_with_data():
+    rng = np.random.default_rng(0)
+    small = fit_power_law(*synthetic(2, rng), bootstrap=500)
+    large = fit_power_law(*synthetic(16, rng), bootstrap=500)
+    for fit in (small, large):
+        (alpha_low, alpha_high), (beta_low, beta_high) = fit["ci"][1], fit["ci"][2]
+        assert alpha_low < 0.3 < alpha_high and beta_low < 0.8 < beta_high
+    width = [f["ci"][1][1] - f["ci"][1][0] for f in (small, large)]
+    assert width[1] < width[0] / 2  # 8x the runs: about sqrt(8) ~ 2.8x narrower
+    assert abs(large["coef"][1] - 0.3) < 0.05 and abs(large["coef"][2] - 0.8) < 0.05
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    common = [f"out_dir={out}", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
+              "train.steps=3", "train.batch_size=2", "train.val_every=3", "train.val_batches=1", "base.steps=3",
+              "base.batch_size=2", "eval.multipliers=[1,2,4]", "eval.max_tokens=128", "data.max_documents=150",
+              "trainer.enable_progress_bar=false"]
+    for hidden in (16, 32):
+        for length in (16, 32):
+            assert run.main(common + ["strategy=clex,fbs", f"model.hidden_size={hidden}", f"train.length={length}"]) == 0
+    return out
+
+
+def test_every_script_writes_every_file_on_real_runs(tiny_runs, tmp_path, capsys):
+    table = tmp_path / "table.csv"
+    assert collect.main([str(tiny_runs), "--out", str(table)]) == 0
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == 8 * 3 and {r["strategy"] for r in rows} == {"clex", "fbs"}
+    assert {r["parameters"] for r in rows} and all(r["ppl"] for r in rows)
+    assert scaling_law.main([str(table), "--out", str(tmp_path), "--bootstrap", "50"]) == 0
+    assert "alpha (model size)" in capsys.readouterr().out
+    assert figures.main([str(table), "--out", str(tmp_path)]) == 0
+    for name in ("scaling_law_clex", "extrapolation_vs_train_length", "ppl_vs_length", "ppl_heatmap"):
+        for suffix in (".png", ".pdf"):
+            assert (tmp_path / f"{name}{suffix}").stat().st_size > 1000, name + suffix
+    fit = json.loads((tmp_path / "scaling_law_clex.json").read_text())
+    assert len(fit["coef"]) == 3 and fit["samples"] == 4
+    table1 = (tmp_path / "table1.md").read_text()
+    assert "| clex hidden_size=16 | 16 |" in table1 and "| fbs hidden_size=32 | 32 |" in table1
+    assert r"\begin{tabular}" in (tmp_path / "table1.tex").read_text()
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path, tiny_runs, capsys):
+    (tmp_path / "empty").mkdir()
+    assert collect.main([str(tmp_path / "empty"), "--out", str(tmp_path / "t.csv")]) == 2
+    assert "no results.json" in capsys.readouterr().err
+    old = tmp_path / "old" / "results.json"
+    old.parent.mkdir()
+    result = json.loads(next(tiny_runs.glob("*/results.json")).read_text())
+    old.write_text(json.dumps({**result, "schema_version": 0}))
+    assert collect.main([str(old.parent), "--out", str(tmp_path / "t.csv")]) == 2
+    assert "schema_version 0, this code reads 1" in capsys.readouterr().err
+    thin = tmp_path / "thin.csv"
+    thin.write_text("run,strategy\na,clex\n")
+    assert figures.main([str(thin), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "lacks column(s) variant, train_length, length, ppl" in err
+    assert scaling_law.main([str(thin)]) == 2
+    assert "lacks column(s)" in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()
