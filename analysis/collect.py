@@ -14,14 +14,9 @@ from clex.registry import ConfigError  # noqa: E402
 
 
 def study_run_dirs(name: str, storage: str) -> list[Path]:
-    import optuna
+    from clex.analysis import load_study
 
-    if "://" not in storage:
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise ConfigError(f"--study {name!r}: no such study in {storage}") from None
+    study = load_study(name, storage)
     return [Path(t.user_attrs["run_dir"]) / "results.json" for t in study.trials
             if t.state.name == "COMPLETE" and "run_dir" in t.user_attrs]
 

@@ -104,17 +104,12 @@ def heat_maps(table, out):
 
 def study_figures(name, storage, out):
     import matplotlib.pyplot as plt
-    import optuna
     from optuna.visualization import matplotlib as ov
 
+    from clex.analysis import load_study
     from clex.plots import STYLE, save
 
-    if "://" not in storage:
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise ConfigError(f"--study {name!r}: no such study") from None
+    study = load_study(name, storage)
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     if len(complete) < 2:
         raise ConfigError(f"--study {name!r}: needs >= 2 complete trials for its figures, has {len(complete)}")

@@ -145,5 +145,19 @@ def fit_power_law(parameters, lengths, targets, bootstrap: int = 1000, seed: int
     return {"coef": coef.tolist(), "ci": ci.tolist(), "samples": len(y), "level": level}
 
 
+def load_study(name: str, storage: str):
+    """An existing study from a journal file path or an RDB URL."""
+    import optuna
+
+    if "://" not in storage:
+        if not Path(storage).is_file():
+            raise ConfigError(f"--storage {storage}: no such journal file")
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise ConfigError(f"--study {name!r}: no such study in the storage") from None
+
+
 def finite(values) -> bool:
     return all(v is not None and math.isfinite(v) and v > 0 for v in values)

@@ -88,5 +88,17 @@ def test_contiguous_interpolated_window():
 
 
 def test_unknown_sampler():
-    with pytest.raises(ConfigError, match="known: contiguous, extrapolated-random, interpolated, window"):
+    with pytest.raises(ConfigError, match="known: contiguous, extrapolated-random, interpolated, pose, window"):
         POSITION_SAMPLERS.get("random")
+
+
+def test_pose_keeps_local_order_and_reaches_far_distances():
+    spans = set()
+    for seed in range(300):
+        p = positions("pose", 32, 4, 32, seed)
+        steps = p.diff()
+        assert (steps == 1).sum() >= 30 and (steps >= 1).all()  # one jump at most, order kept
+        assert p[0] == 0 and p[-1] <= 4 * 32 - 1
+        spans.add(int(p[-1]))
+    assert min(spans) == 31 and max(spans) > 4 * 32 - 8  # from no gap to nearly the full t L0
+    assert torch.equal(positions("pose", 32, 1, 32), torch.arange(32.0))  # t = 1: nothing to skip
