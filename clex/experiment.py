@@ -22,7 +22,7 @@ from clex.config import check_finite, require
 from clex.data import RandomWindows, evaluation_sequences, load_corpus, packed_tokens
 from clex.evaluate import extrapolation_length, sequence_nll
 from clex.lit import LongContextLM
-from clex.models import build_model, build_tokenizer
+from clex.models import build_model, build_tokenizer, checkpoint_dir
 from clex.registry import ConfigError
 from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
 
@@ -77,14 +77,20 @@ def strategy_options(cfg) -> dict:
     return {k: v for k, v in OmegaConf.to_container(cfg.strategy).items() if k not in ROTARY_KEYS}
 
 
-def prepare(cfg) -> Prepared:
-    """Everything that can reject the config, before anything is written."""
+def prepare(cfg, load_weights: bool = True) -> Prepared:
+    """Everything that can reject the config, before anything is written. ``load_weights=False``
+    checks a pretrained model's config only (a comma list is checked whole before its first run)."""
     validate(cfg)
     tokenizer = build_tokenizer(cfg.model)
     corpus = load_corpus(cfg.data)
     require(len(corpus.documents["train"]) > 0, "data", "has no training documents", corpus.fingerprint)
     torch.manual_seed(cfg.seed)  # the initial weights (model and ODE) depend on the seed only
-    model = build_model(cfg.model, tokenizer)
+    if load_weights or cfg.model.name != "hf":
+        model = build_model(cfg.model, tokenizer)
+    else:
+        from transformers import AutoConfig
+
+        model = AutoConfig.from_pretrained(checkpoint_dir(cfg.model), local_files_only=True)
     settings = clex.rotary_settings(model)
     if cfg.model.get("original_length"):
         settings["original_length"] = int(cfg.model.original_length)

@@ -71,8 +71,8 @@ def _locate(model):
 
 
 def rotary_settings(model) -> dict:
-    """rotary_dim, base and original_length (L0) read from a transformers model's config."""
-    config = model.config
+    """rotary_dim, base and original_length (L0) read from a transformers model or its config."""
+    config = getattr(model, "config", model)
     rope = config.rope_parameters
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     rotary_dim = int(head_dim * rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)))

@@ -44,14 +44,15 @@ def main(argv=None) -> int:
         from clex.experiment import TrainingDiverged, format_table, prepare, run_experiment
         from clex.report import write_comparison
 
-        prepared = [prepare(cfg) for cfg in configs]  # every config is checked before any run starts
+        for cfg in configs:  # every config is checked before the first run starts
+            prepare(cfg, load_weights=False)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     results = []
-    for cfg, ready in zip(configs, prepared):
+    for cfg in configs:
         try:
-            result = run_experiment(cfg, ready)
+            result = run_experiment(cfg)
         except TrainingDiverged as error:
             print(f"error: {cfg.choices.strategy}: {error}", file=sys.stderr)
             return 1

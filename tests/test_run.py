@@ -153,3 +153,38 @@ def test_command_line_error_has_no_traceback_and_cfg_prints_the_config(tmp_path)
     assert shown.returncode == 0 and cfg["strategy"]["name"] == "pi" and cfg["train"]["length"] == 64
     helped = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
     assert "strategy  clex, fbs, pi, rope, yarn" in helped.stdout
+
+
+def save_tiny_hf_checkpoint(path):
+    """A tiny Llama saved by transformers itself, with a byte-level BPE tokenizer trained here."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(["def f(x):\n    return x + 1\n"] * 50, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>")
+    fast.save_pretrained(path)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=24, eos_token_id=fast.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(path)
+
+
+def test_a_transformers_checkpoint_runs_through_model_hf(tmp_path):
+    save_tiny_hf_checkpoint(tmp_path / "ckpt")
+    args = [f"out_dir={tmp_path / 'runs'}", "model=hf", f"model.path={tmp_path / 'ckpt'}", "strategy=clex",
+            "strategy.max_scale=4", "train.length=24", "train.steps=2", "train.batch_size=2", "train.val_every=2",
+            "train.val_batches=1", "eval.multipliers=[1,2]", "eval.max_tokens=96", "data.max_documents=60",
+            "trainer.enable_progress_bar=false"]
+    assert run.main(args) == 0
+    [result] = load_results(tmp_path / "runs").values()
+    assert result["original_length"] == 24  # L0 read from the checkpoint's config
+    assert result["base"] is None  # a pretrained model skips stage 1
+    assert [row["length"] for row in result["eval"]] == [24, 48] and all(r["tokens"] > 0 for r in result["eval"])
+    assert run.main(args + ["model.original_length=12"]) == 0
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/results.json")]
+    assert sorted(r["original_length"] for r in runs) == [12, 24]  # model.original_length overrides
