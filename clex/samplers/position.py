@@ -39,8 +39,9 @@ class Interpolated:
 
 @POSITION_SAMPLERS.register("window")
 class Window:
-    """L contiguous positions at a random integer offset in [0, t L0 - L] (PoSE-like): far
-    positions are seen while local order is kept."""
+    """L contiguous positions at a random integer offset in [0, t L0 - L]. RoPE's q.k depends on
+    relative positions only, so for RoPE models this equals ``contiguous`` up to float rounding; ``pose``
+    is the sampler that shows far distances while keeping local order."""
 
     def __call__(self, length: int, scale: float, original_length: int, generator: torch.Generator):
         room = max(int(scale * original_length) - length, 0)
