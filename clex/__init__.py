@@ -1,12 +1,13 @@
 """clex: RoPE context-window extension (CLEX, PI, FBS/NTK, YaRN) for transformers models."""
 import inspect
 
+from clex.pretrained import load_pretrained, save_pretrained
 from clex.registry import ConfigError
 from clex.rotary import ScaledRotaryEmbedding, patch_model, rotary_module, rotary_settings
 from clex.strategies import STRATEGIES, Strategy
 
-__all__ = ["ConfigError", "ScaledRotaryEmbedding", "Strategy", "build_strategy", "patch_model",
-           "rotary_module", "rotary_settings", "strategy_names"]
+__all__ = ["ConfigError", "ScaledRotaryEmbedding", "Strategy", "build_strategy", "load_pretrained", "patch_model",
+           "rotary_module", "rotary_settings", "save_pretrained", "strategy_names"]
 
 
 def strategy_names() -> list[str]:
@@ -30,4 +31,6 @@ def build_strategy(name: str, *, rotary_dim: int, base: float, original_length: 
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} for strategy {name!r}; "
                           f"allowed: {', '.join(sorted(_allowed_options(cls)))}")
-    return cls(rotary_dim=rotary_dim, base=base, original_length=original_length, **options)
+    strategy = cls(rotary_dim=rotary_dim, base=base, original_length=original_length, **options)
+    strategy.options = dict(options)  # what save_pretrained writes, to rebuild it
+    return strategy

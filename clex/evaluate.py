@@ -1,21 +1,50 @@
 """Perplexity against length (DESIGN.md section 4) and the extrapolation-length metric."""
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 
 
+def _nll_sum(logits, targets) -> float:
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum").item()
+
+
+def _chunked_nll(model, ids, chunk_size: int) -> float:
+    """The official long-context protocol: the input in chunks, each attending to the previous ones
+    through the KV cache; t is fixed to that of the whole input, so it equals one full forward."""
+    from transformers import DynamicCache
+
+    from clex.rotary import rotary_module
+
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    try:
+        fixed = rotary_module(model).evaluation_length(inputs.shape[1])
+    except ValueError:  # an unpatched model: its own rotary module, nothing to fix
+        fixed = contextlib.nullcontext()
+    total, cache = 0.0, DynamicCache()
+    with fixed:
+        for start in range(0, inputs.shape[1], chunk_size):
+            out = model(input_ids=inputs[:, start: start + chunk_size], past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            total += _nll_sum(out.logits, targets[:, start: start + chunk_size])
+    return total
+
+
 @torch.no_grad()
-def sequence_nll(model, sequences: torch.Tensor, tokens_per_batch: int) -> tuple[float, int]:
-    """Sum of next-token NLL over every token of every sequence after the first, and that count."""
+def sequence_nll(model, sequences: torch.Tensor, tokens_per_batch: int, chunk_size: int | None = None):
+    """Sum of next-token NLL over every token of every sequence after the first, and that count;
+    ``chunk_size``: score each sequence in chunks through the KV cache instead of in one forward."""
     model.eval()
     device = next(model.parameters()).device
     batch_size = max(1, tokens_per_batch // sequences.shape[1])
     total, count = 0.0, 0
     for start in range(0, len(sequences), batch_size):
         ids = sequences[start: start + batch_size].to(device)
-        logits = model(input_ids=ids[:, :-1]).logits.float()
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum").item()
+        if chunk_size and chunk_size < ids.shape[1] - 1:
+            total += _chunked_nll(model, ids, chunk_size)
+        else:
+            total += _nll_sum(model(input_ids=ids[:, :-1]).logits, ids[:, 1:])
         count += ids[:, 1:].numel()
     return total, count
 

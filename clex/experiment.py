@@ -64,6 +64,8 @@ def validate(cfg):
     require(t.lr > 0, "train.lr", "must be > 0", t.lr)
     require(t.ode_lr is None or t.ode_lr > 0, "train.ode_lr", "must be > 0 or null", t.ode_lr)
     require(cfg.eval.max_tokens >= 1, "eval.max_tokens", "must be >= 1", cfg.eval.max_tokens)
+    require(cfg.eval.chunk_size is None or cfg.eval.chunk_size >= 1, "eval.chunk_size", "must be >= 1 or null",
+            cfg.eval.chunk_size)
     require(0 < cfg.eval.eps, "eval.eps", "must be > 0", cfg.eval.eps)
     fractions = cfg.data.validation_fraction + cfg.data.test_fraction
     require(0 < cfg.data.validation_fraction and 0 < cfg.data.test_fraction and fractions < 1,
@@ -179,11 +181,15 @@ def evaluate_lengths(cfg, prepared: Prepared) -> list[dict]:
         row = {"length": length, "ppl": None, "nll": None, "tokens": 0, "documents": documents,
                "skipped_documents": skipped}
         if len(sequences):
+            cuda = torch.cuda.is_available() and next(prepared.model.parameters()).is_cuda
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             start = time.time()
-            total, count = sequence_nll(prepared.model, sequences, cfg.eval.tokens_per_batch)
+            total, count = sequence_nll(prepared.model, sequences, cfg.eval.tokens_per_batch, cfg.eval.chunk_size)
             nll = total / count
             row.update(nll=nll, ppl=math.exp(nll) if nll < 700 else math.inf, tokens=count,
-                       tokens_per_second=count / max(time.time() - start, 1e-9))
+                       tokens_per_second=count / max(time.time() - start, 1e-9),
+                       peak_memory_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None)
         rows.append(row)
     return rows
 
@@ -247,6 +253,8 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
     train_seconds = time.time() - train_start
 
     rows = evaluate_lengths(cfg, prepared)
+    tokenizer = getattr(prepared.tokenizer, "tokenizer", None)  # a pretrained model's own tokenizer
+    clex.save_pretrained(prepared.model, run_dir / "model", tokenizer=tokenizer)
     results = {
         "schema_version": SCHEMA_VERSION,
         "name": run_dir.name,

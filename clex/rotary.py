@@ -29,6 +29,7 @@ class ScaledRotaryEmbedding(nn.Module):
         self.strategy = strategy
         self.log_scale = log_scale
         self._train = None  # (t, positions [T]) while inside training_scale
+        self._length = None  # the full length while inside evaluation_length
 
     @contextmanager
     def training_scale(self, scale: float, positions: torch.Tensor):
@@ -38,20 +39,31 @@ class ScaledRotaryEmbedding(nn.Module):
         finally:
             self._train = None
 
+    @contextmanager
+    def evaluation_length(self, length: int):
+        """Fix t (and the log-scale length) to those of a ``length``-token input, e.g. while it is
+        scored chunk by chunk through a KV cache, so every chunk uses the same frequencies."""
+        self._length = int(length)
+        try:
+            yield
+        finally:
+            self._length = None
+
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor):
         if self._train is not None:
             scale, positions = self._train
             # one row broadcast over the batch: cos/sin (and their gradient) are computed once, not B times
             positions = positions.to(x.device, torch.float32)[None]
+            length = float(positions.max()) + 1
         else:
-            scale = self.strategy.scale_for_length(int(position_ids.max()) + 1)
+            length = self._length or int(position_ids.max()) + 1
+            scale = self.strategy.scale_for_length(length)
             positions = position_ids.float()
         inv_freq = self.strategy.inv_freq(scale).to(x.device)
         freqs = positions[..., None] * inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         multiplier = self.strategy.attention_factor(scale)
         if self.log_scale:
-            length = float(positions.max()) + 1
             multiplier *= math.sqrt(max(1.0, math.log(length) / math.log(self.strategy.original_length)))
         return (emb.cos() * multiplier).to(x.dtype), (emb.sin() * multiplier).to(x.dtype)
 

@@ -67,3 +67,45 @@ def test_unpatchable_model_is_a_clear_error():
 def test_rotary_dim_mismatch_is_a_clear_error():
     with pytest.raises(ConfigError, match="rotary_dim 32 does not match the model's 16"):
         clex.patch_model(tiny_llama(), clex.build_strategy("rope", rotary_dim=32, base=1e4, original_length=L0))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("name", ["clex", "yarn"])
+def test_chunked_kv_cache_perplexity_equals_full_sequence(family, name):
+    from clex.evaluate import sequence_nll
+
+    options = {"max_scale": 8, "log_scale": False} if name == "clex" else {"eval_scale": "dynamic"}
+    model = patched(family, name, **{k: v for k, v in options.items() if k != "log_scale"})
+    sequences = IDS[:, : 3 * L0 - 10 + 1]
+    full, count = sequence_nll(model, sequences, tokens_per_batch=10_000)
+    chunked, chunked_count = sequence_nll(model, sequences, tokens_per_batch=10_000, chunk_size=L0 // 2)
+    assert count == chunked_count == sequences[:, 1:].numel()
+    assert chunked / count == pytest.approx(full / count, abs=1e-4)
+
+
+def test_saved_model_reloads_in_a_fresh_process_with_identical_logits(tmp_path):
+    import subprocess
+    import sys
+
+    model = patched(tiny_llama, "clex", max_scale=8)
+    with torch.no_grad():
+        clex.rotary_module(model).strategy.down.weight.normal_(0, 0.05)  # a trained-looking ODE
+        expected = model(IDS).logits
+        within_original = model(IDS[:, :L0]).logits  # t = 1: the unscaled model
+    clex.save_pretrained(model, tmp_path / "ckpt")
+    torch.save(IDS, tmp_path / "ids.pt")
+    code = ("import clex, torch, sys; m = clex.load_pretrained(sys.argv[1]).eval(); "
+            "torch.save(m(torch.load(sys.argv[2])).logits.detach(), sys.argv[3])")
+    done = subprocess.run([sys.executable, "-c", code, tmp_path / "ckpt", tmp_path / "ids.pt", tmp_path / "out.pt"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # processes may pick different CPU kernels (seen: 1.8e-7); in one process the reload is exact
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(clex.load_pretrained(tmp_path / "ckpt").eval()(IDS).logits, expected)
+    # plain transformers, which has never heard of clex, still loads it (as the unscaled model)
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(IDS[:, :L0]).logits, within_original, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,63 @@
+"""Saving a patched model as a transformers checkpoint, and loading it back patched.
+
+The checkpoint is what ``save_pretrained`` writes (the model's own rope type stays in config.json, so
+plain transformers loads it as the unscaled model), plus a ``clex_strategy`` entry in config.json
+(strategy name, options, rotary settings) and the strategy's parameters (CLEX's ODE) in
+``clex_strategy.safetensors``. We do not register a rope type: a checkpoint naming an unregistered
+rope type fails to load in a process that has not imported us.
+"""
+import os
+import shutil
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from clex.rotary import patch_model, rotary_module
+
+STRATEGY_WEIGHTS = "clex_strategy.safetensors"
+FORMAT_VERSION = 1
+
+
+def save_pretrained(model, directory, tokenizer=None):
+    """Write ``model`` (patched by clex.patch_model) to ``directory``, atomically: a sibling temporary
+    directory renamed into place, so a killed save never leaves a half-written checkpoint."""
+    directory = Path(directory)
+    rotary = rotary_module(model)
+    strategy = rotary.strategy
+    model.config.clex_strategy = {
+        "version": FORMAT_VERSION, "name": strategy.name, "options": dict(strategy.options),
+        "log_scale": rotary.log_scale, "rotary_dim": strategy.rotary_dim, "base": strategy.base,
+        "original_length": strategy.original_length}
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    state = {k: v for k, v in model.state_dict().items() if ".rotary_emb." not in k}
+    model.save_pretrained(tmp, state_dict=state)
+    strategy_state = {k: v.detach().contiguous() for k, v in strategy.state_dict().items()}
+    if strategy_state:
+        save_file(strategy_state, str(tmp / STRATEGY_WEIGHTS))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    old = directory.with_name(f".{directory.name}.old")
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def load_pretrained(directory, **from_pretrained_options):
+    """A checkpoint written by ``save_pretrained``, patched with its strategy, ready to evaluate."""
+    from transformers import AutoModelForCausalLM
+
+    from clex import build_strategy
+
+    directory = Path(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory, **from_pretrained_options)
+    entry = getattr(model.config, "clex_strategy", None)
+    if not entry:
+        raise ValueError(f"{directory} has no clex_strategy entry in config.json: not saved by clex.save_pretrained")
+    strategy = build_strategy(entry["name"], rotary_dim=entry["rotary_dim"], base=entry["base"],
+                              original_length=entry["original_length"], **entry["options"])
+    if (directory / STRATEGY_WEIGHTS).is_file():
+        strategy.load_state_dict(load_file(str(directory / STRATEGY_WEIGHTS)))
+    return patch_model(model, strategy, log_scale=entry["log_scale"])
