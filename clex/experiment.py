@@ -194,6 +194,18 @@ def evaluate_lengths(cfg, prepared: Prepared) -> list[dict]:
     return rows
 
 
+def run_passkey(cfg, prepared: Prepared, run_dir: Path) -> dict:
+    from clex.passkey import passkey_grid, plot_passkey
+
+    p = cfg.eval.passkey
+    lengths = [m * cfg.train.length for m in p.multipliers]
+    rows = passkey_grid(prepared.model, prepared.tokenizer, lengths, list(p.depths), p.trials, cfg.eval.seed)
+    io.write_json(run_dir / "passkey.json", {"strategy": cfg.strategy.name, "rows": rows})
+    plot_passkey(rows, run_dir / "passkey.png", f"passkey retrieval: {cfg.strategy.name}")
+    by_length = {n: sum(r["accuracy"] for r in rows if r["length"] == n) / len(p.depths) for n in lengths}
+    return {"accuracy_by_length": by_length, "mean_accuracy": sum(by_length.values()) / len(by_length)}
+
+
 def provenance() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
@@ -253,6 +265,7 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
     train_seconds = time.time() - train_start
 
     rows = evaluate_lengths(cfg, prepared)
+    passkey = run_passkey(cfg, prepared, run_dir) if cfg.eval.get("passkey") else None
     tokenizer = getattr(prepared.tokenizer, "tokenizer", None)  # a pretrained model's own tokenizer
     clex.save_pretrained(prepared.model, run_dir / "model", tokenizer=tokenizer)
     results = {
@@ -270,6 +283,7 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
                   "final_loss": float(trainer.callback_metrics.get("train/loss", math.nan)),
                   "final_val_loss": float(trainer.callback_metrics.get("val/loss", math.nan))},
         "base": base,
+        "passkey": passkey,
         "parameters": sum(p.numel() for p in prepared.model.parameters()),
         "corpus": prepared.corpus.fingerprint,
         "wall_seconds": time.time() - started,

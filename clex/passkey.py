@@ -1,0 +1,76 @@
+"""Passkey retrieval (Mohtashami & Jaggi 2023; the CLEX paper's protocol): a 5-digit key hidden at a
+given depth of filler text, then asked for; accuracy over a length x depth grid, greedy decoding."""
+import torch
+
+INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+         "I will quiz you about the important information there. ")
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+QUESTION = "What is the pass key? The pass key is"
+
+
+def passkey_prompt(tokenizer, length: int, depth: float, passkey: int):
+    """(prompt token ids of exactly ``length`` tokens, answer token ids): the key sentence sits at
+    ``depth`` (0 = right after the intro, 1 = right before the question) of the filler."""
+    key = tokenizer.encode(f"The pass key is {passkey}. Remember it. {passkey} is the pass key. ")
+    intro, question = tokenizer.encode(INTRO), tokenizer.encode(QUESTION)
+    room = length - len(intro) - len(key) - len(question)
+    if room < 0:
+        raise ValueError(f"passkey length {length} is shorter than the prompt's fixed parts ({length - room} tokens)")
+    unit = tokenizer.encode(FILLER)
+    filler = list(unit) * (room // len(unit) + 1)
+    filler = filler[:room]
+    cut = int(round(depth * room))
+    ids = list(intro) + filler[:cut] + list(key) + filler[cut:] + list(question)
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(tokenizer.encode(f" {passkey}"), dtype=torch.long)
+
+
+@torch.no_grad()
+def greedy_answer(model, prompt: torch.Tensor, answer_length: int) -> torch.Tensor:
+    device = next(model.parameters()).device
+    out = model(input_ids=prompt[None].to(device), use_cache=True)
+    cache, generated = out.past_key_values, []
+    for step in range(answer_length):
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        generated.append(int(token))
+        if step + 1 < answer_length:
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+    return torch.tensor(generated)
+
+
+def passkey_grid(model, tokenizer, lengths, depths, trials: int, seed: int) -> list[dict]:
+    """One row per (length, depth): accuracy over ``trials`` random keys (the same keys for every model)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for length in lengths:
+        for depth in depths:
+            correct = 0
+            for _ in range(trials):
+                passkey = int(torch.randint(10000, 100000, (), generator=generator))
+                prompt, answer = passkey_prompt(tokenizer, length, depth, passkey)
+                correct += bool(torch.equal(greedy_answer(model, prompt, len(answer)), answer))
+            rows.append({"length": length, "depth": depth, "trials": trials, "accuracy": correct / trials})
+    return rows
+
+
+def plot_passkey(rows: list[dict], path, title: str):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from clex.plots import STYLE, save
+
+    lengths = sorted({r["length"] for r in rows})
+    depths = sorted({r["depth"] for r in rows})
+    grid = np.array([[next(r["accuracy"] for r in rows if r["length"] == n and r["depth"] == d) for n in lengths]
+                     for d in depths])
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(lengths), 0.9 + 0.45 * len(depths)), constrained_layout=True)
+        image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(lengths)), [str(n) for n in lengths], rotation=45, ha="right")
+        ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
+        ax.set_xlabel("prompt length (tokens)")
+        ax.set_ylabel("depth of the key")
+        ax.set_title(title)
+        fig.colorbar(image, ax=ax).set_label("accuracy")
+        save(fig, path)
