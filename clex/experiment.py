@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import platform
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 import clex
 from clex import io
 from clex.config import check_finite, require
-from clex.data import RandomWindows, evaluation_sequences, load_corpus, packed_tokens
+from clex.data import RandomWindows, ResumeSampler, evaluation_sequences, load_corpus, packed_tokens
 from clex.evaluate import extrapolation_length, sequence_nll
 from clex.lit import LongContextLM
 from clex.models import build_model, build_tokenizer, checkpoint_dir
@@ -108,7 +109,7 @@ def run_name(cfg) -> str:
     if cfg.name:
         return str(cfg.name)
     content = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("name", "out_dir", "choices"):
+    for key in ("name", "out_dir", "choices", "resume"):
         content.pop(key, None)
     return f"{cfg.choices.strategy}-{cfg.choices.model}-L{cfg.train.length}-{config_hash(content)}"
 
@@ -136,14 +137,16 @@ def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: 
                      gradient_clip_val=cfg.train.grad_clip, enable_model_summary=False, **options)
 
 
-def _loader(dataset, batch_size):
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+def _loader(dataset, batch_size, start_batch: int = 0):
+    sampler = ResumeSampler(len(dataset), start_batch * batch_size)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler)
 
 
 def base_key(cfg, prepared: Prepared) -> str:
     return config_hash({"model": OmegaConf.to_container(cfg.model, resolve=True), "base": OmegaConf.to_container(cfg.base),
                         "data": OmegaConf.to_container(cfg.data), "corpus": prepared.corpus.fingerprint,
-                        "seed": cfg.seed, "precision": str(cfg.trainer.get("precision")), "version": 1})
+                        "seed": cfg.seed, "precision": str(cfg.trainer.get("precision")), "version": 1,
+                        "world": [str(cfg.trainer.get(k)) for k in ("strategy", "devices", "num_nodes")]})
 
 
 def pretrain_base(cfg, prepared: Prepared, train_tokens: torch.Tensor) -> dict:
@@ -164,12 +167,14 @@ def pretrain_base(cfg, prepared: Prepared, train_tokens: torch.Tensor) -> dict:
     module = LongContextLM(prepared.model, optim, cfg.sampler, seed=cfg.seed)
     start = time.time()
     trainer = make_trainer(cfg, b.steps, root, checkpoints=False, val_every=None)
-    trainer.fit(module, _loader(RandomWindows(train_tokens, L0, b.steps * b.batch_size, cfg.seed + 1), b.batch_size))
-    info = {"steps": b.steps, "original_length": L0, "tokens": b.steps * b.batch_size * L0,
+    windows = RandomWindows(train_tokens, L0, b.steps * b.batch_size * trainer.world_size, cfg.seed + 1)
+    trainer.fit(module, _loader(windows, b.batch_size))
+    info = {"steps": b.steps, "original_length": L0, "tokens": len(windows) * L0,
             "wall_seconds": time.time() - start, "final_loss": float(trainer.callback_metrics["train/loss"])}
-    state = {k: v for k, v in prepared.model.state_dict().items() if ".rotary_emb." not in k}
-    io.atomic_write(weights, lambda handle: torch.save(state, handle))
-    io.write_json(info_path, info)
+    if trainer.is_global_zero:
+        state = {k: v for k, v in prepared.model.state_dict().items() if ".rotary_emb." not in k}
+        io.atomic_write(weights, lambda handle: torch.save(state, handle))
+        io.write_json(info_path, info)
     return {**info, "cached": False, "path": str(root)}
 
 
@@ -235,8 +240,9 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=()) -> dict:
-    """Train and evaluate one configuration; returns the results written to results.json.
+def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=()) -> dict | None:
+    """Train and evaluate one configuration; returns the results written to results.json (None on
+    ranks other than 0 under DDP).
     ``callbacks``: extra Lightning callbacks for the fine-tuning stage (e.g. a sweep's pruning)."""
     prepared = prepared or prepare(cfg)
     started = time.time()
@@ -254,15 +260,29 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
     optim = OmegaConf.create({"lr": t.lr, "ode_lr": t.ode_lr, "weight_decay": t.weight_decay, "betas": t.betas,
                               "warmup_steps": t.warmup_steps, "steps": t.steps})
     module = LongContextLM(prepared.model, optim, cfg.sampler, seed=cfg.seed)
-    val_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["validation"])
-    train_data = RandomWindows(train_tokens, t.length, t.steps * t.batch_size, cfg.seed + 2)
-    val_data = RandomWindows(val_tokens, t.length, t.val_batches * t.batch_size, cfg.seed + 3)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resume_from, done_steps = None, 0
+    if cfg.resume and last.is_file():
+        resume_from = str(last)
+        done_steps = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+        log.info("stage 2: resuming %s from step %d", run_dir.name, done_steps)
+    elif (run_dir / "checkpoints").exists():
+        shutil.rmtree(run_dir / "checkpoints")  # resume=false: start over
     log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps)
     train_start = time.time()
     trainer = make_trainer(cfg, t.steps, run_dir, checkpoints=True, val_every=min(t.val_every, t.steps),
                            callbacks=callbacks)
-    trainer.fit(module, _loader(train_data, t.batch_size), _loader(val_data, t.batch_size))
+    # item i of the training windows is fixed; under DDP each rank takes every world_size-th batch item,
+    # so a global batch is the same items whatever the number of processes
+    per_step = int(cfg.trainer.get("accumulate_grad_batches", 1)) * trainer.world_size
+    val_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["validation"])
+    train_data = RandomWindows(train_tokens, t.length, t.steps * t.batch_size * per_step, cfg.seed + 2)
+    val_data = RandomWindows(val_tokens, t.length, t.val_batches * t.batch_size * trainer.world_size, cfg.seed + 3)
+    trainer.fit(module, _loader(train_data, t.batch_size, done_steps * per_step), _loader(val_data, t.batch_size),
+                ckpt_path=resume_from)
     train_seconds = time.time() - train_start
+    if not trainer.is_global_zero:
+        return None  # DDP: rank 0 evaluates and writes
 
     rows = evaluate_lengths(cfg, prepared)
     passkey = run_passkey(cfg, prepared, run_dir) if cfg.eval.get("passkey") else None
@@ -279,7 +299,8 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
         "max_scale": getattr(prepared.strategy, "max_scale", None),
         "eval": rows,
         "extrapolation_length": extrapolation_length(rows, t.length, cfg.eval.eps),
-        "train": {"steps": t.steps, "tokens": t.steps * t.batch_size * t.length, "wall_seconds": train_seconds,
+        "train": {"steps": t.steps, "tokens": len(train_data) * t.length, "wall_seconds": train_seconds,
+                  "world_size": trainer.world_size,
                   "final_loss": float(trainer.callback_metrics.get("train/loss", math.nan)),
                   "final_val_loss": float(trainer.callback_metrics.get("val/loss", math.nan))},
         "base": base,

@@ -61,7 +61,7 @@ class LongContextLM(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         loss = next_token_loss(self.model, batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=batch.shape[0])
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch.shape[0], sync_dist=True)
 
     def on_validation_epoch_end(self):
         loss = self.trainer.callback_metrics.get("val/loss")

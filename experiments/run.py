@@ -56,6 +56,8 @@ def main(argv=None) -> int:
         except TrainingDiverged as error:
             print(f"error: {cfg.choices.strategy}: {error}", file=sys.stderr)
             return 1
+        if result is None:  # a DDP rank other than 0
+            continue
         print(format_table(result))
         print(f"saved {Path(cfg.out_dir) / result['name']}")
         results.append(result)

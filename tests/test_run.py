@@ -185,3 +185,48 @@ def test_a_transformers_checkpoint_runs_through_model_hf(tmp_path):
     assert run.main(args + ["model.original_length=12"]) == 0
     runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/results.json")]
     assert sorted(r["original_length"] for r in runs) == [12, 24]  # model.original_length overrides
+
+
+def test_a_killed_run_resumes_to_the_same_results(tmp_path):
+    import os
+    import signal
+    import time
+
+    args = tiny_args(tmp_path / "x", "strategy=clex", "base.steps=0", "train.steps=300", "train.val_every=4",
+                     "eval.multipliers=[1,2]")
+    assert run.main(tiny_args(tmp_path / "uninterrupted", *args[1:])) == 0  # same config, another out_dir
+    [expected] = load_results(tmp_path / "uninterrupted").values()
+    script = Path(run.__file__)
+    victim = subprocess.Popen([sys.executable, script, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "x").glob("*/checkpoints/last.ckpt")):
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    [ckpt] = list((tmp_path / "x").glob("*/checkpoints/last.ckpt"))
+    killed_at = torch.load(ckpt, weights_only=False)["global_step"]
+    assert 4 <= killed_at < 300 and not list((tmp_path / "x").glob("*/results.json"))
+    assert run.main(args) == 0  # the same command again
+    [resumed] = load_results(tmp_path / "x").values()
+    assert resumed["name"] == expected["name"]
+    assert [r["nll"] for r in resumed["eval"]] == pytest.approx([r["nll"] for r in expected["eval"]], rel=1e-6)
+    assert resumed["train"]["final_loss"] == pytest.approx(expected["train"]["final_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("steps,tolerance", [(1, 1e-6), (6, 1.5e-3)])
+def test_ddp_with_two_cpu_processes_matches_one_process_with_the_same_global_batch(tmp_path, steps, tolerance):
+    """After one step the two agree exactly: same global batch, averaged gradients, same t on both ranks
+    (a rank seeing the wrong half of the data would break it). Later steps drift apart by float
+    reduction order, which Adam's normalisation amplifies for near-zero gradients: 7e-4 after 6 steps."""
+    common = ["strategy=clex", "base.steps=0", f"train.steps={steps}", f"train.val_every={steps}",
+              "eval.multipliers=[1]", "train.lr=3e-3", "train.val_batches=2"]
+    assert run.main(tiny_args(tmp_path / "single", *common, "train.batch_size=4")) == 0
+    ddp = tiny_args(tmp_path / "ddp", *common, "train.batch_size=2", "trainer=ddp", "trainer.accelerator=cpu",
+                    "trainer.devices=2", "trainer.precision=32-true")
+    done = subprocess.run([sys.executable, Path(run.__file__), *ddp], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [one] = load_results(tmp_path / "single").values()
+    [two] = load_results(tmp_path / "ddp").values()  # rank 0 alone writes results
+    assert two["train"]["world_size"] == 2 and one["train"]["tokens"] == two["train"]["tokens"]
+    assert two["train"]["final_val_loss"] == pytest.approx(one["train"]["final_val_loss"], rel=tolerance)
+    assert two["eval"][0]["nll"] == pytest.approx(one["eval"][0]["nll"], rel=2 * tolerance)

@@ -97,6 +97,21 @@ class RandomWindows(torch.utils.data.Dataset):
         return self.tokens[start: start + self.length + 1].long()
 
 
+class ResumeSampler(torch.utils.data.Sampler):
+    """Indices ``start .. size-1`` in order, with the length of the whole epoch: a run resumed after
+    k optimiser steps skips the k batches it has already trained on, and Lightning still counts the
+    epoch's batches from the checkpoint."""
+
+    def __init__(self, size: int, start: int = 0):
+        self.size, self.start = size, start
+
+    def __len__(self):
+        return self.size
+
+    def __iter__(self):
+        return iter(range(self.start, self.size))
+
+
 def evaluation_sequences(tokenizer, documents, length: int, max_tokens: int, seed: int):
     """Non-overlapping sequences cut from held-out documents (DESIGN.md 4): each has length + 1
     tokens, so the model reads ``length`` tokens and every one of them is scored (its next token).
