@@ -131,7 +131,7 @@ def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: 
                                          save_top_k=1, save_last=True))
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     options = dict(OmegaConf.to_container(cfg.trainer))
-    return L.Trainer(max_steps=max_steps, logger=TensorBoardLogger(root, name="tensorboard", version=""),
+    return L.Trainer(max_steps=max_steps, default_root_dir=root, logger=TensorBoardLogger(root, name="tensorboard", version=""),
                      callbacks=callbacks, enable_checkpointing=checkpoints, num_sanity_val_steps=0,
                      val_check_interval=val_every, limit_val_batches=None if val_every else 0,
                      gradient_clip_val=cfg.train.grad_clip, enable_model_summary=False, **options)
@@ -255,19 +255,25 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
     if cfg.model.name != "hf" and cfg.base.steps > 0:
         base = pretrain_base(cfg, prepared, train_tokens)
     clex.patch_model(prepared.model, prepared.strategy, log_scale=bool(cfg.strategy.get("log_scale")))
+    if cfg.train.gradient_checkpointing:  # recompute each layer's activations in the backward pass
+        prepared.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     t = cfg.train
     optim = OmegaConf.create({"lr": t.lr, "ode_lr": t.ode_lr, "weight_decay": t.weight_decay, "betas": t.betas,
                               "warmup_steps": t.warmup_steps, "steps": t.steps})
     module = LongContextLM(prepared.model, optim, cfg.sampler, seed=cfg.seed)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    # the newest of our last.ckpt and the checkpoint Lightning writes when SLURM pre-empts the job
+    saved = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
     resume_from, done_steps = None, 0
-    if cfg.resume and last.is_file():
-        resume_from = str(last)
-        done_steps = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
-        log.info("stage 2: resuming %s from step %d", run_dir.name, done_steps)
-    elif (run_dir / "checkpoints").exists():
-        shutil.rmtree(run_dir / "checkpoints")  # resume=false: start over
+    if cfg.resume and saved:
+        steps = {p: torch.load(p, map_location="cpu", weights_only=False)["global_step"] for p in saved}
+        resume_from = str(max(steps, key=steps.get))
+        done_steps = steps[Path(resume_from)]
+        log.info("stage 2: resuming %s from step %d (%s)", run_dir.name, done_steps, Path(resume_from).name)
+    elif saved:  # resume=false: start over
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        for path in run_dir.glob("hpc_ckpt_*.ckpt"):
+            path.unlink()
     log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps)
     train_start = time.time()
     trainer = make_trainer(cfg, t.steps, run_dir, checkpoints=True, val_every=min(t.val_every, t.steps),

@@ -230,3 +230,12 @@ def test_ddp_with_two_cpu_processes_matches_one_process_with_the_same_global_bat
     assert two["train"]["world_size"] == 2 and one["train"]["tokens"] == two["train"]["tokens"]
     assert two["train"]["final_val_loss"] == pytest.approx(one["train"]["final_val_loss"], rel=tolerance)
     assert two["eval"][0]["nll"] == pytest.approx(one["eval"][0]["nll"], rel=2 * tolerance)
+
+
+def test_gradient_checkpointing_trains_the_same_model(tmp_path):
+    args = ["strategy=clex", "base.steps=0", "train.steps=3", "eval.multipliers=[1]"]
+    assert run.main(tiny_args(tmp_path / "plain", *args)) == 0
+    assert run.main(tiny_args(tmp_path / "checkpointed", *args, "train.gradient_checkpointing=true")) == 0
+    [plain], [checkpointed] = [list(load_results(tmp_path / x).values()) for x in ("plain", "checkpointed")]
+    assert checkpointed["train"]["final_loss"] == pytest.approx(plain["train"]["final_loss"], rel=1e-5)
+    assert checkpointed["eval"][0]["nll"] == pytest.approx(plain["eval"][0]["nll"], rel=1e-5)
