@@ -36,7 +36,7 @@ def plot_fit(runs, fit, strategy, out: Path):
         ax.set_yscale("log", base=2)
         ax.set_xlabel("model size (parameters)")
         ax.set_ylabel("extrapolation length (tokens)")
-        ax.set_title(f"{strategy}: E ∝ N^{fit['coef'][1]:.2f} L^{fit['coef'][2]:.2f}")
+        ax.set_title(f"{strategy}: $E \\propto N^{{{fit['coef'][1]:.2f}}} L^{{{fit['coef'][2]:.2f}}}$")
         ax.legend(frameon=False)
         save(fig, out / f"scaling_law_{strategy}", formats=("png", "pdf"))
 
@@ -58,6 +58,8 @@ def plot_per_strategy(runs, out: Path):
             ax.plot(lengths, means, marker="o", ms=3.5, label=strategy, color=colour(strategy, index))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
+        lengths = sorted({r["train_length"] for r in runs})
+        ax.set_xticks(lengths, [str(n) for n in lengths])
         ax.set_xlabel("training length L (tokens)")
         ax.set_ylabel("extrapolation length (tokens)")
         ax.legend(frameon=False)
