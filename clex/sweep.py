@@ -7,7 +7,9 @@ it FAIL and Optuna's RetryFailedTrialCallback re-queues its parameters (RDB: Opt
 journal storage has none in Optuna 5, so the heartbeat is a user attribute written by a thread here).
 """
 import fcntl
+import json
 import math
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -173,14 +175,17 @@ class PruneOnValidation(L.Callback):
     epoch all count) and stops a trial that Optuna's pruner rejects."""
 
     def __init__(self, trial, monitor="val/loss"):
-        self.trial, self.monitor = trial, monitor
+        self.trial, self.monitor = trial, monitor  # trial is None on DDP ranks other than 0
 
     def on_validation_end(self, trainer, module):
         value = trainer.callback_metrics.get(self.monitor)
         if trainer.sanity_checking or value is None:
             return
-        self.trial.report(float(value), step=trainer.global_step)
-        if self.trial.should_prune():
+        prune = False
+        if self.trial is not None:
+            self.trial.report(float(value), step=trainer.global_step)
+            prune = self.trial.should_prune()
+        if trainer.strategy.broadcast(prune, src=0):  # every rank stops together
             raise optuna.TrialPruned(f"{self.monitor}={float(value):.4f} at step {trainer.global_step}")
 
 
@@ -265,9 +270,56 @@ def suggest(trial, space: dict) -> list[str]:
     return overrides
 
 
+TRIAL_ENV = "CLEX_SWEEP_TRIAL"
+
+
+def trial_config(sweep: dict, config_dir: Path, overrides: list, number: int):
+    from clex.config import parse_overrides
+
+    choices, values = parse_overrides(config_dir, overrides)
+    cfg = compose(config_dir, {g: o[0] for g, o in choices.items()}, values)
+    cfg.name = f"{sweep['study']['name']}-trial{number:04d}"
+    cfg.out_dir = str(Path(cfg.out_dir) / "sweeps" / sweep["study"]["name"])
+    return cfg
+
+
+def pruning(sweep: dict) -> bool:
+    return len(sweep["study"]["objectives"]) == 1 and sweep["study"]["pruner"] != "none"
+
+
+def share_with_ranks(message):
+    """Rank 0 alone talks to Optuna; the other DDP ranks get each trial's overrides from it: the first
+    through the environment Lightning's launcher copies into them, later ones by broadcast."""
+    import torch.distributed as dist
+
+    if message is not None:
+        os.environ[TRIAL_ENV] = json.dumps(message)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list([message], src=0)
+
+
+def follow_rank_zero(sweep: dict, config_dir: Path) -> int:
+    """A DDP rank > 0 of a sweep worker: run the trials rank 0 announces until it says stop."""
+    import torch.distributed as dist
+
+    from clex.experiment import TrainingDiverged, prepare, run_experiment
+
+    message, ran = json.loads(os.environ[TRIAL_ENV]), 0
+    while message is not None:
+        cfg = trial_config(sweep, config_dir, message["overrides"], message["number"])
+        try:
+            run_experiment(cfg, prepare(cfg), callbacks=[PruneOnValidation(None)] if pruning(sweep) else [])
+        except (optuna.TrialPruned, ConfigError, TrainingDiverged, RuntimeError, ValueError):
+            pass  # rank 0 records the outcome
+        ran += 1
+        box = [None]
+        dist.broadcast_object_list(box, src=0)
+        message = box[0]
+    return ran
+
+
 def run_trial(study, trial, sweep: dict, config_dir: Path) -> None:
     """One trial, in-process through the same code path as experiments/run.py."""
-    from clex.config import parse_overrides
     from clex.experiment import TrainingDiverged, prepare, run_experiment
 
     study_cfg = sweep["study"]
@@ -275,11 +327,9 @@ def run_trial(study, trial, sweep: dict, config_dir: Path) -> None:
     try:
         overrides = sweep["experiment"] + suggest(trial, sweep["space"])
         trial.set_user_attr("overrides", overrides)
-        choices, values = parse_overrides(config_dir, overrides)
-        cfg = compose(config_dir, {g: o[0] for g, o in choices.items()}, values)
-        cfg.name = f"{study_cfg['name']}-trial{trial.number:04d}"
-        cfg.out_dir = str(Path(cfg.out_dir) / "sweeps" / study_cfg["name"])
-        callbacks = [PruneOnValidation(trial)] if len(objectives) == 1 and study_cfg["pruner"] != "none" else []
+        cfg = trial_config(sweep, config_dir, overrides, trial.number)
+        share_with_ranks({"overrides": overrides, "number": trial.number})
+        callbacks = [PruneOnValidation(trial)] if pruning(sweep) else []
         with heartbeat(study, trial, study_cfg["heartbeat_interval"]):
             results = run_experiment(cfg, prepare(cfg), callbacks=callbacks)
         trial.set_user_attr("run_dir", results["run_dir"])
@@ -315,6 +365,7 @@ def run_worker(sweep: dict, config_dir: Path, studies_dir: Path, poll_seconds: f
             trial = study.ask() if finished < target and (waiting or finished + running < target) else None
         if trial is None:
             if finished >= target:
+                share_with_ranks(None)  # DDP: the other ranks stop
                 return ran
             time.sleep(poll_seconds)
             continue

@@ -5,6 +5,7 @@
 
 Start the same command in several processes (or cluster jobs) to share one study; rerun it to resume.
 """
+import os
 import sys
 from pathlib import Path
 
@@ -38,9 +39,16 @@ def main(argv=None) -> int:
         from clex.cli import quiet_libraries
 
         quiet_libraries()
-        from clex.sweep import load_sweep, run_worker, summary
+        from clex.sweep import TRIAL_ENV, follow_rank_zero, load_sweep, run_worker, summary
+
+        def is_other_rank():
+            ranks = (int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("NODE_RANK", 0)))
+            return TRIAL_ENV in os.environ and ranks != (0, 0)
 
         sweep = load_sweep(SWEEP_DIR / f"{name}.yaml", [p for p in pairs if p[0] != "sweep"], CONFIG_DIR)
+        if is_other_rank():  # a DDP rank started by Lightning's launcher: no Optuna here
+            follow_rank_zero(sweep, CONFIG_DIR)
+            return 0
         if show_summary:
             print(summary(sweep, STUDIES_DIR))
             return 0

@@ -1,5 +1,6 @@
 """Sweep workers: shared journal storage, a killed worker's trial retried, pruning, bad sweep files."""
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -136,3 +137,19 @@ def test_malformed_sweep_file_is_one_line_and_exit_2(tmp_path, monkeypatch, caps
 def test_unknown_sweep_names_the_choices(capsys):
     assert sweep_cli.main(["sweep=nope"]) == 2
     assert "choices: clex_lambda, clex_width, scaling_law, train_length" in capsys.readouterr().err
+
+
+def test_a_ddp_worker_asks_optuna_on_rank_zero_only(tmp_path):
+    """Two CPU processes per trial (gloo): rank 0 asks and tells, rank 1 follows by broadcast."""
+    done = subprocess.run([sys.executable, WORKER, *worker_args(tmp_path, "study.n_trials=2", "study.pruner=median",
+                                                                 "study.pruner_startup_trials=5", "trainer=ddp",
+                                                                 "trainer.accelerator=cpu", "trainer.devices=2",
+                                                                 "trainer.precision=32-true")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    trials = load(tmp_path).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # not four: rank 1 asked nothing
+    for t in trials:
+        result = json.loads((Path(t.user_attrs["run_dir"]) / "results.json").read_text())
+        assert result["train"]["world_size"] == 2
+        assert result["config"]["strategy"]["amplification"] == t.params["strategy.amplification"]
