@@ -38,7 +38,7 @@ def main(argv=None) -> int:
         choices, overrides = parse_overrides(CONFIG_DIR, args)
         configs = [compose(CONFIG_DIR, choice, overrides) for choice in expand(choices)]
         if show_config:
-            print("\n---\n".join(OmegaConf.to_yaml(cfg) for cfg in configs))
+            print("\n---\n".join(OmegaConf.to_yaml(cfg, resolve=True) for cfg in configs))
             return 0
         quiet_libraries()
         from clex.experiment import TrainingDiverged, format_table, prepare, run_experiment
