@@ -11,4 +11,5 @@ def quiet_libraries():
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")  # stage 1
     logging.basicConfig(level=logging.INFO, format="%(message)s")
