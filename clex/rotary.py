@@ -54,7 +54,7 @@ class ScaledRotaryEmbedding(nn.Module):
             scale, positions = self._train
             # one row broadcast over the batch: cos/sin (and their gradient) are computed once, not B times
             positions = positions.to(x.device, torch.float32)[None]
-            length = float(positions.max()) + 1
+            length = None  # only log_scale needs it: spare a device sync per step
         else:
             length = self._length or int(position_ids.max()) + 1
             scale = self.strategy.scale_for_length(length)
@@ -64,6 +64,7 @@ class ScaledRotaryEmbedding(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)
         multiplier = self.strategy.attention_factor(scale)
         if self.log_scale:
+            length = length or float(positions.max()) + 1
             multiplier *= math.sqrt(max(1.0, math.log(length) / math.log(self.strategy.original_length)))
         return (emb.cos() * multiplier).to(x.dtype), (emb.sin() * multiplier).to(x.dtype)
 
