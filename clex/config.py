@@ -66,7 +66,8 @@ def _flat_keys(node, prefix="") -> dict:
     return keys
 
 
-def _parse_value(raw: str):
+def parse_value(raw: str):
+    """A command-line value as OmegaConf reads it (numbers, booleans, lists, null), NaN included."""
     value = OmegaConf.from_dotlist([f"value={raw}"]).value
     if isinstance(value, str) and value.lower() in ("nan", "inf", "-inf", "+inf"):
         return float(value)
@@ -107,7 +108,7 @@ def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
     cfg["choices"] = {**defaults, **choice}
     known = _flat_keys(cfg)
     for key, raw in overrides:
-        new = _parse_value(raw)
+        new = parse_value(raw)
         if key.startswith("+"):
             key = key[1:]
             if key in known:

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import TrialState
 
-from clex.config import compose, load_defaults
+from clex.config import compose, load_defaults, parse_value
 from clex.registry import ConfigError
 
 STUDY_DEFAULTS = {"name": None, "n_trials": 8, "storage": None, "sampler": "tpe", "seed": 0, "pruner": "median",
@@ -49,7 +49,7 @@ def load_sweep(path: Path, cli_overrides: list, config_dir: Path) -> dict:
     for key, value in list((raw.get("study") or {}).items()) + [(k[6:], v) for k, v in cli_overrides if k.startswith("study.")]:
         if key not in STUDY_DEFAULTS:
             raise ConfigError(f"{path.name}: unknown study key {key!r}; allowed: {', '.join(STUDY_DEFAULTS)}")
-        study[key] = OmegaConf.from_dotlist([f"v={value}"]).v if isinstance(value, str) and key != "storage" else value
+        study[key] = parse_value(value) if isinstance(value, str) and key != "storage" else value
     experiment = list(raw.get("experiment") or []) + [f"{k}={v}" for k, v in cli_overrides if not k.startswith("study.")]
     space = raw.get("space") or {}
     if not space:
