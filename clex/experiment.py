@@ -2,6 +2,7 @@
 Lightning -> perplexity against length -> runs/<name>/results.json. Shared by experiments/run.py and
 the sweeps, which call ``run_experiment`` in-process."""
 import hashlib
+import importlib.util
 import json
 import logging
 import math
@@ -18,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import clex
-from clex import io
+from clex import distributed, io
 from clex.config import check_finite, require
 from clex.data import RandomWindows, ResumeSampler, evaluation_sequences, load_corpus, packed_tokens
 from clex.evaluate import extrapolation_length, sequence_nll
@@ -29,6 +30,7 @@ from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
 
 SCHEMA_VERSION = 1
 ROTARY_KEYS = ("name", "log_scale")  # strategy config keys that are not strategy options
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
 log = logging.getLogger("clex")
 
 
@@ -71,9 +73,21 @@ def validate(cfg):
     fractions = cfg.data.validation_fraction + cfg.data.test_fraction
     require(0 < cfg.data.validation_fraction and 0 < cfg.data.test_fraction and fractions < 1,
             "data.validation_fraction / data.test_fraction", "must be > 0 and sum to < 1", fractions)
+    distributed.check(OmegaConf.to_container(cfg.trainer))
+    check_attention(cfg.model.get("attn_implementation", "sdpa"), str(cfg.trainer.get("precision", "32-true")))
     SCALE_SAMPLERS.get(cfg.sampler.scale)
     POSITION_SAMPLERS.get(cfg.sampler.position)
     eval_lengths(cfg)
+
+
+def check_attention(name: str, precision: str):
+    """SDPA (PyTorch picks its flash or memory-efficient kernel on GPUs), eager, or the flash-attn package."""
+    require(name in ATTENTION, "model.attn_implementation", f"must be one of {', '.join(ATTENTION)}", name)
+    if name == "flash_attention_2":
+        require(importlib.util.find_spec("flash_attn") is not None, "model.attn_implementation",
+                "flash_attention_2 needs the flash-attn package (and a CUDA GPU), which is not installed", name)
+        require(precision.startswith(("bf16", "16")), "trainer.precision",
+                "must be 16-bit (bf16-mixed, bf16-true, 16-mixed, 16-true) for flash_attention_2", precision)
 
 
 def strategy_options(cfg) -> dict:
@@ -94,11 +108,23 @@ def prepare(cfg, load_weights: bool = True) -> Prepared:
         from transformers import AutoConfig
 
         model = AutoConfig.from_pretrained(checkpoint_dir(cfg.model), local_files_only=True)
+    strategy = build_rotary_strategy(cfg, model)
+    return Prepared(tokenizer, corpus, model, strategy, eval_lengths(cfg), strategy.original_length)
+
+
+def build_rotary_strategy(cfg, model):
+    """The configured strategy for ``model`` (or its config): rotary_dim and base from the model,
+    L0 from ``model.original_length`` when set, else from the model."""
     settings = clex.rotary_settings(model)
     if cfg.model.get("original_length"):
         settings["original_length"] = int(cfg.model.original_length)
-    strategy = clex.build_strategy(cfg.strategy.name, **settings, **strategy_options(cfg))
-    return Prepared(tokenizer, corpus, model, strategy, eval_lengths(cfg), settings["original_length"])
+    return clex.build_strategy(cfg.strategy.name, **settings, **strategy_options(cfg))
+
+
+def build_patched_model(cfg, tokenizer):
+    """A fresh model with the configured strategy patched in (same structure as the trained one)."""
+    model = build_model(cfg.model, tokenizer)
+    return clex.patch_model(model, build_rotary_strategy(cfg, model), log_scale=bool(cfg.strategy.get("log_scale")))
 
 
 def config_hash(data) -> str:
@@ -131,10 +157,18 @@ def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: 
                                          save_top_k=1, save_last=True))
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     options = dict(OmegaConf.to_container(cfg.trainer))
+    if isinstance(options.get("strategy"), dict):  # fsdp / deepspeed
+        options["strategy"] = distributed.build_parallel(options)
     return L.Trainer(max_steps=max_steps, default_root_dir=root, logger=TensorBoardLogger(root, name="tensorboard", version=""),
                      callbacks=callbacks, enable_checkpointing=checkpoints, num_sanity_val_steps=0,
                      val_check_interval=val_every, limit_val_batches=None if val_every else 0,
                      gradient_clip_val=cfg.train.grad_clip, enable_model_summary=False, **options)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step of a Lightning checkpoint: a file, or a directory (FSDP's sharded format)."""
+    meta = path / "meta.pt" if path.is_dir() else path
+    return torch.load(meta, map_location="cpu", weights_only=False)["global_step"]
 
 
 def _loader(dataset, batch_size, start_batch: int = 0):
@@ -160,8 +194,10 @@ def pretrain_base(cfg, prepared: Prepared, train_tokens: torch.Tensor) -> dict:
         return {**info, "cached": True, "path": str(root)}
     L0, b = prepared.original_length, cfg.base
     log.info("stage 1: pre-training the base model with plain RoPE at L0=%d for %d steps", L0, b.steps)
-    rope = clex.build_strategy("rope", **clex.rotary_settings(prepared.model) | {"original_length": L0})
-    clex.patch_model(prepared.model, rope)
+    def with_rope(model):
+        return clex.patch_model(model, clex.build_strategy("rope", **clex.rotary_settings(model) | {"original_length": L0}))
+
+    with_rope(prepared.model)
     optim = OmegaConf.create({"lr": b.lr, "ode_lr": None, "weight_decay": cfg.train.weight_decay,
                               "betas": cfg.train.betas, "warmup_steps": b.warmup_steps, "steps": b.steps})
     module = LongContextLM(prepared.model, optim, cfg.sampler, seed=cfg.seed)
@@ -169,6 +205,9 @@ def pretrain_base(cfg, prepared: Prepared, train_tokens: torch.Tensor) -> dict:
     trainer = make_trainer(cfg, b.steps, root, checkpoints=False, val_every=None)
     windows = RandomWindows(train_tokens, L0, b.steps * b.batch_size * trainer.world_size, cfg.seed + 1)
     trainer.fit(module, _loader(windows, b.batch_size))
+    if distributed.is_sharded(trainer):  # every rank goes on to stage 2 with the whole base model
+        prepared.model = distributed.gather_full_model(
+            prepared.model, lambda: with_rope(build_model(cfg.model, prepared.tokenizer)), every_rank=True)
     info = {"steps": b.steps, "original_length": L0, "tokens": len(windows) * L0,
             "wall_seconds": time.time() - start, "final_loss": float(trainer.callback_metrics["train/loss"])}
     if trainer.is_global_zero:
@@ -263,17 +302,16 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
                               "warmup_steps": t.warmup_steps, "steps": t.steps})
     module = LongContextLM(prepared.model, optim, cfg.sampler, seed=cfg.seed)
     # the newest of our last.ckpt and the checkpoint Lightning writes when SLURM pre-empts the job
-    saved = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    saved = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.exists()]
     resume_from, done_steps = None, 0
     if cfg.resume and saved:
-        steps = {p: torch.load(p, map_location="cpu", weights_only=False)["global_step"] for p in saved}
+        steps = {p: checkpoint_step(p) for p in saved}
         resume_from = str(max(steps, key=steps.get))
         done_steps = steps[Path(resume_from)]
         log.info("stage 2: resuming %s from step %d (%s)", run_dir.name, done_steps, Path(resume_from).name)
     elif saved:  # resume=false: start over
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        for path in run_dir.glob("hpc_ckpt_*.ckpt"):
-            path.unlink()
+        for path in [run_dir / "checkpoints", *run_dir.glob("hpc_ckpt_*.ckpt")]:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps)
     train_start = time.time()
     trainer = make_trainer(cfg, t.steps, run_dir, checkpoints=True, val_every=min(t.val_every, t.steps),
@@ -287,11 +325,16 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
     trainer.fit(module, _loader(train_data, t.batch_size, done_steps * per_step), _loader(val_data, t.batch_size),
                 ckpt_path=resume_from)
     train_seconds = time.time() - train_start
+    if distributed.is_sharded(trainer):  # FSDP: the weights are spread over the ranks
+        prepared.model = distributed.gather_full_model(prepared.model, lambda: build_patched_model(cfg, prepared.tokenizer))
     if not trainer.is_global_zero:
         return None  # DDP: rank 0 evaluates and writes
 
-    rows = evaluate_lengths(cfg, prepared)
-    passkey = run_passkey(cfg, prepared, run_dir) if cfg.eval.get("passkey") else None
+    # Lightning moves the model to the CPU after fit: evaluate on the training device, in its precision
+    prepared.model.to(trainer.strategy.root_device)
+    with trainer.precision_plugin.forward_context():
+        rows = evaluate_lengths(cfg, prepared)
+        passkey = run_passkey(cfg, prepared, run_dir) if cfg.eval.get("passkey") else None
     tokenizer = getattr(prepared.tokenizer, "tokenizer", None)  # a pretrained model's own tokenizer
     clex.save_pretrained(prepared.model, run_dir / "model", tokenizer=tokenizer)
     results = {
@@ -312,6 +355,8 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
         "base": base,
         "passkey": passkey,
         "parameters": sum(p.numel() for p in prepared.model.parameters()),
+        "attn_implementation": prepared.model.config._attn_implementation,
+        "precision": str(cfg.trainer.get("precision")),
         "corpus": prepared.corpus.fingerprint,
         "wall_seconds": time.time() - started,
         "seed": cfg.seed,

@@ -84,6 +84,11 @@ class LongContextLM(L.LightningModule):
             optimiser, lambda step: warmup_cosine(step, self.optim.warmup_steps, self.optim.steps))
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    def configure_model(self):
+        shard = getattr(self.trainer.strategy, "shard_model", None)  # trainer=fsdp
+        if shard is not None:
+            shard(self.model, self.device_mesh)
+
     def on_save_checkpoint(self, checkpoint):
         checkpoint["sampler_generator"] = self.generator.get_state()
 

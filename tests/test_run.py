@@ -1,4 +1,5 @@
 """experiments/run.py end to end on tiny settings: every strategy, both tiny models, files and numbers."""
+import importlib.util
 import json
 import math
 import subprocess
@@ -130,6 +131,16 @@ def test_same_seed_same_results(tmp_path):
     (["strategy=pi", "strategy.max_scale=4"], "unknown config key 'strategy.max_scale'"),
     (["model=hf", "model.path=/nonexistent"], "model.path: '/nonexistent' is not a directory"),
     (["train"], "argument 'train' is not key=value or group=option"),
+    (["trainer=fsdp", "+trainer.strategy.sharding=full"], "trainer.strategy.sharding is not an option of fsdp; "
+     "allowed: reshard_after_forward, save_distributed_checkpoint"),
+    (["model.attn_implementation=flash"], "model.attn_implementation must be one of sdpa, eager, flash_attention_2"),
+    pytest.param(["model.attn_implementation=flash_attention_2"], "flash_attention_2 needs the flash-attn package",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="installed")),
+    (["trainer=fsdp", "trainer.devices=0"], "trainer.devices must be a positive integer for fsdp, got 0"),
+    pytest.param(["trainer=deepspeed"], "trainer.strategy.name deepspeed needs the deepspeed package "
+                 "(pip install deepspeed), which is not installed, got 'deepspeed'",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="installed")),
+    (["trainer=fsdp", "trainer.strategy.name=zero"], "trainer.strategy.name must be one of fsdp, deepspeed, got 'zero'"),
 ])
 def test_config_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "runs"
@@ -213,23 +224,59 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path):
     assert resumed["train"]["final_loss"] == pytest.approx(expected["train"]["final_loss"], rel=1e-6)
 
 
-@pytest.mark.parametrize("steps,tolerance", [(1, 1e-6), (6, 1.5e-3)])
-def test_ddp_with_two_cpu_processes_matches_one_process_with_the_same_global_batch(tmp_path, steps, tolerance):
+def run_two_cpu_processes(out, trainer, *args):
+    args = tiny_args(out, *args, f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2",
+                     "trainer.precision=32-true")
+    done = subprocess.run([sys.executable, Path(run.__file__), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [result] = load_results(out).values()  # rank 0 alone writes results
+    return result
+
+
+@pytest.mark.parametrize("trainer,steps,tolerance", [("ddp", 1, 1e-6), ("ddp", 6, 1.5e-3), ("fsdp", 1, 1e-6)])
+def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path, trainer, steps, tolerance):
     """After one step the two agree exactly: same global batch, averaged gradients, same t on both ranks
-    (a rank seeing the wrong half of the data would break it). Later steps drift apart by float
-    reduction order, which Adam's normalisation amplifies for near-zero gradients: 7e-4 after 6 steps."""
+    (a rank seeing the wrong half of the data, or FSDP losing a shard, would break it). Later steps
+    drift apart by float reduction order, which Adam's normalisation amplifies for near-zero
+    gradients: 7e-4 after 6 steps."""
     common = ["strategy=clex", "base.steps=0", f"train.steps={steps}", f"train.val_every={steps}",
               "eval.multipliers=[1]", "train.lr=3e-3", "train.val_batches=2"]
     assert run.main(tiny_args(tmp_path / "single", *common, "train.batch_size=4")) == 0
-    ddp = tiny_args(tmp_path / "ddp", *common, "train.batch_size=2", "trainer=ddp", "trainer.accelerator=cpu",
-                    "trainer.devices=2", "trainer.precision=32-true")
-    done = subprocess.run([sys.executable, Path(run.__file__), *ddp], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    two = run_two_cpu_processes(tmp_path / trainer, trainer, *common, "train.batch_size=2")
     [one] = load_results(tmp_path / "single").values()
-    [two] = load_results(tmp_path / "ddp").values()  # rank 0 alone writes results
     assert two["train"]["world_size"] == 2 and one["train"]["tokens"] == two["train"]["tokens"]
     assert two["train"]["final_val_loss"] == pytest.approx(one["train"]["final_val_loss"], rel=tolerance)
     assert two["eval"][0]["nll"] == pytest.approx(one["eval"][0]["nll"], rel=2 * tolerance)
+
+
+def test_fsdp_matches_ddp_through_both_stages_and_resumes_from_its_sharded_checkpoint(tmp_path):
+    """FSDP shards weights, gradients and optimiser state where DDP replicates them: the same maths, so
+    the same numbers through stage 1 (gathered onto every rank for stage 2), stage 2 with activation
+    checkpointing, and the weights rank 0 gathers to evaluate. Run again, it resumes from the per-rank
+    shards of the last step and, training nothing, must evaluate the very same weights."""
+    common = ["strategy=clex", "model.num_layers=2", "base.steps=2", "train.steps=3", "train.val_every=3",
+              "eval.multipliers=[1,2]", "train.lr=3e-3", "train.gradient_checkpointing=true"]
+    ddp = run_two_cpu_processes(tmp_path / "ddp", "ddp", *common)
+    sharded = [*common, "trainer.strategy.save_distributed_checkpoint=true"]
+    fsdp = run_two_cpu_processes(tmp_path / "fsdp", "fsdp", *sharded)
+    assert fsdp["base"]["final_loss"] == pytest.approx(ddp["base"]["final_loss"], rel=1e-5)
+    assert fsdp["train"]["final_val_loss"] == pytest.approx(ddp["train"]["final_val_loss"], rel=1e-5)
+    assert [r["nll"] for r in fsdp["eval"]] == pytest.approx([r["nll"] for r in ddp["eval"]], rel=1e-5)
+    run_dir = tmp_path / "fsdp" / fsdp["name"]
+    assert sorted(p.name for p in (run_dir / "checkpoints" / "last.ckpt").iterdir() if p.suffix == ".distcp") == [
+        "__0_0.distcp", "__1_0.distcp"]
+    (run_dir / "results.json").unlink()
+    again = run_two_cpu_processes(tmp_path / "fsdp", "fsdp", *sharded)
+    assert [r["nll"] for r in again["eval"]] == pytest.approx([r["nll"] for r in fsdp["eval"]], rel=1e-6)
+
+
+def test_attention_implementation_switch_reaches_the_model_and_keeps_the_numbers(tmp_path):
+    args = ["strategy=clex", "base.steps=0", "train.steps=2", "eval.multipliers=[1,4]"]
+    assert run.main(tiny_args(tmp_path / "sdpa", *args)) == 0
+    assert run.main(tiny_args(tmp_path / "eager", *args, "model.attn_implementation=eager")) == 0
+    [sdpa], [eager] = [list(load_results(tmp_path / x).values()) for x in ("sdpa", "eager")]
+    assert (sdpa["attn_implementation"], eager["attn_implementation"]) == ("sdpa", "eager")
+    assert [r["nll"] for r in eager["eval"]] == pytest.approx([r["nll"] for r in sdpa["eval"]], rel=1e-5)
 
 
 def test_gradient_checkpointing_trains_the_same_model(tmp_path):

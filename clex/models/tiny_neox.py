@@ -12,6 +12,6 @@ def tiny_neox(cfg, tokenizer):
         max_position_embeddings=cfg.original_length,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_base,
                          "partial_rotary_factor": cfg.partial_rotary_factor},
-        attn_implementation="sdpa",
+        attn_implementation=cfg.attn_implementation,
     )
     return GPTNeoXForCausalLM(config)

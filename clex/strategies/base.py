@@ -43,6 +43,11 @@ class Strategy(nn.Module):
         self.eval_scale = eval_scale
         self.register_buffer("base_inv_freq", default_inv_freq(rotary_dim, base), persistent=False)
 
+    def _apply(self, fn, recurse=True):
+        # parameters and buffers stay float32 whatever the model's precision: a bf16 inv_freq puts
+        # a phase error on far positions that grows with the position
+        return super()._apply(lambda x: fn(x).float() if x.is_floating_point() else fn(x), recurse)
+
     def inv_freq(self, t: float) -> torch.Tensor:
         raise NotImplementedError
 

@@ -77,11 +77,11 @@ class Clex(Strategy):
         j = torch.arange(half, dtype=torch.float32)
         self.register_buffer("exponent", -2 * j / self.rotary_dim, persistent=False)
         self.register_buffer("slope", -2 * j / (self.rotary_dim - 2), persistent=False)
-        self._cache = None  # (parameter versions, grid log inv_freq [T_max, d/2]) for evaluation
+        self._cache = None  # (parameter values, grid log inv_freq [T_max, d/2]) for evaluation
 
-    # --- parameters stay float32 whatever the model's precision -------------------------------
     def _apply(self, fn, recurse=True):
-        return super()._apply(lambda x: fn(x).float() if x.is_floating_point() else fn(x), recurse)
+        self._cache = None  # a move or cast: solve again where the parameters now are
+        return super()._apply(fn, recurse)
 
     # --- the dynamics -------------------------------------------------------------------------
     def log_ntk(self, log_alpha: torch.Tensor) -> torch.Tensor:
@@ -138,8 +138,9 @@ class Clex(Strategy):
         t = super().scale_for_length(seq_len)
         return min(t, self.max_scale) if self.beyond_max == "clamp" else t
 
-    def _param_versions(self):
-        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+    def _param_values(self) -> torch.Tensor:
+        # the values, not storage versions: FSDP gathers parameters into reused buffers
+        return torch.cat([p.detach().reshape(-1) for p in self.parameters()])
 
     def inv_freq(self, t: float) -> torch.Tensor:
         t = float(t)
@@ -157,11 +158,11 @@ class Clex(Strategy):
     @torch.no_grad()
     def _grid_solution(self, t: int) -> torch.Tensor:
         """Cached solve over the integer grid 1..max(t, t_max), redone when the parameters change."""
-        versions = self._param_versions()
-        if self._cache is None or self._cache[0] != versions or len(self._cache[1]) < t:
+        values = self._param_values()
+        if self._cache is None or not torch.equal(self._cache[0], values) or len(self._cache[1]) < t:
             last = max(t, int(math.ceil(self.max_scale)))
             grid = torch.arange(1, last + 1, dtype=torch.float32, device=self.base_inv_freq.device)
-            self._cache = (versions, self._solve(grid))
+            self._cache = (values.clone(), self._solve(grid))
         return self._cache[1]
 
     def extra_repr(self) -> str:
