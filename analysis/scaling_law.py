@@ -4,7 +4,6 @@ with bootstrap confidence intervals over runs; draw the data and fit, and the pe
     python analysis/scaling_law.py TABLE [--strategy clex] [--bootstrap 1000] [--out DIR]
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -25,7 +25,6 @@ from clex.data import RandomWindows, ResumeSampler, evaluation_sequences, load_c
 from clex.evaluate import extrapolation_length, sequence_nll
 from clex.lit import LongContextLM
 from clex.models import build_model, build_tokenizer, checkpoint_dir
-from clex.registry import ConfigError
 from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
 
 SCHEMA_VERSION = 1

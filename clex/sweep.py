@@ -7,9 +7,7 @@ it FAIL and Optuna's RetryFailedTrialCallback re-queues its parameters (RDB: Opt
 journal storage has none in Optuna 5, so the heartbeat is a user attribute written by a thread here).
 """
 import fcntl
-import json
 import math
-import os
 import threading
 import time
 from contextlib import contextmanager
@@ -23,6 +21,7 @@ from optuna.trial import TrialState
 
 from clex.config import compose, load_defaults, parse_value
 from clex.registry import ConfigError
+from clex.sweep_ranks import TrialChannel
 
 STUDY_DEFAULTS = {"name": None, "n_trials": 8, "storage": None, "sampler": "tpe", "seed": 0, "pruner": "median",
                   "pruner_warmup_steps": 0, "pruner_startup_trials": 2, "objectives": None,
@@ -270,9 +269,6 @@ def suggest(trial, space: dict) -> list[str]:
     return overrides
 
 
-TRIAL_ENV = "CLEX_SWEEP_TRIAL"
-
-
 def trial_config(sweep: dict, config_dir: Path, overrides: list, number: int):
     from clex.config import parse_overrides
 
@@ -287,24 +283,11 @@ def pruning(sweep: dict) -> bool:
     return len(sweep["study"]["objectives"]) == 1 and sweep["study"]["pruner"] != "none"
 
 
-def share_with_ranks(message):
-    """Rank 0 alone talks to Optuna; the other DDP ranks get each trial's overrides from it: the first
-    through the environment Lightning's launcher copies into them, later ones by broadcast."""
-    import torch.distributed as dist
-
-    if message is not None:
-        os.environ[TRIAL_ENV] = json.dumps(message)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.broadcast_object_list([message], src=0)
-
-
-def follow_rank_zero(sweep: dict, config_dir: Path) -> int:
-    """A DDP rank > 0 of a sweep worker: run the trials rank 0 announces until it says stop."""
-    import torch.distributed as dist
-
+def follow_rank_zero(sweep: dict, config_dir: Path, channel: TrialChannel) -> int:
+    """A rank > 0 of a data-parallel sweep worker: run the trials rank 0 announces until it says stop."""
     from clex.experiment import TrainingDiverged, prepare, run_experiment
 
-    message, ran = json.loads(os.environ[TRIAL_ENV]), 0
+    message, ran = channel.receive(), 0
     while message is not None:
         cfg = trial_config(sweep, config_dir, message["overrides"], message["number"])
         try:
@@ -312,13 +295,11 @@ def follow_rank_zero(sweep: dict, config_dir: Path) -> int:
         except (optuna.TrialPruned, ConfigError, TrainingDiverged, RuntimeError, ValueError):
             pass  # rank 0 records the outcome
         ran += 1
-        box = [None]
-        dist.broadcast_object_list(box, src=0)
-        message = box[0]
+        message = channel.receive()
     return ran
 
 
-def run_trial(study, trial, sweep: dict, config_dir: Path) -> None:
+def run_trial(study, trial, sweep: dict, config_dir: Path, channel: TrialChannel) -> None:
     """One trial, in-process through the same code path as experiments/run.py."""
     from clex.experiment import TrainingDiverged, prepare, run_experiment
 
@@ -328,7 +309,7 @@ def run_trial(study, trial, sweep: dict, config_dir: Path) -> None:
         overrides = sweep["experiment"] + suggest(trial, sweep["space"])
         trial.set_user_attr("overrides", overrides)
         cfg = trial_config(sweep, config_dir, overrides, trial.number)
-        share_with_ranks({"overrides": overrides, "number": trial.number})
+        channel.send({"overrides": overrides, "number": trial.number})
         callbacks = [PruneOnValidation(trial)] if pruning(sweep) else []
         with heartbeat(study, trial, study_cfg["heartbeat_interval"]):
             results = run_experiment(cfg, prepare(cfg), callbacks=callbacks)
@@ -349,10 +330,12 @@ def run_trial(study, trial, sweep: dict, config_dir: Path) -> None:
         print(f"trial {trial.number} failed: {error}")
 
 
-def run_worker(sweep: dict, config_dir: Path, studies_dir: Path, poll_seconds: float = 2.0) -> int:
+def run_worker(sweep: dict, config_dir: Path, studies_dir: Path, channel: TrialChannel | None = None,
+               poll_seconds: float = 2.0) -> int:
     """Runs trials until the study has n_trials finished (complete or pruned) trials; waits while
     other workers' trials run, so a trial of a dead worker is failed and retried here."""
     study, journal = open_study(sweep, studies_dir)
+    channel = channel or TrialChannel()
     target, study_cfg = sweep["study"]["n_trials"], sweep["study"]
     ran = 0
     while True:
@@ -365,13 +348,13 @@ def run_worker(sweep: dict, config_dir: Path, studies_dir: Path, poll_seconds: f
             trial = study.ask() if finished < target and (waiting or finished + running < target) else None
         if trial is None:
             if finished >= target:
-                share_with_ranks(None)  # DDP: the other ranks stop
+                channel.send(None)  # data-parallel workers: the other ranks stop
                 return ran
             time.sleep(poll_seconds)
             continue
         if journal is None and _is_surplus(study, trial, target):
             continue
-        run_trial(study, trial, sweep, config_dir)
+        run_trial(study, trial, sweep, config_dir, channel)
         ran += 1
 
 

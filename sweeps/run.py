@@ -39,20 +39,20 @@ def main(argv=None) -> int:
         from clex.cli import quiet_libraries
 
         quiet_libraries()
-        from clex.sweep import TRIAL_ENV, follow_rank_zero, load_sweep, run_worker, summary
-
-        def is_other_rank():
-            ranks = (int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("NODE_RANK", 0)))
-            return TRIAL_ENV in os.environ and ranks != (0, 0)
+        from clex.sweep import follow_rank_zero, load_sweep, run_worker, summary
+        from clex.sweep_ranks import TRIAL_ENV, TrialChannel, srun_rank
 
         sweep = load_sweep(SWEEP_DIR / f"{name}.yaml", [p for p in pairs if p[0] != "sweep"], CONFIG_DIR)
-        if is_other_rank():  # a DDP rank started by Lightning's launcher: no Optuna here
-            follow_rank_zero(sweep, CONFIG_DIR)
-            return 0
         if show_summary:
             print(summary(sweep, STUDIES_DIR))
             return 0
-        ran = run_worker(sweep, CONFIG_DIR, STUDIES_DIR)
+        launched = (int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("NODE_RANK", 0))) != (0, 0)
+        rank = srun_rank()  # srun started every rank, maybe on several nodes
+        channel = TrialChannel(rank)
+        if rank or (launched and TRIAL_ENV in os.environ):  # a rank > 0: no Optuna here
+            follow_rank_zero(sweep, CONFIG_DIR, channel)
+            return 0
+        ran = run_worker(sweep, CONFIG_DIR, STUDIES_DIR, channel)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -153,3 +153,35 @@ def test_a_ddp_worker_asks_optuna_on_rank_zero_only(tmp_path):
         result = json.loads((Path(t.user_attrs["run_dir"]) / "results.json").read_text())
         assert result["train"]["world_size"] == 2
         assert result["config"]["strategy"]["amplification"] == t.params["strategy.amplification"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_worker_whose_ranks_srun_started_on_two_nodes_runs_each_trial_across_both(tmp_path):
+    """What SLURM's srun does for a trial spanning nodes, on one machine: two processes started at
+    once with SLURM's variables, one per "node". Rank 0 asks Optuna and hands the first trial over its
+    TCP store, later ones by broadcast; rank 1 must follow, not ask."""
+    port = free_port()
+    args = worker_args(tmp_path, "study.n_trials=2", "study.pruner=none", "trainer=ddp", "trainer.accelerator=cpu",
+                       "trainer.devices=1", "trainer.num_nodes=2", "trainer.precision=32-true")
+    slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "2", "SLURM_JOB_ID": "4242",
+             "SLURM_JOB_NAME": "sweep", "SLURM_NODELIST": "127.0.0.1", "MASTER_ADDR": "127.0.0.1",
+             "MASTER_PORT": str(port)}
+    ranks = [subprocess.Popen([sys.executable, WORKER, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env={**os.environ, **slurm, "SLURM_PROCID": str(r), "SLURM_LOCALID": "0",
+                                              "SLURM_NODEID": str(r)})
+             for r in range(2)]
+    outputs = [r.communicate(timeout=600)[0] for r in ranks]
+    assert all(r.returncode == 0 for r in ranks), [o[-2000:] for o in outputs]
+    trials = load(tmp_path).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # not four: rank 1 asked nothing
+    for t in trials:
+        result = json.loads((Path(t.user_attrs["run_dir"]) / "results.json").read_text())
+        assert result["train"]["world_size"] == 2
+        assert result["config"]["strategy"]["amplification"] == t.params["strategy.amplification"]
