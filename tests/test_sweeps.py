@@ -139,6 +139,15 @@ def test_unknown_sweep_names_the_choices(capsys):
     assert "choices: clex_lambda, clex_width, scaling_law, train_length" in capsys.readouterr().err
 
 
+def assert_two_trials_of_two_ranks(tmp_path):
+    trials = load(tmp_path).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # not four: rank 1 asked nothing
+    for t in trials:
+        result = json.loads((Path(t.user_attrs["run_dir"]) / "results.json").read_text())
+        assert result["train"]["world_size"] == 2
+        assert result["config"]["strategy"]["amplification"] == t.params["strategy.amplification"]
+
+
 def test_a_ddp_worker_asks_optuna_on_rank_zero_only(tmp_path):
     """Two CPU processes per trial (gloo): rank 0 asks and tells, rank 1 follows by broadcast."""
     done = subprocess.run([sys.executable, WORKER, *worker_args(tmp_path, "study.n_trials=2", "study.pruner=median",
@@ -147,12 +156,7 @@ def test_a_ddp_worker_asks_optuna_on_rank_zero_only(tmp_path):
                                                                  "trainer.precision=32-true")],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    trials = load(tmp_path).get_trials()
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # not four: rank 1 asked nothing
-    for t in trials:
-        result = json.loads((Path(t.user_attrs["run_dir"]) / "results.json").read_text())
-        assert result["train"]["world_size"] == 2
-        assert result["config"]["strategy"]["amplification"] == t.params["strategy.amplification"]
+    assert_two_trials_of_two_ranks(tmp_path)
 
 
 def free_port() -> int:
@@ -179,9 +183,4 @@ def test_a_worker_whose_ranks_srun_started_on_two_nodes_runs_each_trial_across_b
              for r in range(2)]
     outputs = [r.communicate(timeout=600)[0] for r in ranks]
     assert all(r.returncode == 0 for r in ranks), [o[-2000:] for o in outputs]
-    trials = load(tmp_path).get_trials()
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # not four: rank 1 asked nothing
-    for t in trials:
-        result = json.loads((Path(t.user_attrs["run_dir"]) / "results.json").read_text())
-        assert result["train"]["world_size"] == 2
-        assert result["config"]["strategy"]["amplification"] == t.params["strategy.amplification"]
+    assert_two_trials_of_two_ranks(tmp_path)
