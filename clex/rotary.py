@@ -111,8 +111,6 @@ def patch_model(model, strategy, log_scale: bool = False):
 def rotary_module(model) -> ScaledRotaryEmbedding:
     owner, attr = _locate(model)
     module = getattr(owner, attr)
-    while not isinstance(module, ScaledRotaryEmbedding) and isinstance(getattr(module, "module", None), nn.Module):
-        module = module.module  # inside an FSDP unit
     if not isinstance(module, ScaledRotaryEmbedding):
         raise ConfigError(f"{type(model).__name__} is not patched: call clex.patch_model first")
     return module

@@ -270,19 +270,25 @@ def test_fsdp_matches_ddp_through_both_stages_and_resumes_from_its_sharded_check
     assert [r["nll"] for r in again["eval"]] == pytest.approx([r["nll"] for r in fsdp["eval"]], rel=1e-6)
 
 
+def run_variants(tmp_path, common, **variants) -> list[dict]:
+    """One tiny run per variant (its extra overrides) in its own out_dir; their results, in order."""
+    results = []
+    for name, extra in variants.items():
+        assert run.main(tiny_args(tmp_path / name, *common, *extra)) == 0
+        [result] = load_results(tmp_path / name).values()
+        results.append(result)
+    return results
+
+
 def test_attention_implementation_switch_reaches_the_model_and_keeps_the_numbers(tmp_path):
     args = ["strategy=clex", "base.steps=0", "train.steps=2", "eval.multipliers=[1,4]"]
-    assert run.main(tiny_args(tmp_path / "sdpa", *args)) == 0
-    assert run.main(tiny_args(tmp_path / "eager", *args, "model.attn_implementation=eager")) == 0
-    [sdpa], [eager] = [list(load_results(tmp_path / x).values()) for x in ("sdpa", "eager")]
+    sdpa, eager = run_variants(tmp_path, args, sdpa=[], eager=["model.attn_implementation=eager"])
     assert (sdpa["attn_implementation"], eager["attn_implementation"]) == ("sdpa", "eager")
     assert [r["nll"] for r in eager["eval"]] == pytest.approx([r["nll"] for r in sdpa["eval"]], rel=1e-5)
 
 
 def test_gradient_checkpointing_trains_the_same_model(tmp_path):
     args = ["strategy=clex", "base.steps=0", "train.steps=3", "eval.multipliers=[1]"]
-    assert run.main(tiny_args(tmp_path / "plain", *args)) == 0
-    assert run.main(tiny_args(tmp_path / "checkpointed", *args, "train.gradient_checkpointing=true")) == 0
-    [plain], [checkpointed] = [list(load_results(tmp_path / x).values()) for x in ("plain", "checkpointed")]
+    plain, checkpointed = run_variants(tmp_path, args, plain=[], checkpointed=["train.gradient_checkpointing=true"])
     assert checkpointed["train"]["final_loss"] == pytest.approx(plain["train"]["final_loss"], rel=1e-5)
     assert checkpointed["eval"][0]["nll"] == pytest.approx(plain["eval"][0]["nll"], rel=1e-5)
