@@ -63,6 +63,7 @@ def validate(cfg):
     for key in ("steps", "batch_size", "val_every", "val_batches"):
         require(t[key] >= 1, f"train.{key}", "must be >= 1", t[key])
     require(cfg.base.steps >= 0, "base.steps", "must be >= 0", cfg.base.steps)
+    require(cfg.threads is None or cfg.threads >= 1, "threads", "must be >= 1 or null", cfg.threads)
     require(t.lr > 0, "train.lr", "must be > 0", t.lr)
     require(t.ode_lr is None or t.ode_lr > 0, "train.ode_lr", "must be > 0 or null", t.ode_lr)
     require(cfg.eval.max_tokens >= 1, "eval.max_tokens", "must be >= 1", cfg.eval.max_tokens)
@@ -256,12 +257,34 @@ def provenance() -> dict:
     except (OSError, subprocess.SubprocessError):
         commit = None
     versions = {}
-    for package in ("torch", "transformers", "lightning", "torchdiffeq", "omegaconf"):
+    for package in ("torch", "transformers", "lightning", "torchdiffeq", "omegaconf", "numpy", "tokenizers", "optuna"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"git_commit": commit, "python": platform.python_version(), "packages": versions}
+    return {"git_commit": commit, "python": platform.python_version(), "packages": versions, "numerics": numerics()}
+
+
+def numerics() -> dict:
+    """What moves float results between runs of one seed: threads, hardware, determinism."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+            "cpu": cpu, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+
+
+def set_numerics(cfg):
+    """``threads`` fixes torch's intra-op thread count; ``deterministic`` turns on torch's deterministic
+    algorithms (and fixes threads at 1 unless ``threads`` says otherwise)."""
+    threads = cfg.get("threads") or (1 if cfg.get("deterministic") else None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch.use_deterministic_algorithms(bool(cfg.get("deterministic")))
 
 
 def format_table(results: dict) -> str:
@@ -287,6 +310,7 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
     run_dir = Path(cfg.out_dir) / run_name(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     io.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    set_numerics(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     train_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["train"])
     base = None
