@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import clex  # noqa: E402
-from clex.config import compose, parse_overrides  # noqa: E402
+from clex.config import single_config  # noqa: E402
 from clex.evaluate import sequence_nll  # noqa: E402
 from clex.lit import next_token_loss  # noqa: E402
 from ode_overhead import CONFIGS, build  # noqa: E402
@@ -102,8 +102,7 @@ def main():
     parser.add_argument("--eval-lengths", default="128,512,2048")
     parser.add_argument("--chunk-size", type=int, default=None)
     args, overrides = parser.parse_known_args()
-    choices, values = parse_overrides(CONFIGS, [*overrides, f"train.length={args.train_length}"])
-    cfg = compose(CONFIGS, {g: o[0] for g, o in choices.items()}, values)
+    cfg = single_config(CONFIGS, [*overrides, f"train.length={args.train_length}"])
     options = {k: v for k, v in cfg.strategy.items() if k not in ("name", "log_scale")}
     models = {"rope": build("rope", cfg).to(args.device), "clex": build("clex", cfg, **options).to(args.device)}
     size = sum(p.numel() for p in models["rope"].parameters())

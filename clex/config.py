@@ -29,30 +29,67 @@ def load_defaults(config_dir: Path) -> tuple[DictConfig, dict]:
     return base, defaults
 
 
+ONE_VALUE = ("name", "out_dir", "resume", "compare.reference")  # one value for every run of a list
+
+
+def split_list(key: str, raw: str) -> list[str]:
+    """``a,b,c`` -> its items (a comma list makes one run per item); ``[..]``, ``{..}`` and quoted
+    values are single values. Empty and repeated items are refused."""
+    if "," not in raw or raw.lstrip()[:1] in ("[", "{", "'", '"'):
+        return [raw]
+    items = [item.strip() for item in raw.split(",")]
+    if not all(items):
+        raise ConfigError(f"{key}={raw}: empty item in a comma list; write {key}=a,b,c")
+    parsed = [str(parse_value(item)) for item in items]
+    repeated = sorted({item for item, value in zip(items, parsed) if parsed.count(value) > 1})
+    if repeated:
+        raise ConfigError(f"{key}={raw}: repeated value(s) {', '.join(repeated)} in a comma list")
+    if key.lstrip("+") in ONE_VALUE:
+        raise ConfigError(f"{key} takes one value for every run of a list, got the comma list {raw!r}")
+    return items
+
+
 def parse_overrides(config_dir: Path, args: list[str]) -> tuple[dict, list]:
-    """Split ``group=a,b`` choices (lists of options) from ``key=value`` overrides."""
+    """``axes``: key -> its values, for groups (``strategy=rope,pi``: every group has one) and for keys
+    given a comma list (``seed=0,1,2``); ``overrides``: the single-valued ``key=value`` pairs."""
     _, defaults = load_defaults(config_dir)
-    choices, overrides = {}, []
+    base = None
+    axes, overrides = {}, []
     for arg in args:
         if "=" not in arg:
             raise ConfigError(f"argument {arg!r} is not key=value or group=option (see --help)")
         key, raw = arg.split("=", 1)
+        items = split_list(key, raw)
         if key in defaults:
-            options = [o.strip() for o in raw.split(",") if o.strip()]
             known = group_options(config_dir, key)
-            for option in options or [raw]:
+            for option in items:
                 if option not in known:
                     raise ConfigError(f"{key}={option!r} is not an option of group {key!r}; choices: {', '.join(known)}")
-            choices[key] = options
+            axes[key] = items
+        elif len(items) > 1:
+            base = base if base is not None else compose(config_dir, {}, [])
+            if isinstance(OmegaConf.select(base, key.lstrip("+"), default=None), (ListConfig, DictConfig)):
+                raise ConfigError(f"{key} is a list or section, so it cannot take a comma list of runs; "
+                                  f"write one list like {key}=[a,b]")
+            axes[key] = items
         else:
             overrides.append((key, raw))
-    return choices, overrides
+    return axes, overrides
 
 
-def expand(choices: dict) -> list[dict]:
-    """Every combination of the chosen options (``strategy=rope,pi`` -> two runs)."""
-    groups = list(choices)
-    return [dict(zip(groups, combo)) for combo in itertools.product(*(choices[g] for g in groups))]
+def expand(axes: dict) -> list[dict]:
+    """Every combination of the axes' values (``strategy=rope,pi seed=0,1`` -> four runs)."""
+    keys = list(axes)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+
+
+def single_config(config_dir: Path, args: list[str]) -> DictConfig:
+    """One config from ``key=value`` arguments; comma lists are refused (sweeps, benchmarks)."""
+    axes, overrides = parse_overrides(config_dir, args)
+    lists = [f"{k}={','.join(v)}" for k, v in axes.items() if len(v) > 1]
+    if lists:
+        raise ConfigError(f"{lists[0]}: one value per key here (a sweep's space or run.py takes lists)")
+    return compose(config_dir, {k: v[0] for k, v in axes.items()}, overrides)
 
 
 def _flat_keys(node, prefix="") -> dict:
@@ -97,8 +134,11 @@ def _check_type(key: str, old, new):
 
 
 def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
-    """The defaults, the chosen group options, then the key=value overrides, type-checked."""
+    """The defaults, the chosen group options, then the key=value overrides, type-checked.
+    ``choice``: group -> option, and key -> value for one item of a key's comma list."""
     cfg, defaults = load_defaults(config_dir)
+    overrides = list(overrides) + [(k, v) for k, v in choice.items() if k not in defaults]
+    choice = {k: v for k, v in choice.items() if k in defaults}
     for group, option in {**defaults, **choice}.items():
         path = config_dir / group / f"{option}.yaml"
         if not path.is_file():

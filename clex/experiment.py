@@ -131,12 +131,17 @@ def config_hash(data) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+RUN_IDENTITY_IGNORES = ("name", "out_dir", "choices", "resume", "compare")  # where and how, not what, a run computes
+
+
+def run_identity(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in RUN_IDENTITY_IGNORES}
+
+
 def run_name(cfg) -> str:
     if cfg.name:
         return str(cfg.name)
-    content = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("name", "out_dir", "choices", "resume"):
-        content.pop(key, None)
+    content = run_identity(OmegaConf.to_container(cfg, resolve=True))
     return f"{cfg.choices.strategy}-{cfg.choices.model}-L{cfg.train.length}-{config_hash(content)}"
 
 
@@ -301,13 +306,30 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def finished_results(cfg, run_dir: Path) -> dict | None:
+    """A finished run of this exact config (rerunning a comma list skips what is done)."""
+    path = run_dir / "results.json"
+    if not (cfg.resume and path.is_file()):
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = run_identity(results.get("config") or {}) == run_identity(OmegaConf.to_container(cfg, resolve=True))
+    return results if same else None
+
+
 def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=()) -> dict | None:
     """Train and evaluate one configuration; returns the results written to results.json (None on
     ranks other than 0 under DDP).
     ``callbacks``: extra Lightning callbacks for the fine-tuning stage (e.g. a sweep's pruning)."""
+    run_dir = Path(cfg.out_dir) / run_name(cfg)
+    finished = finished_results(cfg, run_dir)
+    if finished is not None:
+        log.info("reusing the finished run %s (resume=false runs it again)", run_dir)
+        return finished
     prepared = prepared or prepare(cfg)
     started = time.time()
-    run_dir = Path(cfg.out_dir) / run_name(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     io.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     set_numerics(cfg)
@@ -387,7 +409,7 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
         **provenance(),
     }
     io.write_json(run_dir / "results.json", results)
-    from clex.plots import plot_ppl_vs_length
+    from clex.plots import plot_run
 
-    plot_ppl_vs_length([results], run_dir / "ppl_vs_length.png")
+    plot_run(results, run_dir / "ppl_vs_length.png")
     return results

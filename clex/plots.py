@@ -29,25 +29,46 @@ def save(fig, path, formats=("png",)):
     plt.close(fig)
 
 
-def plot_ppl_vs_length(results: list[dict], path, formats=("png",), label_key=None):
-    """PPL against evaluation length (log2 x-axis), one line per run, the training length marked."""
+def draw_curves(ax, curves: dict):
+    """curves: label -> {length: Interval}; the mean as a line, the 95% interval as a band where n > 1.
+    Variants of one strategy share its colour and differ in line style and marker."""
+    seen = {}
+    for index, (label, curve) in enumerate(curves.items()):
+        lengths = sorted(curve)
+        k = seen[label.split()[0]] = seen.get(label.split()[0], -1) + 1
+        colour_ = colour(label, index) if k == 0 else OKABE_ITO[(index + k) % len(OKABE_ITO)]
+        ax.plot(lengths, [curve[n].mean for n in lengths], marker="osD^v"[k % 5], ms=3.5, lw=1.5, label=label,
+                color=colour_, ls=["-", "--", ":", "-."][k % 4])
+        banded = [n for n in lengths if curve[n].half_width is not None]
+        if banded:
+            ax.fill_between(banded, [curve[n].low for n in banded], [curve[n].high for n in banded], color=colour_,
+                            alpha=0.18, lw=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("evaluation length (tokens)")
+    ax.set_ylabel("perplexity")
+
+
+def plot_run(results: dict, path, formats=("png",)):
+    """One run: PPL against evaluation length, the training length dotted."""
+    from clex.stats import mean_ci
+
+    curve = {row["length"]: mean_ci([row["ppl"]]) for row in results["eval"]
+             if row["ppl"] is not None and row["ppl"] < float("inf")}
+    plot_ppl_intervals({results["strategy"]: curve}, [results["train_length"]], path, formats)
+
+
+def plot_ppl_intervals(curves: dict, train_lengths: list[int], path, formats=("png",)):
+    """curves: label -> {length: Interval} (mean over seeds, 95% band where n > 1)."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
-        lengths = set()
-        for index, run in enumerate(results):
-            rows = [r for r in run["eval"] if r["ppl"] is not None]
-            label = label_key(run) if label_key else run["strategy"]
-            ax.plot([r["length"] for r in rows], [r["ppl"] for r in rows], marker="o", ms=3.5, lw=1.5,
-                    label=label, color=colour(label, index))
-            lengths |= {r["length"] for r in rows}
-        train_lengths = {run["train_length"] for run in results}
+        draw_curves(ax, curves)
+        lengths = sorted({n for curve in curves.values() for n in curve})
         for train_length in train_lengths:
             ax.axvline(train_length, color="0.6", ls=":", lw=1)
-        ax.set_xscale("log", base=2)
         if lengths:
-            ax.set_xticks(sorted(lengths), [str(n) for n in sorted(lengths)])
-        ax.set_xlabel("evaluation length (tokens)")
-        ax.set_ylabel("perplexity")
-        ax.set_title(f"training length {', '.join(str(n) for n in sorted(train_lengths))} (dotted)")
+            ax.set_xticks(lengths, [str(n) for n in lengths])
+        bands = any(i.half_width is not None for curve in curves.values() for i in curve.values())
+        ax.set_title(f"training length {', '.join(map(str, train_lengths))} (dotted)"
+                     + ("; bands: 95% CI over seeds" if bands else ""))
         ax.legend(frameon=False)
         save(fig, path, formats)

@@ -1,37 +1,125 @@
-"""comparison.md and one figure for a comma list of runs: the shape of the paper's Table 1."""
+"""comparison.md and one figure for a comma list of runs: the shape of the paper's Table 1, with seeds.
+
+Runs that differ only in seed are one variant: its cells are mean ± 95% CI over seeds. The paired
+section tests each variant against a reference on per-seed differences (same base model, same tokens).
+"""
+import hashlib
+import math
 from pathlib import Path
 
 from clex import io
-from clex.plots import plot_ppl_vs_length
+from clex.plots import plot_ppl_intervals
+from clex.stats import INTERVAL_NOTE, group_variants, label_variants, mean_ci, paired_difference, ppl_by_seed
 
 
-def run_label(result: dict, varying: list[str]) -> str:
-    return " ".join(result["choices"][group] for group in varying) or result["strategy"]
+def _extrapolation_cell(runs: list[dict]) -> str:
+    values = [r["extrapolation_length"]["value"] for r in runs if r["extrapolation_length"]["value"] is not None]
+    if not values:
+        return "-"
+    bound = "≥ " if any(r["extrapolation_length"]["censored"] for r in runs) else ""
+    return bound + mean_ci(values).format(0)
 
 
-def comparison_markdown(results: list[dict], varying: list[str]) -> str:
-    lengths = sorted({row["length"] for result in results for row in result["eval"]})
-    header = "| run | " + " | ".join(str(n) for n in lengths) + " | extrapolation length |"
-    lines = [header, "|---" * (len(lengths) + 2) + "|"]
-    for result in results:
-        ppl = {row["length"]: row["ppl"] for row in result["eval"]}
-        cells = [f"{ppl[n]:.2f}" if ppl.get(n) is not None else "-" for n in lengths]
-        ext = result["extrapolation_length"]
-        ext_cell = "-" if ext["value"] is None else f"{ext['value']:.0f}" + ("+" if ext["censored"] else "")
-        lines.append(f"| {run_label(result, varying)} | " + " | ".join(cells) + f" | {ext_cell} |")
+def _lengths(results):
+    return sorted({row["length"] for r in results for row in r["eval"]})
+
+
+def variant_table(variants: dict, labels: dict, lengths: list[int]) -> list[str]:
+    lines = ["| variant | n | " + " | ".join(map(str, lengths)) + " | extrapolation length |",
+             "|---" * (len(lengths) + 3) + "|"]
+    for vid, runs in variants.items():
+        cells = []
+        for length in lengths:
+            values = ppl_by_seed(runs, length)
+            cells.append(mean_ci(list(values.values())).format() if values else "-")
+        lines.append(f"| {labels[vid]} | {len(runs)} | " + " | ".join(cells) + f" | {_extrapolation_cell(runs)} |")
+    return lines
+
+
+def reference_partners(variants: dict, reference: str) -> tuple[dict, str]:
+    """variant id -> the reference variant it is compared with. The reference is the variant of
+    strategy ``reference`` with the same settings otherwise; without one, the list's first variant."""
+    def rest(runs):
+        return {k: v for k, v in runs[0]["config"].items() if k not in ("strategy", "seed", "name", "choices")}
+
+    refs = {vid: runs for vid, runs in variants.items() if runs[0]["strategy"] == reference}
+    if not refs:
+        first = next(iter(variants))
+        return {vid: first for vid in variants if vid != first}, "first"
+    partners = {}
+    for vid, runs in variants.items():
+        if vid not in refs:
+            partners[vid] = next((rid for rid, ref in refs.items() if rest(ref) == rest(runs)), None)
+    return partners, "strategy"
+
+
+def paired_section(variants: dict, labels: dict, lengths: list[int], reference: str) -> list[str]:
+    partners, mode = reference_partners(variants, reference)
+    if not partners:
+        return []
+    if mode == "first":
+        first = next(iter(variants))
+        intro = (f"No run of the reference strategy `{reference}` in this list (`compare.reference=NAME` "
+                 f"picks one): each variant against the first, **{labels[first]}**.")
+    else:
+        intro = f"Each variant against `{reference}` with the same settings (`compare.reference=NAME` to change)."
+    lines = ["", "## Paired differences", "", intro + " Cells: mean over seeds of PPL(variant) - PPL(reference) "
+             "± 95% t-interval of the per-seed differences; * where the interval excludes 0 (resolved), "
+             "n = seeds both have.", "",
+             "| variant - reference | n | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 2) + "|"]
+    for vid, rid in partners.items():
+        if rid is None:
+            lines.append(f"| {labels[vid]} | 0 | " + " | ".join("no reference run" for _ in lengths) + " |")
+            continue
+        cells, n = [], 0
+        for length in lengths:
+            diff = paired_difference(ppl_by_seed(variants[vid], length), ppl_by_seed(variants[rid], length))
+            n = max(n, diff.n if diff else 0)
+            cells.append("-" if diff is None else f"{diff.mean:+.2f}" + (
+                "" if diff.half_width is None else f" ± {diff.half_width:.2f}" + ("*" if diff.excludes_zero else "")))
+        lines.append(f"| {labels[vid]} - {labels[rid]} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def runs_section(variants: dict, labels: dict, lengths: list[int]) -> list[str]:
+    lines = ["", "## Runs", "", "| variant | seed | " + " | ".join(map(str, lengths)) + " | extrapolation length | run |",
+             "|---" * (len(lengths) + 4) + "|"]
+    for vid, runs in variants.items():
+        for r in sorted(runs, key=lambda r: r["seed"]):
+            ppl = {row["length"]: row["ppl"] for row in r["eval"]}
+            cells = [f"{ppl[n]:.3f}" if ppl.get(n) is not None and math.isfinite(ppl[n]) else "-" for n in lengths]
+            ext = r["extrapolation_length"]
+            ext_cell = "-" if ext["value"] is None else f"{ext['value']:.0f}" + ("+" if ext["censored"] else "")
+            lines.append(f"| {labels[vid]} | {r['seed']} | " + " | ".join(cells) + f" | {ext_cell} | `{r['name']}` |")
+    return lines
+
+
+def comparison_markdown(results: list[dict], reference: str = "rope") -> str:
+    variants = group_variants(results)
+    labels = label_variants(results)
+    lengths = _lengths(results)
     first = results[0]
-    lines += ["", f"Perplexity by evaluation length (tokens); training length L = {first['train_length']}, "
-                  f"L0 = {first['original_length']}; {first['eval'][0]['tokens']} tokens scored at L. "
-                  "Extrapolation length: largest length with PPL within (1 + eps) of PPL at L "
-                  "(+: every evaluated length stayed within). Runs: "
-                  + ", ".join(f"`{r['name']}`" for r in results)]
+    seeds = sorted({r["seed"] for r in results})
+    lines = ["## Perplexity by evaluation length", "",
+             *variant_table(variants, labels, lengths), "",
+             f"Evaluation lengths in tokens; training length L = {first['train_length']}, L0 = {first['original_length']}; "
+             f"{first['eval'][0]['tokens']} tokens scored at L; seeds {', '.join(map(str, seeds))}. Cells: {INTERVAL_NOTE}. "
+             "Extrapolation length: largest length with PPL within (1 + eps) of PPL at L (≥ / +: some run stayed "
+             "within at every evaluated length, a lower bound).",
+             *paired_section(variants, labels, lengths, reference),
+             *runs_section(variants, labels, lengths)]
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(results: list[dict], out_dir: Path, choices: dict) -> str:
-    varying = [group for group, options in choices.items() if len(options) > 1]
-    target = Path(out_dir) / ("comparison-" + "-".join(run_label(r, varying).replace(" ", "_") for r in results))
-    table = comparison_markdown(results, varying)
+def write_comparison(results: list[dict], out_dir: Path, reference: str = "rope") -> str:
+    variants = group_variants(results)
+    labels = label_variants(results)
+    strategies = "-".join(dict.fromkeys(labels[vid].split()[0] for vid in variants))
+    runs = hashlib.sha1(" ".join(sorted(r["name"] for r in results)).encode()).hexdigest()[:8]
+    target = Path(out_dir) / f"comparison-{strategies}-{runs}"
+    table = comparison_markdown(results, reference)
     io.write_text(target / "comparison.md", table)
-    plot_ppl_vs_length(results, target / "ppl_vs_length.png", label_key=lambda r: run_label(r, varying))
+    curves = {labels[vid]: {n: mean_ci(list(v.values())) for n in _lengths(runs) if (v := ppl_by_seed(runs, n))}
+              for vid, runs in variants.items()}
+    plot_ppl_intervals(curves, sorted({r["train_length"] for r in results}), target / "ppl_vs_length.png")
     return table + f"saved {target}"

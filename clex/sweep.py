@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import TrialState
 
-from clex.config import compose, load_defaults, parse_value
+from clex.config import load_defaults, parse_value, single_config
 from clex.registry import ConfigError
 from clex.sweep_ranks import TrialChannel
 
@@ -75,10 +75,7 @@ def _check_study(name, study):
 
 
 def _check_space(name, space, experiment, config_dir):
-    from clex.config import parse_overrides
-
-    choices, overrides = parse_overrides(config_dir, experiment)
-    cfg = compose(config_dir, {g: o[0] for g, o in choices.items()}, overrides)
+    cfg = single_config(config_dir, experiment)
     _, groups = load_defaults(config_dir)
     for key, dist in space.items():
         kind = dist.get("type") if isinstance(dist, dict) else None
@@ -270,10 +267,7 @@ def suggest(trial, space: dict) -> list[str]:
 
 
 def trial_config(sweep: dict, config_dir: Path, overrides: list, number: int):
-    from clex.config import parse_overrides
-
-    choices, values = parse_overrides(config_dir, overrides)
-    cfg = compose(config_dir, {g: o[0] for g, o in choices.items()}, values)
+    cfg = single_config(config_dir, overrides)
     cfg.name = f"{sweep['study']['name']}-trial{number:04d}"
     cfg.out_dir = str(Path(cfg.out_dir) / "sweeps" / sweep["study"]["name"])
     return cfg

@@ -1,7 +1,7 @@
 """Train and evaluate one configuration, or each of a comma list: PPL against length.
 
     python experiments/run.py                       # the default: CLEX on a tiny Llama, CPU, minutes
-    python experiments/run.py strategy=rope,pi,fbs,yarn,clex train.steps=400
+    python experiments/run.py strategy=rope,pi,fbs,yarn,clex seed=0,1,2   # 15 runs, mean ± CI, paired
     python experiments/run.py --help | --cfg [overrides]
 """
 import sys
@@ -20,7 +20,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 def usage() -> str:
     _, defaults = load_defaults(CONFIG_DIR)
-    lines = [__doc__.strip(), "", "groups (group=option; a comma list runs each in turn):"]
+    lines = [__doc__.strip(), "", "groups (group=option; a comma list runs each in turn, also on any key: seed=0,1,2):"]
     for group, default in defaults.items():
         lines.append(f"  {group:<9} {', '.join(group_options(CONFIG_DIR, group))}   (default: {default})")
     lines += ["", "any key: a.b.c=value (--cfg shows them); +a.b=value adds a key the config lacks"]
@@ -35,8 +35,11 @@ def main(argv=None) -> int:
     show_config = "--cfg" in argv
     args = [a for a in argv if a != "--cfg"]
     try:
-        choices, overrides = parse_overrides(CONFIG_DIR, args)
-        configs = [compose(CONFIG_DIR, choice, overrides) for choice in expand(choices)]
+        axes, overrides = parse_overrides(CONFIG_DIR, args)
+        configs = [compose(CONFIG_DIR, choice, overrides) for choice in expand(axes)]
+        strategies = group_options(CONFIG_DIR, "strategy")
+        if configs[0].compare.reference not in strategies:
+            raise ConfigError(f"compare.reference must be one of {', '.join(strategies)}, got {configs[0].compare.reference!r}")
         if show_config:
             print("\n---\n".join(OmegaConf.to_yaml(cfg, resolve=True) for cfg in configs))
             return 0
@@ -62,7 +65,7 @@ def main(argv=None) -> int:
         print(f"saved {Path(cfg.out_dir) / result['name']}")
         results.append(result)
     if len(results) > 1:
-        print(write_comparison(results, Path(configs[0].out_dir), choices))
+        print(write_comparison(results, Path(configs[0].out_dir), configs[0].compare.reference))
     return 0
 
 
