@@ -6,65 +6,60 @@ study its parameter importances, slices and optimisation history. PNG and PDF, n
 """
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clex.registry import ConfigError  # noqa: E402
 
-REQUIRED = ("run", "strategy", "variant", "train_length", "length", "ppl")
+REQUIRED = ("run", "strategy", "variant", "variant_id", "seed", "train_length", "length", "ppl")
 
 
-def mean_ppl(rows):
-    """{(variant, train_length): {length: mean PPL over the runs (seeds) of that variant}}."""
-    groups = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        if r["ppl"] is not None:
-            groups[(r["variant"], r["train_length"])][r["length"]].append(r["ppl"])
-    return {k: {n: sum(v) / len(v) for n, v in sorted(by.items())} for k, by in groups.items()}
+def interval_table(rows):
+    """{(variant, train_length): {length: Interval over the seeds of that variant}}."""
+    from clex.analysis import aggregate
+
+    table = {}
+    for s in aggregate(rows):
+        table.setdefault((s["variant"], s["train_length"]), {})[s["length"]] = s["interval"]
+    return {k: dict(sorted(v.items())) for k, v in table.items()}
 
 
 def ppl_figure(table, out):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import ScalarFormatter
 
-    from clex.plots import STYLE, colour, save
+    from clex.plots import STYLE, draw_curves, save
 
     train_lengths = sorted({k[1] for k in table})
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(train_lengths), figsize=(4.2 * len(train_lengths), 3.2), squeeze=False)
         for ax, train_length in zip(axes[0], train_lengths):
-            seen = defaultdict(int)  # variants of one strategy: its colour, another line style and marker
-            for index, ((variant, length), curve) in enumerate(sorted(table.items())):
-                if length == train_length:
-                    n = seen[variant.split()[0]]
-                    seen[variant.split()[0]] += 1
-                    ax.plot(list(curve), list(curve.values()), marker="osD^v"[n % 5], ms=3.5, label=variant,
-                            color=colour(variant, index), ls=["-", "--", ":", "-."][n % 4])
+            draw_curves(ax, {variant: curve for (variant, length), curve in sorted(table.items()) if length == train_length})
             ax.axvline(train_length, color="0.6", ls=":", lw=1)
-            ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(ScalarFormatter())
             ax.yaxis.set_minor_formatter(ScalarFormatter())
-            ax.set_xlabel("evaluation length (tokens)")
-            ax.set_ylabel("perplexity")
-            ax.set_title(f"training length L = {train_length}")
+            ax.set_title(f"training length L = {train_length}; bands: 95% CI over seeds")
             ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1))
         save(fig, out / "ppl_vs_length", formats=("png", "pdf"))
 
 
 def table_one(table, out):
     from clex import io
+    from clex.stats import INTERVAL_NOTE
 
     lengths = sorted({n for curve in table.values() for n in curve})
-    md = ["| run | L | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 2) + "|"]
-    tex = [r"\begin{tabular}{ll" + "r" * len(lengths) + "}", r"\toprule",
-           "Run & $L$ & " + " & ".join(map(str, lengths)) + r" \\", r"\midrule"]
-    for (strategy, train_length), curve in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        cells = [f"{curve[n]:.2f}" if n in curve else "-" for n in lengths]
-        md.append(f"| {strategy} | {train_length} | " + " | ".join(cells) + " |")
-        tex.append(f"{strategy.replace('_', chr(92) + '_')} & {train_length} & " + " & ".join(cells) + r" \\")
+    md = ["| run | L | n | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 3) + "|"]
+    tex = [r"\begin{tabular}{llr" + "r" * len(lengths) + "}", r"\toprule",
+           "Run & $L$ & $n$ & " + " & ".join(map(str, lengths)) + r" \\", r"\midrule"]
+    for (variant, train_length), curve in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        n = max(i.n for i in curve.values())
+        cells = [curve[k].format().replace(" (1 seed, no interval)", "") if k in curve else "-" for k in lengths]
+        md.append(f"| {variant} | {train_length} | {n} | " + " | ".join(cells) + " |")
+        tex.append(f"{variant.replace('_', chr(92) + '_')} & {train_length} & {n} & "
+                   + " & ".join(c.replace("±", r"$\pm$") for c in cells) + r" \\")
+    md += ["", f"PPL by evaluation length (tokens). Cells: {INTERVAL_NOTE}."]
     tex += [r"\bottomrule", r"\end{tabular}"]
     io.write_text(out / "table1.md", "\n".join(md) + "\n")
     io.write_text(out / "table1.tex", "\n".join(tex) + "\n")
@@ -82,7 +77,7 @@ def heat_maps(table, out):
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(strategies), figsize=(3.0 * len(strategies) + 0.8, 0.5 * len(train_lengths) + 1.6),
                                  squeeze=False, constrained_layout=True)
-        grids = {s: np.array([[table.get((s, L), {}).get(n, np.nan) for n in lengths] for L in train_lengths])
+        grids = {s: np.array([[getattr(table.get((s, L), {}).get(n), "mean", np.nan) for n in lengths] for L in train_lengths])
                  for s in strategies}
         finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
         vmin, vmax = (finite.min(), finite.max()) if finite.size else (1, 2)
@@ -142,7 +137,7 @@ def main(argv=None) -> int:
     from clex.analysis import read_table
 
     try:
-        table = mean_ppl(read_table(args.table, REQUIRED))
+        table = interval_table(read_table(args.table, REQUIRED))
         if args.study and not args.storage:
             raise ConfigError("--study needs --storage")
         args.out.mkdir(parents=True, exist_ok=True)

@@ -1,36 +1,17 @@
-"""clex: RoPE context-window extension (CLEX, PI, FBS/NTK, YaRN) for transformers models."""
-import inspect
+"""clex: RoPE context-window extension (CLEX, PI, FBS/NTK, YaRN) for transformers models.
 
-from clex.pretrained import load_pretrained, save_pretrained
-from clex.registry import ConfigError
-from clex.rotary import ScaledRotaryEmbedding, patch_model, rotary_module, rotary_settings
-from clex.strategies import STRATEGIES, Strategy
+The names below load on first use, so ``clex.stats`` and ``clex.analysis`` (used by analysis/) import
+without torch or transformers."""
+import importlib
 
-__all__ = ["ConfigError", "ScaledRotaryEmbedding", "Strategy", "build_strategy", "load_pretrained", "patch_model",
-           "rotary_module", "rotary_settings", "save_pretrained", "strategy_names"]
-
-
-def strategy_names() -> list[str]:
-    return STRATEGIES.names()
+_EXPORTS = {"ConfigError": "clex.registry", "ScaledRotaryEmbedding": "clex.rotary", "patch_model": "clex.rotary",
+            "rotary_module": "clex.rotary", "rotary_settings": "clex.rotary", "load_pretrained": "clex.pretrained",
+            "save_pretrained": "clex.pretrained", "Strategy": "clex.strategies", "STRATEGIES": "clex.strategies",
+            "build_strategy": "clex.strategies", "strategy_names": "clex.strategies"}
+__all__ = sorted(_EXPORTS)
 
 
-def _allowed_options(cls) -> set[str]:
-    names = set()
-    for klass in cls.__mro__:
-        if klass.__init__ is object.__init__ or "__init__" not in vars(klass):
-            continue
-        names |= {p.name for p in inspect.signature(klass.__init__).parameters.values()
-                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return names - {"self", "rotary_dim", "base", "original_length"}
-
-
-def build_strategy(name: str, *, rotary_dim: int, base: float, original_length: int, **options) -> Strategy:
-    """The strategy ``name`` (see ``strategy_names()``) for a rotary dimension, base and L0."""
-    cls = STRATEGIES.get(name)
-    unknown = set(options) - _allowed_options(cls)
-    if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} for strategy {name!r}; "
-                          f"allowed: {', '.join(sorted(_allowed_options(cls)))}")
-    strategy = cls(rotary_dim=rotary_dim, base=base, original_length=original_length, **options)
-    strategy.options = dict(options)  # what save_pretrained writes, to rebuild it
-    return strategy
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'clex' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -2,95 +2,115 @@
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from clex.experiment import SCHEMA_VERSION
+from clex.io import SCHEMA_VERSION
 from clex.registry import ConfigError
+from clex.stats import label_variants, mean_ci, variant_id
 
-COLUMNS = ["run", "strategy", "variant", "model", "parameters", "train_length", "original_length", "max_scale", "amplification",
-           "projection_width", "seed", "length", "ppl", "nll", "tokens", "extrapolation_length", "censored",
-           "corpus", "source"]
+COLUMNS = ["run", "strategy", "variant", "variant_id", "model", "parameters", "train_length", "original_length",
+           "max_scale", "amplification", "projection_width", "seed", "length", "ppl", "nll", "tokens",
+           "extrapolation_length", "censored", "corpus", "source"]
+SUMMARY_COLUMNS = ["variant", "variant_id", "strategy", "train_length", "length", "n", "mean", "half_width",
+                   "low", "high", "seeds"]
+
+
+def warn(message: str):
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def rows_of(results: dict, source: str) -> list[dict]:
+    if not isinstance(results, dict):
+        raise ConfigError(f"{source}: not a clex results.json (a JSON {type(results).__name__}, not an object)")
     if results.get("schema_version") != SCHEMA_VERSION:
         raise ConfigError(f"{source}: schema_version {results.get('schema_version')!r}, this code reads {SCHEMA_VERSION}")
     strategy_cfg = results["config"]["strategy"]
-    common = {"run": results["name"], "strategy": results["strategy"], "model": results["choices"]["model"],
+    common = {"run": results["name"], "strategy": results["strategy"], "variant_id": variant_id(results["config"]),
+              "model": results["choices"]["model"],
               "parameters": results["parameters"], "train_length": results["train_length"],
               "original_length": results["original_length"], "max_scale": results.get("max_scale"),
               "amplification": strategy_cfg.get("amplification"), "projection_width": strategy_cfg.get("projection_width"),
               "seed": results["seed"], "extrapolation_length": results["extrapolation_length"]["value"],
               "censored": results["extrapolation_length"]["censored"], "corpus": results["corpus"]["sha256"],
               "source": source}
-    return [{**common, "length": r["length"], "ppl": r["ppl"], "nll": r["nll"], "tokens": r["tokens"]}
-            for r in results["eval"]]
+    rows = []
+    for r in results["eval"]:
+        if r["ppl"] is not None and not isinstance(r["ppl"], (int, float)):
+            raise ConfigError(f"{source}: ppl at length {r['length']} is not a number: {r['ppl']!r}")
+        rows.append({**common, "length": r["length"], "ppl": r["ppl"], "nll": r["nll"], "tokens": r["tokens"]})
+    return rows
 
 
-IGNORED_KEYS = ("name", "out_dir", "seed", "choices.")
-
-
-def _flat(config: dict, prefix="") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def label_variants(results: list[dict]) -> dict:
-    """run name -> "strategy key=value ..." naming what sets runs of one strategy apart (seeds are
-    not variants: runs differing only in seed share a label and are averaged)."""
-    labels, by_strategy = {}, {}
-    for r in results:
-        by_strategy.setdefault(r["strategy"], []).append(r)
-    for strategy, runs in by_strategy.items():
-        flats = [{k: v for k, v in _flat(r["config"]).items() if not k.startswith(IGNORED_KEYS)} for r in runs]
-        keys = sorted({k for f in flats for k in f})
-        # train.length is a column of its own, and so is L0 where it follows it (tiny models' default)
-        follows_length = all(f.get("model.original_length") == f.get("train.length") for f in flats)
-        skip = {"train.length"} | ({"model.original_length"} if follows_length else set())
-        varying = [k for k in keys if len({str(f.get(k)) for f in flats}) > 1 and k not in skip]
-        for r, f in zip(runs, flats):
-            labels[r["name"]] = " ".join([strategy] + [f"{k.split('.')[-1]}={f.get(k)}" for k in varying])
-    return labels
+def read_results(path: Path) -> dict:
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a clex results.json (not UTF-8 text)") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: not a clex results.json (JSONDecodeError: {error})") from None
 
 
 def collect(paths: list[Path]) -> list[dict]:
-    found = []
+    """One row per run x evaluation length. The same run found twice (two paths to it, or a copy)
+    counts once: runs are identified by variant and seed."""
+    found, seen = [], {}
     for root in paths:
         root = Path(root)
         if not root.exists():
             raise ConfigError(f"{root}: no such file or directory")
-        files = [root] if root.is_file() else sorted(root.rglob("results.json"))
-        for path in files:
+        for path in [root] if root.is_file() else sorted(root.rglob("results.json")):
+            results = read_results(path)
             try:
-                results = json.loads(path.read_text())
                 rows = rows_of(results, str(path))
-            except (json.JSONDecodeError, KeyError) as error:
+            except (KeyError, TypeError) as error:
                 raise ConfigError(f"{path}: not a clex results.json ({type(error).__name__}: {error})") from None
+            identity = (rows[0]["variant_id"], rows[0]["seed"]) if rows else (str(path), None)
+            if identity in seen:
+                warn(f"{path} is run {results['name']} (variant {identity[0]}, seed {identity[1]}) again, "
+                     f"already read from {seen[identity]}; counted once")
+                continue
+            seen[identity] = path
             found.append((results, rows))
-    labels = label_variants([results for results, _ in found])
-    return [{**row, "variant": labels[row["run"]]} for _, rows in found for row in rows]
+    labels = label_variants([results for results, _ in found], columns=("train.length", "model.original_length"))
+    return [{**row, "variant": labels[row["variant_id"]]} for _, rows in found for row in rows]
 
 
-def write_csv(rows: list[dict], path: Path):
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Per variant and evaluation length: n seeds, mean PPL and its 95% t-interval. A run whose PPL is
+    missing or not finite is left out, with a warning naming it (it would poison the mean)."""
+    groups = {}
+    for r in rows:
+        key = (r["variant_id"], r["length"])
+        group = groups.setdefault(key, {"variant": r["variant"], "variant_id": r["variant_id"], "strategy": r["strategy"],
+                                        "train_length": r["train_length"], "length": r["length"], "values": {}})
+        if r["ppl"] is None or not math.isfinite(r["ppl"]):
+            warn(f"run {r['run']} has PPL {r['ppl']} at length {r['length']}; left out of {r['variant']}")
+            continue
+        group["values"][r["seed"]] = r["ppl"]
+    out = []
+    for group in groups.values():
+        values = group.pop("values")
+        if values:
+            interval = mean_ci(list(values.values()))
+            out.append({**group, "n": interval.n, "mean": interval.mean, "half_width": interval.half_width,
+                        "low": interval.low, "high": interval.high, "seeds": " ".join(map(str, sorted(values))),
+                        "interval": interval})
+    return out
+
+
+def write_csv(rows: list[dict], path: Path, columns=COLUMNS):
+    import io as stdio
+
     from clex import io
 
-    def write(handle):
-        import io as stdio
-
-        text = stdio.StringIO()
-        writer = csv.DictWriter(text, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-        handle.write(text.getvalue().encode())
-
-    io.atomic_write(path, write)
+    text = stdio.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    io.write_text(path, text.getvalue())
 
 
 def _number(value: str):
@@ -121,28 +141,58 @@ def read_table(path: Path, required: tuple[str, ...]) -> list[dict]:
 
 
 def per_run(rows: list[dict]) -> list[dict]:
-    """One row per run (the table has one per run x eval length)."""
-    return list({row["run"]: row for row in rows}.values())
+    """One row per run (the table has one per run x eval length); a run is a variant and a seed."""
+    return list({(row["variant_id"], row["seed"]): row for row in rows}.values())
 
 
-def fit_power_law(parameters, lengths, targets, bootstrap: int = 1000, seed: int = 0, level: float = 0.95):
-    """log E = log a + alpha log N + beta log L by least squares; percentile bootstrap over runs.
+def _fit_once(X, y, censored):
+    """Least squares; with censored rows, the Tobit maximum likelihood started from it."""
+    from scipy import optimize
+    from scipy.stats import norm
 
-    Returns {"coef": [log a, alpha, beta], "ci": [[lo, hi]] x 3, "samples": n}."""
+    coef = np.linalg.lstsq(X[~censored], y[~censored], rcond=None)[0]
+    if not censored.any():
+        return coef
+    residual = y[~censored] - X[~censored] @ coef
+    start = np.append(coef, np.log(max(residual.std(), 1e-2)))
+
+    def nll(theta):
+        mu, scale = X @ theta[:3], np.exp(theta[3])
+        return -(norm.logpdf(y[~censored], mu[~censored], scale).sum() + norm.logsf(y[censored], mu[censored], scale).sum())
+
+    return optimize.minimize(nll, start, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-9}).x[:3]
+
+
+def fit_power_law(parameters, lengths, targets, censored=None, groups=None, bootstrap: int = 1000, seed: int = 0,
+                  level: float = 0.95):
+    """log E = log a + alpha log N + beta log L + noise (normal in log E).
+
+    Without censored runs, least squares. A censored run (every evaluated length stayed within eps, so
+    E is only known to be at least its value) enters the likelihood as P(log E >= value) (a Tobit
+    model), never as a measurement. Intervals: percentile bootstrap over configurations, ``groups``
+    naming each run's configuration so that its seeds are resampled together (default: each run alone).
+
+    Returns {"coef": [log a, alpha, beta], "ci": [[lo, hi]] x 3, "samples", "configurations", "censored"}."""
     X = np.column_stack([np.ones(len(targets)), np.log(parameters), np.log(lengths)])
-    y = np.log(targets)
-    if len(y) < 4 or np.linalg.matrix_rank(X) < 3:
-        raise ConfigError(f"the fit needs >= 4 runs over at least two model sizes and two training lengths, got {len(y)}")
-    coef = np.linalg.lstsq(X, y, rcond=None)[0]
+    y = np.log(np.asarray(targets, dtype=float))
+    censored = np.zeros(len(y), bool) if censored is None else np.asarray(censored, bool)
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    if (~censored).sum() < 4 or np.linalg.matrix_rank(X[~censored]) < 3:
+        raise ConfigError(f"the fit needs >= 4 uncensored runs over at least two model sizes and two training "
+                          f"lengths, got {(~censored).sum()} of {len(y)} (censored runs: evaluate longer lengths)")
+    coef = _fit_once(X, y, censored)
     rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
     draws = []
     for _ in range(bootstrap):
-        index = rng.integers(0, len(y), len(y))
-        if np.linalg.matrix_rank(X[index]) == 3:
-            draws.append(np.linalg.lstsq(X[index], y[index], rcond=None)[0])
+        index = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        kept = index[~censored[index]]
+        if len(kept) >= 4 and np.linalg.matrix_rank(X[kept]) == 3:
+            draws.append(_fit_once(X[index], y[index], censored[index]))
     tail = (1 - level) / 2 * 100
     ci = np.percentile(np.array(draws), [tail, 100 - tail], axis=0).T
-    return {"coef": coef.tolist(), "ci": ci.tolist(), "samples": len(y), "level": level}
+    return {"coef": np.asarray(coef).tolist(), "ci": ci.tolist(), "samples": len(y), "configurations": len(members),
+            "censored": int(censored.sum()), "level": level, "bootstrap": len(draws)}
 
 
 def load_study(name: str, storage: str):

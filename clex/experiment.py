@@ -27,7 +27,6 @@ from clex.lit import LongContextLM
 from clex.models import build_model, build_tokenizer, checkpoint_dir
 from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
 
-SCHEMA_VERSION = 1
 ROTARY_KEYS = ("name", "log_scale")  # strategy config keys that are not strategy options
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 log = logging.getLogger("clex")
@@ -383,7 +382,7 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
     tokenizer = getattr(prepared.tokenizer, "tokenizer", None)  # a pretrained model's own tokenizer
     clex.save_pretrained(prepared.model, run_dir / "model", tokenizer=tokenizer)
     results = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": io.SCHEMA_VERSION,
         "name": run_dir.name,
         "run_dir": str(run_dir.resolve()),
         "strategy": cfg.strategy.name,

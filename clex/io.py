@@ -5,6 +5,8 @@ import os
 import tempfile
 from pathlib import Path
 
+SCHEMA_VERSION = 1  # of results.json
+
 
 def atomic_write(path, write):
     path = Path(path)

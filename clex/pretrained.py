@@ -13,6 +13,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from clex.rotary import patch_model, rotary_module
+from clex.strategies import build_strategy
 
 STRATEGY_WEIGHTS = "clex_strategy.safetensors"
 FORMAT_VERSION = 1
@@ -48,8 +49,6 @@ def save_pretrained(model, directory, tokenizer=None):
 def load_pretrained(directory, **from_pretrained_options):
     """A checkpoint written by ``save_pretrained``, patched with its strategy, ready to evaluate."""
     from transformers import AutoModelForCausalLM
-
-    from clex import build_strategy
 
     directory = Path(directory)
     model = AutoModelForCausalLM.from_pretrained(directory, **from_pretrained_options)

@@ -89,14 +89,15 @@ def label_variants(results: list[dict], columns: tuple = ()) -> dict:
     by_strategy = {}
     for r in results:
         by_strategy.setdefault(r["strategy"], {})[variant_id(r["config"])] = r
-    labels = {}
+    labels, shown = {}, {}
     for strategy, variants in by_strategy.items():
         flats = {vid: flatten(variant_config(r["config"])) for vid, r in variants.items()}
         keys = sorted({k for f in flats.values() for k in f})
         varying = [k for k in keys if len({str(f.get(k)) for f in flats.values()}) > 1 and k not in columns]
         for vid, flat in flats.items():
             labels[vid] = " ".join([strategy] + [f"{k.split('.')[-1]}={flat.get(k)}" for k in varying])
-    if len(set(labels.values())) < len(labels):  # keys left to columns can tie two labels: keep them apart
+            shown[vid] = (labels[vid], *(str(flat.get(c)) for c in columns))
+    if len(set(shown.values())) < len(shown):  # two variants would look alike: name them apart
         labels = {vid: f"{label} [{vid}]" for vid, label in labels.items()}
     return labels
 
