@@ -11,6 +11,10 @@ class ConfigError(ValueError):
     """A user-facing configuration error: one line, naming the key and the allowed values."""
 
 
+class TooManyFailures(RuntimeError):
+    """A sweep worker's last ``study.max_failures`` trials all failed: it stops instead of spinning."""
+
+
 class Registry:
     def __init__(self, kind: str, package: str):
         self.kind = kind

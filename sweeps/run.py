@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clex.registry import ConfigError  # noqa: E402
+from clex.registry import ConfigError, TooManyFailures  # noqa: E402
 
 CONFIG_DIR = ROOT / "experiments" / "configs"
 SWEEP_DIR = ROOT / "sweeps" / "configs"
@@ -56,6 +56,9 @@ def main(argv=None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TooManyFailures as error:
+        print(f"error: worker stopped: {error}", file=sys.stderr)
+        return 1
     print(f"worker done: ran {ran} trial(s)")
     print(summary(sweep, STUDIES_DIR))
     return 0

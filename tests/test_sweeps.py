@@ -124,6 +124,14 @@ GOOD_STUDY = "study: {objectives: [{metric: ppl@4, direction: minimize}]}\nexper
     ("study: {objectives: [{metric: ppl@x, direction: minimize}]}\nspace: {strategy.amplification: {type: float, low: 1, high: 2}}",
      "objective metric 'ppl@x'"),
     ("searchspace: {}", "unknown section(s) searchspace"),
+    (GOOD_STUDY + "space: {sampler: {type: categorical, choices: [pose, poze]}}", "sampler='poze' is not an option"),
+    (GOOD_STUDY + "space: {train.steps: {type: categorical, choices: [10, ten]}}", "train.steps must be an integer"),
+    ("study: {objectives: [{metric: ppl@4, direction: minimize}]}\nexperiment: [strategy=clex, 'eval.multipliers=[1,2]']\n"
+     "space: {strategy.max_scale: {type: float, low: 4, high: 16}}", "objective ppl@4 needs length 512"),
+    (GOOD_STUDY + "experiment: [x]\nspace: {}", "duplicate key"),
+    (GOOD_STUDY + "space: {strategy.amplification: !!python/name:os.system {type: float}}", "bad.yaml"),
+    ("study: {objectives: [{metric: ppl@1, direction: minimize}], seeds: 0}\n"
+     "space: {strategy.amplification: {type: float, low: 1, high: 2}}", "study.seeds must be a positive integer"),
 ])
 def test_malformed_sweep_file_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, text, message):
     monkeypatch.setattr(sweep_cli, "SWEEP_DIR", tmp_path)
@@ -184,3 +192,93 @@ def test_a_worker_whose_ranks_srun_started_on_two_nodes_runs_each_trial_across_b
     outputs = [r.communicate(timeout=600)[0] for r in ranks]
     assert all(r.returncode == 0 for r in ranks), [o[-2000:] for o in outputs]
     assert_two_trials_of_two_ranks(tmp_path)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_sweep_file_loads(path):
+    from clex.sweep import load_sweep
+
+    sweep = load_sweep(path, [], ROOT / "experiments" / "configs")
+    assert sweep["space"] and sweep["study"]["objectives"]
+
+
+def test_study_seeds_runs_each_trial_per_seed_and_stores_every_value(tmp_path):
+    assert sweep_cli.main(worker_args(tmp_path, "study.n_trials=1", "study.pruner=none", "study.seeds=2")) == 0
+    trial = load(tmp_path).get_trials()[0]
+    per_seed = trial.user_attrs["values_per_seed"]
+    assert sorted(per_seed) == ["0", "1"] and trial.user_attrs["n_seeds"] == 2
+    assert trial.value == pytest.approx((per_seed["0"][0] + per_seed["1"][0]) / 2)
+    assert trial.user_attrs["values_std"][0] == pytest.approx(abs(per_seed["0"][0] - per_seed["1"][0]) / 2 ** 0.5)
+    for seed, run_dir in zip((0, 1), trial.user_attrs["run_dirs"]):
+        results = json.loads((Path(run_dir) / "results.json").read_text())
+        ppl = next(r["ppl"] for r in results["eval"] if r["length"] == 4 * 32)
+        assert results["seed"] == seed and ppl == pytest.approx(per_seed[str(seed)][0])
+
+
+def test_two_workers_started_together_explore_different_points(tmp_path):
+    workers = [start_worker(tmp_path, "study.n_trials=2", "study.pruner=none", "study.sampler=random", steps=1)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    trials = load(tmp_path).get_trials()
+    assert len(trials) == 2 and trials[0].params != trials[1].params
+
+
+def test_a_grid_sweep_ends_normally_at_its_last_point(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sweep_cli, "SWEEP_DIR", tmp_path)
+    (tmp_path / "grid.yaml").write_text(GOOD_STUDY.replace("ppl@4", "ppl@1")
+                                        + "space: {strategy.amplification: {type: categorical, choices: [1.0, 2.0]}}\n")
+    args = ["sweep=grid", f"study.storage={tmp_path / 'study.journal'}", f"out_dir={tmp_path / 'runs'}", "train.steps=1",
+            "study.sampler=grid", "study.n_trials=5", "study.pruner=none", *TINY]
+    assert sweep_cli.main(args) == 0
+    assert "the grid has 2 points" in capsys.readouterr().out
+    trials = load(tmp_path, "grid").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert sorted(t.params["strategy.amplification"] for t in trials) == [1.0, 2.0]
+
+
+def in_process_sweep(tmp_path, **study):
+    from clex.sweep import STUDY_DEFAULTS
+
+    return {"study": {**STUDY_DEFAULTS, "name": "unit", "storage": str(tmp_path / "unit.journal"), "pruner": "none",
+                      "objectives": [{"metric": "ppl@1", "direction": "minimize"}], **study},
+            "experiment": ["strategy=clex", *TINY, f"out_dir={tmp_path}"],
+            "space": {"strategy.amplification": {"type": "float", "low": 1.0, "high": 2.0}}}
+
+
+def test_a_worker_stops_after_consecutive_failures(tmp_path, monkeypatch):
+    from clex import experiment, sweep
+    from clex.registry import TooManyFailures
+
+    def broken(cfg, prepared=None, callbacks=()):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(experiment, "run_experiment", broken)
+    monkeypatch.setattr(experiment, "prepare", lambda cfg: None)
+    with pytest.raises(TooManyFailures, match="the last 3 trials failed .* out of memory"):
+        sweep.run_worker(in_process_sweep(tmp_path, n_trials=10, max_failures=3), ROOT / "experiments" / "configs", tmp_path)
+    assert [t.state for t in load_unit(tmp_path).get_trials()] == [TrialState.FAIL] * 3
+
+
+def load_unit(tmp_path):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "unit.journal")))
+    return optuna.load_study(study_name="unit", storage=storage)
+
+
+def test_a_live_worker_declared_dead_says_so_and_goes_on(tmp_path, monkeypatch, capsys):
+    from clex import experiment, sweep
+
+    def slow_run(cfg, prepared=None, callbacks=()):
+        study = load_unit(tmp_path)  # another worker, seeing a late heartbeat, fails this trial
+        running = study.get_trials(states=(TrialState.RUNNING,))[0]
+        study._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
+        return {"run_dir": "x", "seed": 0, "eval": [{"length": 32, "ppl": 5.0}], "train_length": 32,
+                "extrapolation_length": {"value": 32}, "parameters": 1}
+
+    monkeypatch.setattr(experiment, "run_experiment", slow_run)
+    monkeypatch.setattr(experiment, "prepare", lambda cfg: None)
+    study, _ = sweep.open_study(in_process_sweep(tmp_path), tmp_path)
+    trial = study.ask()
+    assert sweep.run_trial(study, trial, in_process_sweep(tmp_path), ROOT / "experiments" / "configs",
+                           sweep.TrialChannel()) is None
+    assert "was marked failed by another worker" in capsys.readouterr().out
