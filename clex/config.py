@@ -5,6 +5,7 @@ folder per group with one YAML file per option. ``+a.b=value`` adds a key that t
 Every error is a ConfigError: one line naming the key and what is allowed.
 """
 import difflib
+import importlib.util
 import itertools
 import math
 from pathlib import Path
@@ -176,3 +177,53 @@ def check_finite(cfg: DictConfig, prefix: str = ""):
 def require(condition: bool, key: str, why: str, value):
     if not condition:
         raise ConfigError(f"{key} {why}, got {value!r}")
+
+
+# --- experiment checks that need no model or data -------------------------------------------
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
+
+
+def eval_lengths(cfg) -> list[int]:
+    lengths = cfg.eval.lengths if cfg.eval.lengths is not None else [m * cfg.train.length for m in cfg.eval.multipliers]
+    for value in lengths:
+        require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                "eval.lengths / eval.multipliers", "must be positive integers", list(lengths))
+    return sorted(set(lengths))
+
+
+def validate(cfg):
+    """Checks that need no model or data (those come in ``prepare``)."""
+    check_finite(cfg)
+    t = cfg.train
+    require(isinstance(t.length, int) and t.length >= 2, "train.length", "must be an integer >= 2", t.length)
+    for key in ("steps", "batch_size", "val_every", "val_batches"):
+        require(t[key] >= 1, f"train.{key}", "must be >= 1", t[key])
+    require(cfg.base.steps >= 0, "base.steps", "must be >= 0", cfg.base.steps)
+    require(cfg.threads is None or cfg.threads >= 1, "threads", "must be >= 1 or null", cfg.threads)
+    require(t.lr > 0, "train.lr", "must be > 0", t.lr)
+    require(t.ode_lr is None or t.ode_lr > 0, "train.ode_lr", "must be > 0 or null", t.ode_lr)
+    require(cfg.eval.max_tokens >= 1, "eval.max_tokens", "must be >= 1", cfg.eval.max_tokens)
+    require(cfg.eval.chunk_size is None or cfg.eval.chunk_size >= 1, "eval.chunk_size", "must be >= 1 or null",
+            cfg.eval.chunk_size)
+    require(0 < cfg.eval.eps, "eval.eps", "must be > 0", cfg.eval.eps)
+    fractions = cfg.data.validation_fraction + cfg.data.test_fraction
+    require(0 < cfg.data.validation_fraction and 0 < cfg.data.test_fraction and fractions < 1,
+            "data.validation_fraction / data.test_fraction", "must be > 0 and sum to < 1", fractions)
+    from clex import distributed
+    from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
+
+    distributed.check(OmegaConf.to_container(cfg.trainer))
+    check_attention(cfg.model.get("attn_implementation", "sdpa"), str(cfg.trainer.get("precision", "32-true")))
+    SCALE_SAMPLERS.get(cfg.sampler.scale)
+    POSITION_SAMPLERS.get(cfg.sampler.position)
+    eval_lengths(cfg)
+
+
+def check_attention(name: str, precision: str):
+    """SDPA (PyTorch picks its flash or memory-efficient kernel on GPUs), eager, or the flash-attn package."""
+    require(name in ATTENTION, "model.attn_implementation", f"must be one of {', '.join(ATTENTION)}", name)
+    if name == "flash_attention_2":
+        require(importlib.util.find_spec("flash_attn") is not None, "model.attn_implementation",
+                "flash_attention_2 needs the flash-attn package (and a CUDA GPU), which is not installed", name)
+        require(precision.startswith(("bf16", "16")), "trainer.precision",
+                "must be 16-bit (bf16-mixed, bf16-true, 16-mixed, 16-true) for flash_attention_2", precision)

@@ -107,7 +107,7 @@ def _check_space(name, space, experiment, config_dir, objectives):
         overrides = [f"{key}={value}" for key, value in values.items()]
         try:
             trial_cfg = single_config(config_dir, experiment + overrides)
-            from clex.experiment import validate
+            from clex.config import validate
 
             validate(trial_cfg)
         except ConfigError as error:
@@ -124,7 +124,7 @@ def _corners(space: dict) -> list[dict]:
 
 
 def _check_objectives(name, objectives, cfg):
-    from clex.experiment import eval_lengths
+    from clex.config import eval_lengths
 
     lengths = eval_lengths(cfg)
     for objective in objectives:

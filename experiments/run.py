@@ -44,7 +44,8 @@ def main(argv=None) -> int:
             print("\n---\n".join(OmegaConf.to_yaml(cfg, resolve=True) for cfg in configs))
             return 0
         quiet_libraries()
-        from clex.experiment import TrainingDiverged, format_table, prepare, run_experiment
+        from clex.experiment import TrainingDiverged, prepare, run_experiment
+        from clex.results import format_table
         from clex.report import write_comparison
 
         for cfg in configs:  # every config is checked before the first run starts
@@ -56,6 +57,9 @@ def main(argv=None) -> int:
     for cfg in configs:
         try:
             result = run_experiment(cfg)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         except TrainingDiverged as error:
             print(f"error: {cfg.choices.strategy}: {error}", file=sys.stderr)
             return 1

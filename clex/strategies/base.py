@@ -24,12 +24,17 @@ class Strategy(nn.Module):
     """
 
     samples_scale = False  # True for strategies trained on sampled t (CLEX)
+    needs_factor = False  # True where factor = 1 would silently be plain RoPE (pi, fbs, yarn)
 
-    def __init__(self, rotary_dim: int, base: float, original_length: int, factor: float = 1.0,
+    def __init__(self, rotary_dim: int, base: float, original_length: int, factor: float | None = None,
                  eval_scale: str = "static"):
         super().__init__()
         if rotary_dim < 2 or rotary_dim % 2:
             raise ConfigError(f"rotary_dim must be an even integer >= 2, got {rotary_dim}")
+        if factor is None:
+            if self.needs_factor:
+                raise ConfigError(f"strategy {self.name!r} needs factor= (the static scale t, e.g. factor=4 for 4 x L0)")
+            factor = 1.0
         if not factor >= 1:
             raise ConfigError(f"strategy.factor must be >= 1, got {factor}")
         if eval_scale not in EVAL_SCALES:
@@ -44,9 +49,14 @@ class Strategy(nn.Module):
         self.register_buffer("base_inv_freq", default_inv_freq(rotary_dim, base), persistent=False)
 
     def _apply(self, fn, recurse=True):
-        # parameters and buffers stay float32 whatever the model's precision: a bf16 inv_freq puts
-        # a phase error on far positions that grows with the position
-        return super()._apply(lambda x: fn(x).float() if x.is_floating_point() else fn(x), recurse)
+        # parameters and buffers keep their float32 values whatever the model's precision (a bf16
+        # inv_freq puts a phase error on far positions that grows with the position): of a cast,
+        # only the device move applies; casting to bf16 and back would round the values
+        def keep_float32(x):
+            y = fn(x)
+            return y if not x.is_floating_point() or y.dtype == x.dtype else x.to(y.device)
+
+        return super()._apply(keep_float32, recurse)
 
     def inv_freq(self, t: float) -> torch.Tensor:
         raise NotImplementedError

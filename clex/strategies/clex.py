@@ -99,17 +99,14 @@ class Clex(Strategy):
     def _solve(self, ts: torch.Tensor) -> torch.Tensor:
         """log inv_freq at each t of the increasing tensor ts (ts[0] = 1); returns [len(ts), d/2]."""
         z0 = torch.log(self.base_inv_freq).float()
-        if self.dynamics == "discrete":
-            return self._solve_discrete(ts, z0)
-        s = torch.log(2 * ts.double() - 1).float()
-        if len(ts) == 1 or float(ts[-1]) == 1.0:
-            return z0.expand(len(ts), -1)
-        options = {}
-        if self.method in FIXED_STEP_METHODS:
-            options = {"grid_constructor": self._grid}
-        with torch.autocast(device_type=z0.device.type, enabled=False):
-            return odeint(self._rhs_in_s, z0, s, method=self.method, rtol=self.rtol, atol=self.atol,
-                          options=options)
+        with torch.autocast(device_type=z0.device.type, enabled=False):  # float32 under any autocast
+            if self.dynamics == "discrete":
+                return self._solve_discrete(ts, z0)
+            s = torch.log(2 * ts.double() - 1).float()
+            if len(ts) == 1 or float(ts[-1]) == 1.0:
+                return z0.expand(len(ts), -1)
+            options = {"grid_constructor": self._grid} if self.method in FIXED_STEP_METHODS else {}
+            return odeint(self._rhs_in_s, z0, s, method=self.method, rtol=self.rtol, atol=self.atol, options=options)
 
     def _grid(self, func, y0, s):
         """The fixed-step grid: it lands on every output time, and each step is at most step_size in

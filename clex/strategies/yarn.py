@@ -15,6 +15,8 @@ class Yarn(Strategy):
     them: inv_freq_j (1 - gamma_j) + (inv_freq_j / t) gamma_j. Attention factor 0.1 ln t + 1.
     """
 
+    needs_factor = True
+
     def __init__(self, *args, beta_fast: float = 32.0, beta_slow: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.beta_fast = float(beta_fast)

@@ -1,0 +1,134 @@
+"""Evaluation and what a run writes: perplexity against length (and passkey), the provenance and
+numerics that let a table be traced, results.json, the run's figure and its printed table."""
+import math
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+import clex
+from clex import io
+from clex.data import evaluation_sequences
+from clex.evaluate import extrapolation_length, sequence_nll
+
+
+def evaluate_lengths(cfg, prepared) -> list[dict]:
+    rows = []
+    for length in prepared.eval_lengths:
+        sequences, documents, skipped = evaluation_sequences(
+            prepared.tokenizer, prepared.corpus.documents["test"], length, cfg.eval.max_tokens, cfg.eval.seed)
+        row = {"length": length, "ppl": None, "nll": None, "tokens": 0, "documents": documents,
+               "skipped_documents": skipped}
+        if len(sequences):
+            cuda = torch.cuda.is_available() and next(prepared.model.parameters()).is_cuda
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            start = time.time()
+            total, count = sequence_nll(prepared.model, sequences, cfg.eval.tokens_per_batch, cfg.eval.chunk_size)
+            nll = total / count
+            row.update(nll=nll, ppl=math.exp(nll) if nll < 700 else math.inf, tokens=count,
+                       tokens_per_second=count / max(time.time() - start, 1e-9),
+                       peak_memory_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None)
+        rows.append(row)
+    return rows
+
+
+def run_passkey(cfg, prepared, run_dir: Path) -> dict:
+    from clex.passkey import passkey_grid, plot_passkey
+
+    p = cfg.eval.passkey
+    lengths = [m * cfg.train.length for m in p.multipliers]
+    rows = passkey_grid(prepared.model, prepared.tokenizer, lengths, list(p.depths), p.trials, cfg.eval.seed)
+    io.write_json(run_dir / "passkey.json", {"strategy": cfg.strategy.name, "rows": rows})
+    plot_passkey(rows, run_dir / "passkey.png", f"passkey retrieval: {cfg.strategy.name}")
+    by_length = {n: sum(r["accuracy"] for r in rows if r["length"] == n) / len(p.depths) for n in lengths}
+    return {"accuracy_by_length": by_length, "mean_accuracy": sum(by_length.values()) / len(by_length)}
+
+
+def provenance() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    versions = {}
+    for package in ("torch", "transformers", "lightning", "torchdiffeq", "omegaconf", "numpy", "tokenizers", "optuna"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"git_commit": commit, "python": platform.python_version(), "packages": versions, "numerics": numerics()}
+
+
+def numerics() -> dict:
+    """What moves float results between runs of one seed: threads, hardware, determinism."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+            "cpu": cpu, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+
+
+def format_table(results: dict) -> str:
+    lines = [f"strategy {results['strategy']}  L={results['train_length']}  L0={results['original_length']}",
+             f"{'length':>8} {'ppl':>9} {'nll':>8} {'tokens':>8} {'docs':>5}"]
+    for row in results["eval"]:
+        ppl = f"{row['ppl']:.3f}" if row["ppl"] is not None else "-"
+        nll = f"{row['nll']:.4f}" if row["nll"] is not None else "-"
+        lines.append(f"{row['length']:>8} {ppl:>9} {nll:>8} {row['tokens']:>8} {row['documents']:>5}")
+    ext = results["extrapolation_length"]
+    if ext["value"] is not None:
+        bound = " (lower bound: every length stayed within)" if ext["censored"] else ""
+        lines.append(f"extrapolation length (PPL within {1 + ext['eps']:g} x PPL at L): {ext['value']:.0f}{bound}")
+    return "\n".join(lines)
+
+
+def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, started: float) -> dict:
+    """Evaluate on the training device in its precision (Lightning moves the model to the CPU after
+    fit), save the model, write results.json and the run's figure."""
+    trainer, t = trained.trainer, cfg.train
+    prepared.model.to(trainer.strategy.root_device)
+    with trainer.precision_plugin.forward_context():
+        rows = evaluate_lengths(cfg, prepared)
+        passkey = run_passkey(cfg, prepared, run_dir) if cfg.eval.get("passkey") else None
+    tokenizer = getattr(prepared.tokenizer, "tokenizer", None)  # a pretrained model's own tokenizer
+    clex.save_pretrained(prepared.model, run_dir / "model", tokenizer=tokenizer)
+    results = {
+        "schema_version": io.SCHEMA_VERSION,
+        "name": run_dir.name,
+        "run_dir": str(run_dir.resolve()),
+        "strategy": cfg.strategy.name,
+        "choices": OmegaConf.to_container(cfg.choices),
+        "original_length": prepared.original_length,
+        "train_length": t.length,
+        "max_scale": getattr(prepared.strategy, "max_scale", None),
+        "eval": rows,
+        "extrapolation_length": extrapolation_length(rows, t.length, cfg.eval.eps),
+        "train": {"steps": t.steps, "tokens": trained.tokens, "wall_seconds": trained.seconds,
+                  "world_size": trainer.world_size,
+                  "final_loss": float(trainer.callback_metrics.get("train/loss", math.nan)),
+                  "final_val_loss": float(trainer.callback_metrics.get("val/loss", math.nan))},
+        "base": base,
+        "passkey": passkey,
+        "parameters": sum(p.numel() for p in prepared.model.parameters()),
+        "attn_implementation": prepared.model.config._attn_implementation,
+        "precision": str(cfg.trainer.get("precision")),
+        "corpus": prepared.corpus.fingerprint,
+        "wall_seconds": time.time() - started,
+        "seed": cfg.seed,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        **provenance(),
+    }
+    io.write_json(run_dir / "results.json", results)
+    from clex.plots import plot_run
+
+    plot_run(results, run_dir / "ppl_vs_length.png")
+    return results

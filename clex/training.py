@@ -1,0 +1,170 @@
+"""Training: the Lightning Trainer, stage 1 (plain RoPE at L0, cached and shared by every strategy of a
+seed) and stage 2 (fine-tuning with the strategy, resumable from its newest checkpoint)."""
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+
+import clex
+from clex import distributed, io
+from clex.data import RandomWindows, ResumeSampler, packed_tokens
+from clex.lit import LongContextLM
+from clex.models import build_model
+
+log = logging.getLogger("clex")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class StopOnNonFinite(L.Callback):
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"training loss became {loss.item()} at step {trainer.global_step}")
+
+
+def set_numerics(cfg):
+    """``threads`` fixes torch's intra-op thread count; ``deterministic`` turns on torch's deterministic
+    algorithms (and fixes threads at 1 unless ``threads`` says otherwise)."""
+    threads = cfg.get("threads") or (1 if cfg.get("deterministic") else None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch.use_deterministic_algorithms(bool(cfg.get("deterministic")))
+
+
+def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: int | None, callbacks=()):
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    callbacks = [StopOnNonFinite(), *callbacks]
+    if checkpoints:
+        callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", filename="best", monitor="val/loss",
+                                         save_top_k=1, save_last=True))
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    options = dict(OmegaConf.to_container(cfg.trainer))
+    if isinstance(options.get("strategy"), dict):  # fsdp / deepspeed
+        options["strategy"] = distributed.build_parallel(options)
+    return L.Trainer(max_steps=max_steps, default_root_dir=root, logger=TensorBoardLogger(root, name="tensorboard", version=""),
+                     callbacks=callbacks, enable_checkpointing=checkpoints, num_sanity_val_steps=0,
+                     val_check_interval=val_every, limit_val_batches=None if val_every else 0,
+                     gradient_clip_val=cfg.train.grad_clip, enable_model_summary=False, **options)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step of a Lightning checkpoint: a file, or a directory (FSDP's sharded format)."""
+    meta = path / "meta.pt" if path.is_dir() else path
+    return torch.load(meta, map_location="cpu", weights_only=False)["global_step"]
+
+
+def _loader(dataset, batch_size, start_batch: int = 0):
+    sampler = ResumeSampler(len(dataset), start_batch * batch_size)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+
+
+def optimiser_settings(section, ode_lr=None):
+    """What LongContextLM.configure_optimizers reads, for either stage (``base`` or ``train``)."""
+    return OmegaConf.create({"lr": section.lr, "ode_lr": ode_lr, "weight_decay": section.get("weight_decay", 0.1),
+                             "betas": section.get("betas", [0.9, 0.95]), "warmup_steps": section.warmup_steps,
+                             "steps": section.steps})
+
+
+def config_hash(data) -> str:
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def base_key(cfg, prepared) -> str:
+    return config_hash({"model": OmegaConf.to_container(cfg.model, resolve=True), "base": OmegaConf.to_container(cfg.base),
+                        "data": OmegaConf.to_container(cfg.data), "corpus": prepared.corpus.fingerprint,
+                        "seed": cfg.seed, "precision": str(cfg.trainer.get("precision")), "version": 1,
+                        "world": [str(cfg.trainer.get(k)) for k in ("strategy", "devices", "num_nodes")]})
+
+
+def pretrain_base(cfg, prepared, train_tokens: torch.Tensor) -> dict:
+    """Stage 1: plain RoPE at L0, cached under out_dir/.base/<hash of its settings> and reused."""
+    root = Path(cfg.out_dir) / ".base" / base_key(cfg, prepared)
+    weights, info_path = root / "model.pt", root / "base.json"
+    if weights.is_file() and info_path.is_file():
+        prepared.model.load_state_dict(torch.load(weights, map_location="cpu"))
+        info = json.loads(info_path.read_text())
+        log.info("stage 1: reusing the cached base model %s", root)
+        return {**info, "cached": True, "path": str(root)}
+    L0, b = prepared.original_length, cfg.base
+    log.info("stage 1: pre-training the base model with plain RoPE at L0=%d for %d steps", L0, b.steps)
+    def with_rope(model):
+        return clex.patch_model(model, clex.build_strategy("rope", **clex.rotary_settings(model) | {"original_length": L0}))
+
+    with_rope(prepared.model)
+    optim = optimiser_settings(OmegaConf.merge({"weight_decay": cfg.train.weight_decay, "betas": cfg.train.betas}, b))
+    module = LongContextLM(prepared.model, optim, cfg.sampler, seed=cfg.seed)
+    start = time.time()
+    trainer = make_trainer(cfg, b.steps, root, checkpoints=False, val_every=None)
+    windows = RandomWindows(train_tokens, L0, b.steps * b.batch_size * trainer.world_size, cfg.seed + 1)
+    trainer.fit(module, _loader(windows, b.batch_size))
+    if distributed.is_sharded(trainer):  # every rank goes on to stage 2 with the whole base model
+        prepared.model = distributed.gather_full_model(
+            prepared.model, lambda: with_rope(build_model(cfg.model, prepared.tokenizer)), every_rank=True)
+    info = {"steps": b.steps, "original_length": L0, "tokens": len(windows) * L0,
+            "wall_seconds": time.time() - start, "final_loss": float(trainer.callback_metrics["train/loss"])}
+    if trainer.is_global_zero:
+        state = {k: v for k, v in prepared.model.state_dict().items() if ".rotary_emb." not in k}
+        io.atomic_write(weights, lambda handle: torch.save(state, handle))
+        io.write_json(info_path, info)
+    return {**info, "cached": False, "path": str(root)}
+
+
+@dataclass
+class Trained:
+    trainer: L.Trainer
+    seconds: float
+    tokens: int
+
+
+def resume_point(cfg, run_dir: Path) -> tuple[str | None, int]:
+    """The newest of our last.ckpt and the checkpoint Lightning writes when SLURM pre-empts the job,
+    and its step; resume=false deletes them and starts over."""
+    saved = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.exists()]
+    if saved and not cfg.resume:
+        for path in [run_dir / "checkpoints", *run_dir.glob("hpc_ckpt_*.ckpt")]:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return None, 0
+    if not saved:
+        return None, 0
+    steps = {p: checkpoint_step(p) for p in saved}
+    newest = max(steps, key=steps.get)
+    log.info("stage 2: resuming %s from step %d (%s)", run_dir.name, steps[newest], newest.name)
+    return str(newest), steps[newest]
+
+
+def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callbacks=()) -> Trained:
+    """Stage 2: the patched model trained at L with the strategy's sampled t and positions."""
+    t = cfg.train
+    if t.gradient_checkpointing:  # recompute each layer's activations in the backward pass
+        prepared.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    module = LongContextLM(prepared.model, optimiser_settings(t, t.ode_lr), cfg.sampler, seed=cfg.seed)
+    resume_from, done_steps = resume_point(cfg, run_dir)
+    log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps)
+    start = time.time()
+    trainer = make_trainer(cfg, t.steps, run_dir, checkpoints=True, val_every=min(t.val_every, t.steps),
+                           callbacks=callbacks)
+    # item i of the training windows is fixed; under DDP each rank takes every world_size-th batch item,
+    # so a global batch is the same items whatever the number of processes
+    per_step = int(cfg.trainer.get("accumulate_grad_batches", 1)) * trainer.world_size
+    val_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["validation"])
+    train_data = RandomWindows(train_tokens, t.length, t.steps * t.batch_size * per_step, cfg.seed + 2)
+    val_data = RandomWindows(val_tokens, t.length, t.val_batches * t.batch_size * trainer.world_size, cfg.seed + 3)
+    trainer.fit(module, _loader(train_data, t.batch_size, done_steps * per_step), _loader(val_data, t.batch_size),
+                ckpt_path=resume_from)
+    if distributed.is_sharded(trainer):  # FSDP: the weights are spread over the ranks
+        from clex.experiment import build_patched_model
+
+        prepared.model = distributed.gather_full_model(prepared.model, lambda: build_patched_model(cfg, prepared.tokenizer))
+    return Trained(trainer, time.time() - start, len(train_data) * t.length)
