@@ -41,7 +41,7 @@ def split_list(key: str, raw: str) -> list[str]:
     items = [item.strip() for item in raw.split(",")]
     if not all(items):
         raise ConfigError(f"{key}={raw}: empty item in a comma list; write {key}=a,b,c")
-    parsed = [str(parse_value(item)) for item in items]
+    parsed = [str(parse_value(item, key)) for item in items]
     repeated = sorted({item for item, value in zip(items, parsed) if parsed.count(value) > 1})
     if repeated:
         raise ConfigError(f"{key}={raw}: repeated value(s) {', '.join(repeated)} in a comma list")
@@ -104,9 +104,15 @@ def _flat_keys(node, prefix="") -> dict:
     return keys
 
 
-def parse_value(raw: str):
-    """A command-line value as OmegaConf reads it (numbers, booleans, lists, null), NaN included."""
-    value = OmegaConf.from_dotlist([f"value={raw}"]).value
+def parse_value(raw: str, key: str = "value"):
+    """A command-line value as OmegaConf reads it (numbers, booleans, lists, null), NaN included.
+    YAML tags (``!!python/...``, ``!!set``) are refused, not constructed."""
+    if raw.lstrip().startswith("!"):
+        raise ConfigError(f"{key}={raw}: YAML tags are not read; give a plain value")
+    try:
+        value = OmegaConf.from_dotlist([f"value={raw}"]).value
+    except Exception as error:  # yaml's and OmegaConf's own errors: an unsupported value
+        raise ConfigError(f"{key}={raw}: not a plain value ({type(error).__name__})") from None
     if isinstance(value, str) and value.lower() in ("nan", "inf", "-inf", "+inf"):
         return float(value)
     return OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
@@ -149,7 +155,7 @@ def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
     cfg["choices"] = {**defaults, **choice}
     known = _flat_keys(cfg)
     for key, raw in overrides:
-        new = parse_value(raw)
+        new = parse_value(raw, key)
         if key.startswith("+"):
             key = key[1:]
             if key in known:
@@ -184,11 +190,15 @@ ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
 def eval_lengths(cfg) -> list[int]:
+    """The evaluation lengths in tokens; L itself is always among them (the extrapolation length is
+    measured against the PPL at L)."""
     lengths = cfg.eval.lengths if cfg.eval.lengths is not None else [m * cfg.train.length for m in cfg.eval.multipliers]
+    require(len(lengths) > 0, "eval.lengths / eval.multipliers", "must not be empty (nothing would be evaluated)",
+            list(lengths))
     for value in lengths:
         require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                 "eval.lengths / eval.multipliers", "must be positive integers", list(lengths))
-    return sorted(set(lengths))
+    return sorted(set(lengths) | {cfg.train.length})
 
 
 def validate(cfg):
@@ -199,6 +209,9 @@ def validate(cfg):
     for key in ("steps", "batch_size", "val_every", "val_batches"):
         require(t[key] >= 1, f"train.{key}", "must be >= 1", t[key])
     require(cfg.base.steps >= 0, "base.steps", "must be >= 0", cfg.base.steps)
+    name = cfg.get("name")
+    require(name is None or (str(name) not in ("", ".", "..") and "/" not in str(name) and "\\" not in str(name)),
+            "name", "must be one folder name under out_dir (no '/', not '.' or '..')", name)
     require(cfg.threads is None or cfg.threads >= 1, "threads", "must be >= 1 or null", cfg.threads)
     require(t.lr > 0, "train.lr", "must be > 0", t.lr)
     require(t.ode_lr is None or t.ode_lr > 0, "train.ode_lr", "must be > 0 or null", t.ode_lr)
@@ -212,7 +225,7 @@ def validate(cfg):
     from clex import distributed
     from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
 
-    distributed.check(OmegaConf.to_container(cfg.trainer))
+    distributed.check_trainer(OmegaConf.to_container(cfg.trainer))
     check_attention(cfg.model.get("attn_implementation", "sdpa"), str(cfg.trainer.get("precision", "32-true")))
     SCALE_SAMPLERS.get(cfg.sampler.scale)
     POSITION_SAMPLERS.get(cfg.sampler.position)

@@ -70,6 +70,30 @@ BUILDERS = {"fsdp": fsdp, "deepspeed": deepspeed}
 NEEDS = {"deepspeed": "deepspeed"}  # strategy -> the package it imports
 
 
+# set by make_trainer itself, not by the trainer config group
+MANAGED = ("max_steps", "default_root_dir", "logger", "callbacks", "enable_checkpointing", "num_sanity_val_steps",
+           "val_check_interval", "limit_val_batches", "gradient_clip_val", "enable_model_summary")
+
+
+def check_trainer(trainer_options: dict):
+    """Every ``trainer.*`` key is a lightning.Trainer keyword we do not set ourselves, and the
+    accelerator exists on this machine."""
+    import lightning
+
+    allowed = sorted(set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self", *MANAGED})
+    for key in trainer_options:
+        require(key in allowed, f"trainer.{key}", f"is not a lightning.Trainer option we pass on; allowed: "
+                f"{', '.join(allowed)}", trainer_options[key])
+    check(trainer_options)
+    accelerator = str(trainer_options.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda"):
+        require(torch.cuda.is_available(), "trainer.accelerator", "needs a CUDA GPU, and torch sees none here "
+                "(trainer=cpu runs on the CPU)", accelerator)
+    elif accelerator == "mps":
+        require(torch.backends.mps.is_available(), "trainer.accelerator", "needs Apple's MPS, which torch does not "
+                "see here", accelerator)
+
+
 def check(trainer_options: dict):
     """Config-time check of ``trainer.strategy`` when it is a mapping (no model needed)."""
     options = trainer_options.get("strategy")

@@ -55,7 +55,11 @@ def prepare(cfg, load_weights: bool = True) -> Prepared:
     else:
         from transformers import AutoConfig
 
-        model = AutoConfig.from_pretrained(checkpoint_dir(cfg.model), local_files_only=True)
+        try:
+            model = AutoConfig.from_pretrained(checkpoint_dir(cfg.model), local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"model.path: {cfg.model.path} has no config.json transformers can read: "
+                              f"{' '.join(str(error).split())[:200]}") from None
     strategy = build_rotary_strategy(cfg, model)
     return Prepared(tokenizer, corpus, model, strategy, eval_lengths(cfg), strategy.original_length)
 

@@ -1,5 +1,6 @@
 """The LightningModule: a patched causal LM trained with the strategy's sampled t and positions."""
 import math
+import time
 
 import lightning as L
 import torch
@@ -35,6 +36,8 @@ class LongContextLM(L.LightningModule):
             self.scale_sampler = SCALE_SAMPLERS.get(sampler.scale)(rotary_module(model).strategy.max_scale, **(sampler.scale_options or {}))
             self.position_sampler = POSITION_SAMPLERS.get(sampler.position)()
         self.generator = torch.Generator().manual_seed(seed)
+        self.seconds_before = 0.0  # training time of the run before a resume (from its checkpoint)
+        self._started = time.time()
 
     @property
     def rotary(self):  # a property, not a submodule: its weights are saved once, under model.
@@ -89,9 +92,14 @@ class LongContextLM(L.LightningModule):
         if shard is not None:
             shard(self.model, self.device_mesh)
 
+    def on_fit_start(self):
+        self._started = time.time()
+
     def on_save_checkpoint(self, checkpoint):
         checkpoint["sampler_generator"] = self.generator.get_state()
+        checkpoint["train_seconds"] = self.seconds_before + time.time() - self._started
 
     def on_load_checkpoint(self, checkpoint):
         if "sampler_generator" in checkpoint:
             self.generator.set_state(checkpoint["sampler_generator"])
+        self.seconds_before = float(checkpoint.get("train_seconds", 0.0))

@@ -97,6 +97,11 @@ def patch_model(model, strategy, log_scale: bool = False):
     """Replace the rotary module of a transformers causal LM in place; returns the model."""
     owner, attr = _locate(model)
     current = getattr(owner, attr)
+    rope_type = (getattr(model.config, "rope_parameters", None) or {}).get("rope_type", "default")
+    if rope_type != "default" and not isinstance(current, ScaledRotaryEmbedding):
+        raise ConfigError(f"the model's rope type is {rope_type!r}: clex starts every strategy from plain RoPE "
+                          "('default'), which would change this checkpoint's logits inside its own context; "
+                          "patch a checkpoint trained with plain RoPE")
     expected = getattr(current, "inv_freq", None)
     if isinstance(current, ScaledRotaryEmbedding):
         expected = current.strategy.base_inv_freq

@@ -164,9 +164,13 @@ def metric_value(results: dict, metric: str) -> float:
 def storage_for(study_cfg, studies_dir: Path):
     url = study_cfg["storage"]
     if url and "://" in str(url):
-        return optuna.storages.RDBStorage(
-            str(url), heartbeat_interval=study_cfg["heartbeat_interval"], grace_period=study_cfg["grace_period"],
-            failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=study_cfg["max_retry"]))
+        try:
+            return optuna.storages.RDBStorage(
+                str(url), heartbeat_interval=study_cfg["heartbeat_interval"], grace_period=study_cfg["grace_period"],
+                failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=study_cfg["max_retry"]))
+        except ImportError as error:  # SQLAlchemy found no driver for the URL's dialect
+            raise ConfigError(f"study.storage {str(url).split('://')[0]}://...: the database driver is not installed "
+                              f"({error.name or error}); e.g. pip install psycopg2-binary (PostgreSQL) or pymysql (MySQL)") from None
     path = Path(url) if url else studies_dir / f"{study_cfg['name']}.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     backend = optuna.storages.journal.JournalFileBackend(str(path))

@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from clex import distributed, io
 from clex.data import RandomWindows, ResumeSampler, packed_tokens
 from clex.lit import LongContextLM
 from clex.models import build_model
+from clex.registry import ConfigError
 
 log = logging.getLogger("clex")
 
@@ -41,11 +43,37 @@ def set_numerics(cfg):
     torch.use_deterministic_algorithms(bool(cfg.get("deterministic")))
 
 
-def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: int | None, callbacks=()):
+class ProgressLine(L.Callback):
+    """One line every ``interval`` seconds (and at the end) where no progress bar shows: logs, CI and
+    SLURM jobs, whose stdout is not a terminal."""
+
+    def __init__(self, stage: str, interval: float = 30.0):
+        self.stage, self.interval = stage, interval
+
+    def on_train_start(self, trainer, module):
+        self.start = self.last = time.time()
+        self.first_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        now, step = time.time(), trainer.global_step
+        if now - self.last < self.interval and step < trainer.max_steps:
+            return
+        self.last = now
+        done = max(step - self.first_step, 1)
+        left = (now - self.start) / done * (trainer.max_steps - step)
+        loss = trainer.callback_metrics.get("train/loss")
+        log.info("%s: step %d/%d, loss %s, %.0f s so far, about %.0f s left", self.stage, step, trainer.max_steps,
+                 "-" if loss is None else f"{float(loss):.4f}", now - self.start, left)
+
+
+def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: int | None, callbacks=(),
+                 stage: str = "stage 2"):
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
     callbacks = [StopOnNonFinite(), *callbacks]
+    if not sys.stdout.isatty():
+        callbacks.append(ProgressLine(stage))
     if checkpoints:
         callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", filename="best", monitor="val/loss",
                                          save_top_k=1, save_last=True))
@@ -53,7 +81,9 @@ def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: 
     options = dict(OmegaConf.to_container(cfg.trainer))
     if isinstance(options.get("strategy"), dict):  # fsdp / deepspeed
         options["strategy"] = distributed.build_parallel(options)
-    return L.Trainer(max_steps=max_steps, default_root_dir=root, logger=TensorBoardLogger(root, name="tensorboard", version=""),
+    options["log_every_n_steps"] = min(options.get("log_every_n_steps", 50), max_steps)  # short runs log too
+    # one epoch holds every step's batch (the bar then reads "Epoch 0/0", not "0/-2")
+    return L.Trainer(max_steps=max_steps, max_epochs=1, default_root_dir=root, logger=TensorBoardLogger(root, name="tensorboard", version=""),
                      callbacks=callbacks, enable_checkpointing=checkpoints, num_sanity_val_steps=0,
                      val_check_interval=val_every, limit_val_batches=None if val_every else 0,
                      gradient_clip_val=cfg.train.grad_clip, enable_model_summary=False, **options)
@@ -62,7 +92,11 @@ def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: 
 def checkpoint_step(path: Path) -> int:
     """The global step of a Lightning checkpoint: a file, or a directory (FSDP's sharded format)."""
     meta = path / "meta.pt" if path.is_dir() else path
-    return torch.load(meta, map_location="cpu", weights_only=False)["global_step"]
+    try:  # weights_only: tensors and plain containers only, never code a planted pickle would run
+        return int(torch.load(meta, map_location="cpu", weights_only=True)["global_step"])
+    except Exception as error:  # truncated, corrupt, or holding objects we do not unpickle
+        raise ConfigError(f"{meta} cannot be read as a checkpoint ({type(error).__name__}: "
+                          f"{' '.join(str(error).split())[:200]}); resume=false deletes it and starts this run over") from None
 
 
 def _loader(dataset, batch_size, start_batch: int = 0):
@@ -106,7 +140,7 @@ def pretrain_base(cfg, prepared, train_tokens: torch.Tensor) -> dict:
     optim = optimiser_settings(OmegaConf.merge({"weight_decay": cfg.train.weight_decay, "betas": cfg.train.betas}, b))
     module = LongContextLM(prepared.model, optim, cfg.sampler, seed=cfg.seed)
     start = time.time()
-    trainer = make_trainer(cfg, b.steps, root, checkpoints=False, val_every=None)
+    trainer = make_trainer(cfg, b.steps, root, checkpoints=False, val_every=None, stage="stage 1")
     windows = RandomWindows(train_tokens, L0, b.steps * b.batch_size * trainer.world_size, cfg.seed + 1)
     trainer.fit(module, _loader(windows, b.batch_size))
     if distributed.is_sharded(trainer):  # every rank goes on to stage 2 with the whole base model
@@ -167,4 +201,4 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
         from clex.experiment import build_patched_model
 
         prepared.model = distributed.gather_full_model(prepared.model, lambda: build_patched_model(cfg, prepared.tokenizer))
-    return Trained(trainer, time.time() - start, len(train_data) * t.length)
+    return Trained(trainer, module.seconds_before + time.time() - start, len(train_data) * t.length)

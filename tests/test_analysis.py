@@ -70,6 +70,7 @@ def test_every_script_writes_every_file_on_real_runs(tiny_runs, tmp_path, capsys
             assert (tmp_path / f"{name}{suffix}").stat().st_size > 1000, name + suffix
     table1 = (tmp_path / "table1.md").read_text()
     assert "| clex hidden_size=16 | 16 | 1 |" in table1 and "| fbs hidden_size=32 | 32 | 1 |" in table1
+    assert r"\begin{tabular}" in (tmp_path / "table1.tex").read_text()
     # 3-step runs mostly stay within eps at every length: the fit refuses lower bounds as values
     runs = {r["run"]: r for r in rows if r["strategy"] == "clex"}.values()
     if sum(r["censored"] == "False" for r in runs) < 4:
@@ -100,7 +101,6 @@ def test_scaling_law_script_on_a_table_with_seeds_and_censored_runs(tmp_path, ca
     assert fit["ci"][1][0] < 0.3 < fit["ci"][1][1] and fit["ci"][2][0] < 0.8 < fit["ci"][2][1]
     for name in ("scaling_law_clex", "extrapolation_vs_train_length"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
-    assert r"\begin{tabular}" in (tmp_path / "table1.tex").read_text()
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path, tiny_runs, capsys):
@@ -113,11 +113,20 @@ def test_bad_input_is_one_line_exit_2(tmp_path, tiny_runs, capsys):
     old.write_text(json.dumps({**result, "schema_version": 0}))
     assert collect.main([str(old.parent), "--out", str(tmp_path / "t.csv")]) == 2
     assert "schema_version 0, this code reads 1" in capsys.readouterr().err
+    for name, content, message in (("list", b"[1, 2]", "a JSON list, not an object"),
+                                   ("latin", b'{"a": "\xe9"}', "not UTF-8"),
+                                   ("text", json.dumps({**result, "eval": [{**result["eval"][0], "ppl": "4.2"}]}).encode(),
+                                    "ppl at length")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_bytes(content)
+        assert collect.main([str(tmp_path / name), "--out", str(tmp_path / "t.csv")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
     thin = tmp_path / "thin.csv"
     thin.write_text("run,strategy\na,clex\n")
     assert figures.main([str(thin), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "lacks column(s) variant, train_length, length, ppl" in err
+    assert len(err.splitlines()) == 1 and "lacks column(s) variant, variant_id, seed, train_length, length, ppl" in err
     assert scaling_law.main([str(thin)]) == 2
     assert "lacks column(s)" in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()

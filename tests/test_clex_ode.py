@@ -50,7 +50,7 @@ def test_initialisation_is_ntk_with_alpha_2t_minus_1(t):
         got = torch.log(strategy.inv_freq(t)).double()
     torch.testing.assert_close(got, log_ntk(torch.tensor(t, dtype=torch.float64)), rtol=0, atol=1e-5)
     # and it equals the fbs strategy at alpha = 2t - 1
-    fbs = clex.build_strategy("fbs", rotary_dim=D, base=BASE, original_length=L0)
+    fbs = clex.build_strategy("fbs", rotary_dim=D, base=BASE, original_length=L0, factor=2 * t - 1)
     torch.testing.assert_close(strategy.inv_freq(t).detach(), fbs.inv_freq(2 * t - 1), rtol=1e-5, atol=0)
 
 

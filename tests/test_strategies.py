@@ -48,8 +48,8 @@ def test_matches_transformers(name, rope_type, t, rotary_dim, base):
 def test_pi_and_fbs_differ_from_rope_where_expected():
     # PI divides every frequency by t; FBS keeps the highest and divides the lowest by t
     rope = clex.build_strategy("rope", rotary_dim=64, base=1e4, original_length=L0).inv_freq(1)
-    pi = clex.build_strategy("pi", rotary_dim=64, base=1e4, original_length=L0).inv_freq(4)
-    fbs = clex.build_strategy("fbs", rotary_dim=64, base=1e4, original_length=L0).inv_freq(4)
+    pi = clex.build_strategy("pi", rotary_dim=64, base=1e4, original_length=L0, factor=4).inv_freq(4)
+    fbs = clex.build_strategy("fbs", rotary_dim=64, base=1e4, original_length=L0, factor=4).inv_freq(4)
     torch.testing.assert_close(pi, rope / 4)
     assert fbs[0] == rope[0]
     assert fbs[-1] == pytest.approx(float(rope[-1]) / 4, rel=1e-5)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clex.registry import Registry
+from clex.registry import ConfigError, Registry
 
 DATASETS = Registry("dataset", "clex.data")
 SPLITS = ("train", "validation", "test")
@@ -61,7 +61,11 @@ class PretrainedTokenizer:
     def __init__(self, path: str):
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError, TypeError) as error:
+            raise ConfigError(f"model.path: {path} has no tokenizer transformers can load (tokenizer.json or "
+                              f"tokenizer_config.json): {' '.join(str(error).split())[:200]}") from None
         self.vocab_size = len(self.tokenizer)
         self.separator = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         self.name = str(path)

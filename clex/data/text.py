@@ -23,7 +23,13 @@ def text_documents(cfg):
             with path.open(encoding="utf-8") as handle:
                 for number, line in enumerate(handle):
                     if line.strip():
-                        record = json.loads(line)
+                        try:
+                            record = json.loads(line)
+                        except json.JSONDecodeError as error:
+                            raise ConfigError(f"data.paths: {path}:{number + 1} is not a JSON record ({error.msg})") from None
+                        if not isinstance(record, dict):
+                            raise ConfigError(f"data.paths: {path}:{number + 1} is a JSON {type(record).__name__}, "
+                                              "not an object with a text field")
                         if cfg.text_field not in record:
                             raise ConfigError(f"data.text_field: {path}:{number + 1} has no field "
                                               f"{cfg.text_field!r} (fields: {', '.join(record)})")

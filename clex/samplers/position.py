@@ -9,12 +9,13 @@ from clex.samplers import POSITION_SAMPLERS
 
 @POSITION_SAMPLERS.register("extrapolated-random")
 class ExtrapolatedRandom:
-    """The official "position extrapolation": with s = max(L // L0, 1), positions 0, a sorted random
-    subset of L-2 values of {1 .. t L - 2}, and t L - 1, all divided by s; the L tokens spread
-    over [0, t L0). At t = 1 these are simply 0 .. L-1 (divided by s)."""
+    """The official "position extrapolation": positions 0, a sorted random subset of L-2 values of
+    {1 .. t L - 2}, and t L - 1, all divided by s = max(L / L0, 1), so the L tokens spread over
+    [0, t L0). At t = 1 these are simply 0 .. L-1 (divided by s). The official code divides by
+    max(L // L0, 1), the same when L is a multiple of L0 and past t L0 otherwise."""
 
     def __call__(self, length: int, scale: float, original_length: int, generator: torch.Generator):
-        stride = max(length // original_length, 1)
+        stride = max(length / original_length, 1.0)
         span = int(round(scale * length))
         middle = torch.randperm(span - 2, generator=generator)[: length - 2] + 1
         positions = torch.cat([torch.zeros(1), middle.sort().values.float(), torch.tensor([span - 1.0])])

@@ -32,8 +32,9 @@ class Strategy(nn.Module):
         if rotary_dim < 2 or rotary_dim % 2:
             raise ConfigError(f"rotary_dim must be an even integer >= 2, got {rotary_dim}")
         if factor is None:
-            if self.needs_factor:
-                raise ConfigError(f"strategy {self.name!r} needs factor= (the static scale t, e.g. factor=4 for 4 x L0)")
+            if self.needs_factor and eval_scale == "static":
+                raise ConfigError(f"strategy {self.name!r} needs factor= (the static scale t, e.g. factor=4 for 4 x L0) "
+                                  "or eval_scale='dynamic' / 'ceil' (t from the input length)")
             factor = 1.0
         if not factor >= 1:
             raise ConfigError(f"strategy.factor must be >= 1, got {factor}")

@@ -1,0 +1,163 @@
+"""Inputs and faults from real data, real checkpoints and real clusters: each used to give a silent wrong
+result or a traceback."""
+import json
+import math
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import clex
+from clex import io
+from clex.registry import ConfigError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import run  # noqa: E402
+
+FAST = ["data.max_documents=60", "base.steps=0", "train.steps=1", "model.hidden_size=32", "model.intermediate_size=64",
+        "model.num_layers=1", "model.num_heads=2", "trainer.enable_progress_bar=false"]
+
+
+def one_line_error(capsys, args, message, out):
+    assert run.main([f"out_dir={out}", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
+
+
+def ntk_inv_freq(rotary_dim, base, t):
+    alpha = 2 * t - 1
+    return 1.0 / (base * alpha ** (rotary_dim / (rotary_dim - 2))) ** (torch.arange(0, rotary_dim, 2) / rotary_dim)
+
+
+def test_a_bf16_cast_keeps_the_float32_values_of_a_strategy():
+    strategy = clex.build_strategy("clex", rotary_dim=32, base=10000.0, original_length=128, max_scale=16)
+    before = {k: v.clone() for k, v in strategy.state_dict().items()}
+    strategy.to(torch.bfloat16)
+    for key, value in strategy.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, before[key]), key
+    # untrained CLEX is NTK at alpha = 2t - 1: 5e-6, not the 8e-3 a bf16 round trip gave
+    assert torch.allclose(strategy.inv_freq(16.0), ntk_inv_freq(32, 10000.0, 16.0).float(), rtol=5e-6, atol=0)
+
+
+def test_discrete_dynamics_stay_float32_under_autocast():
+    strategy = clex.build_strategy("clex", rotary_dim=32, base=10000.0, original_length=128, dynamics="discrete")
+    torch.nn.init.normal_(strategy.down.weight, std=0.05)
+    reference = strategy.inv_freq(6.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = strategy.inv_freq(6.0)
+    assert under.dtype == torch.float32 and torch.equal(under, reference)
+
+
+@pytest.mark.parametrize("name", ["pi", "fbs", "yarn"])
+def test_scaling_strategies_need_a_factor_in_the_library(name):
+    with pytest.raises(ConfigError, match="needs factor="):
+        clex.build_strategy(name, rotary_dim=32, base=10000.0, original_length=128)
+    scaled = clex.build_strategy(name, rotary_dim=32, base=10000.0, original_length=128, factor=4)
+    assert not torch.equal(scaled.inv_freq(4.0), clex.build_strategy("rope", rotary_dim=32, base=1e4, original_length=128).inv_freq(4.0))
+
+
+def test_extrapolated_random_positions_stay_below_t_l0_for_any_l():
+    from clex.samplers import POSITION_SAMPLERS
+
+    sampler = POSITION_SAMPLERS.get("extrapolated-random")()
+    generator = torch.Generator().manual_seed(0)
+    for length in (64, 128, 192, 320):
+        for t in (1, 3, 8):
+            positions = sampler(length, t, 128, generator)
+            assert len(positions) == length and positions.min() >= 0 and positions.max() < t * 128, (length, t)
+
+
+def test_a_checkpoint_with_its_own_rope_type_is_not_changed_silently():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         max_position_embeddings=256, rope_parameters={
+                             "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                             "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+    model = LlamaForCausalLM(config)
+    strategy = clex.build_strategy("rope", **clex.rotary_settings(model))
+    with pytest.raises(ConfigError, match="rope type is 'llama3'"):
+        clex.patch_model(model, strategy)
+
+
+def test_resuming_never_unpickles_code_and_a_truncated_checkpoint_is_one_line(tmp_path):
+    from clex.training import checkpoint_step
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    planted = tmp_path / "last.ckpt"
+    planted.write_bytes(pickle.dumps({"global_step": 3, "x": Payload()}))
+    with pytest.raises(ConfigError, match="cannot be read as a checkpoint"):
+        checkpoint_step(planted)
+    assert not marker.exists()
+    good = tmp_path / "good.ckpt"
+    torch.save({"global_step": 7, "state_dict": {"w": torch.zeros(3)}}, good)
+    assert checkpoint_step(good) == 7
+    good.write_bytes(good.read_bytes()[:40])  # truncated by a full disk or a kill mid-copy
+    with pytest.raises(ConfigError, match="resume=false deletes it"):
+        checkpoint_step(good)
+
+
+def test_a_second_run_in_a_busy_folder_is_refused_with_the_holders_pid(tmp_path, capsys):
+    with io.exclusive(tmp_path / "runs" / "busy" / ".lock", "run folder runs/busy"):
+        one_line_error(capsys, ["name=busy", *FAST], f"in use by process {os.getpid()}", tmp_path / "runs")
+    assert not (tmp_path / "runs" / "busy" / "results.json").exists()
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        io.write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("args,message", [
+    (["name=../../escape"], "name must be one folder name under out_dir"),
+    (["name=/tmp/abs"], "name must be one folder name under out_dir"),
+    (["eval.multipliers=[]"], "must not be empty"),
+    (["+trainer.unknown_option=1"], "trainer.unknown_option is not a lightning.Trainer option"),
+    pytest.param(["trainer.accelerator=gpu"], "needs a CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
+    (["seed=!!python/name:os.system"], "YAML tags are not read"),
+    (["seed=!!set {a}"], "YAML tags are not read"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):
+    one_line_error(capsys, [*FAST, *args], message, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() and not Path("/tmp/abs").exists()
+
+
+def test_eval_lengths_always_include_l():
+    from omegaconf import OmegaConf
+
+    from clex.config import eval_lengths
+
+    cfg = OmegaConf.create({"train": {"length": 128}, "eval": {"lengths": [512, 256], "multipliers": None}})
+    assert eval_lengths(cfg) == [128, 256, 512]
+
+
+def test_a_malformed_jsonl_line_names_file_and_line(tmp_path, capsys):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"text": "a" * 500}) + "\n{not json\n")
+    one_line_error(capsys, [*FAST, "data=text", f"data.paths=[{corpus}]"], f"{corpus}:2 is not a JSON record",
+                   tmp_path / "runs")
+
+
+def test_a_model_folder_without_a_model_or_tokenizer_is_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    one_line_error(capsys, ["model=hf", f"model.path={tmp_path / 'empty'}"], "has no tokenizer", tmp_path / "runs")
+
+
+def test_infinite_ppl_does_not_poison_a_mean():
+    from clex.stats import ppl_by_seed
+
+    runs = [{"seed": s, "eval": [{"length": 8, "ppl": p}]} for s, p in enumerate([4.0, math.inf, None, 5.0])]
+    assert ppl_by_seed(runs, 8) == {0: 4.0, 3: 5.0}
