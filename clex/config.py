@@ -219,6 +219,14 @@ def validate(cfg):
     require(cfg.eval.chunk_size is None or cfg.eval.chunk_size >= 1, "eval.chunk_size", "must be >= 1 or null",
             cfg.eval.chunk_size)
     require(0 < cfg.eval.eps, "eval.eps", "must be > 0", cfg.eval.eps)
+    tokenizer = cfg.data.get("tokenizer", "byte")
+    require(tokenizer in ("byte", "bpe"), "data.tokenizer", "must be byte or bpe", tokenizer)
+    if tokenizer == "bpe":
+        require(cfg.model.name != "hf", "data.tokenizer", "must be byte with model=hf (the checkpoint's own tokenizer "
+                "is used)", tokenizer)
+        vocab = cfg.data.get("vocab_size")
+        require(isinstance(vocab, int) and not isinstance(vocab, bool) and vocab >= 258, "data.vocab_size",
+                "must be an integer >= 258 (the 256 bytes, the separator and at least one merge)", vocab)
     fractions = cfg.data.validation_fraction + cfg.data.test_fraction
     require(0 < cfg.data.validation_fraction and 0 < cfg.data.test_fraction and fractions < 1,
             "data.validation_fraction / data.test_fraction", "must be > 0 and sum to < 1", fractions)

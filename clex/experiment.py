@@ -46,9 +46,9 @@ def prepare(cfg, load_weights: bool = True) -> Prepared:
     """Everything that can reject the config, before anything is written. ``load_weights=False``
     checks a pretrained model's config only (a comma list is checked whole before its first run)."""
     validate(cfg)
-    tokenizer = build_tokenizer(cfg.model)
     corpus = load_corpus(cfg.data)
     require(len(corpus.documents["train"]) > 0, "data", "has no training documents", corpus.fingerprint)
+    tokenizer = build_tokenizer(cfg, corpus)
     torch.manual_seed(cfg.seed)  # the initial weights (model and ODE) depend on the seed only
     if load_weights or cfg.model.name != "hf":
         model = build_model(cfg.model, tokenizer)

@@ -122,6 +122,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         "attn_implementation": prepared.model.config._attn_implementation,
         "precision": str(cfg.trainer.get("precision")),
         "corpus": prepared.corpus.fingerprint,
+        "tokenizer": prepared.tokenizer.describe(),
         "wall_seconds": time.time() - started,
         "seed": cfg.seed,
         "config": OmegaConf.to_container(cfg, resolve=True),

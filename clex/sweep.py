@@ -27,7 +27,8 @@ from clex.sweep_ranks import TrialChannel
 
 STUDY_DEFAULTS = {"name": None, "n_trials": 8, "storage": None, "sampler": "tpe", "seed": 0, "pruner": "median",
                   "pruner_warmup_steps": 0, "pruner_startup_trials": 2, "objectives": None,
-                  "heartbeat_interval": 10, "grace_period": 60, "max_retry": 3, "seeds": 1, "max_failures": 5}
+                  "heartbeat_interval": 10, "grace_period": 60, "max_retry": 3, "seeds": 1, "max_failures": 5,
+                  "share_runs": False}
 SAMPLERS = ("tpe", "gp", "cmaes", "grid", "random")
 PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = ("minimize", "maximize")
@@ -73,6 +74,8 @@ def _check_study(name, study):
     for key in ("seeds", "max_failures"):
         if not (isinstance(study[key], int) and not isinstance(study[key], bool) and study[key] >= 1):
             raise ConfigError(f"{name}: study.{key} must be a positive integer, got {study[key]!r}")
+    if not isinstance(study["share_runs"], bool):
+        raise ConfigError(f"{name}: study.share_runs must be true or false, got {study['share_runs']!r}")
     objectives = study["objectives"]
     if not objectives or not all(isinstance(o, dict) and set(o) == {"metric", "direction"} for o in objectives):
         raise ConfigError(f"{name}: study.objectives must be a list of {{metric, direction}}, got {objectives!r}")
@@ -343,6 +346,8 @@ def trial_config(sweep: dict, config_dir: Path, overrides: list, number: int, se
     so it resumes or reuses that trial's run)."""
     cfg = single_config(config_dir, overrides)
     cfg.seed = int(cfg.seed) + seed_index
+    if sweep["study"]["share_runs"]:  # named by their config under out_dir: a run any study has finished is reused
+        return cfg
     cfg.name = f"{sweep['study']['name']}-trial{number:04d}" + (f"-seed{cfg.seed}" if sweep["study"]["seeds"] > 1 else "")
     cfg.out_dir = str(Path(cfg.out_dir) / "sweeps" / sweep["study"]["name"])
     return cfg

@@ -54,6 +54,9 @@ class ByteTokenizer:
     def encode(self, text: str) -> np.ndarray:
         return np.frombuffer(text.encode("utf-8", "surrogateescape"), dtype=np.uint8).astype(np.int32)
 
+    def describe(self) -> dict:
+        return {"kind": "byte", "vocab_size": self.vocab_size}
+
 
 class PretrainedTokenizer:
     """A transformers tokenizer from a local directory; documents separated by its EOS token."""
@@ -73,12 +76,17 @@ class PretrainedTokenizer:
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int32)
 
+    def describe(self) -> dict:
+        return {"kind": "pretrained", "vocab_size": self.vocab_size, "path": self.name}
+
 
 def packed_tokens(tokenizer, documents) -> torch.Tensor:
     """All documents of a split, each followed by the separator, as one int32 stream."""
+    texts = [text for _, text in documents]
+    encoded = tokenizer.encode_batch(texts) if hasattr(tokenizer, "encode_batch") else map(tokenizer.encode, texts)
     pieces = []
-    for _, text in documents:
-        pieces += [tokenizer.encode(text), np.array([tokenizer.separator], dtype=np.int32)]
+    for ids in encoded:
+        pieces += [ids, np.array([tokenizer.separator], dtype=np.int32)]
     return torch.from_numpy(np.concatenate(pieces)) if pieces else torch.zeros(0, dtype=torch.int32)
 
 
