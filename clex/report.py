@@ -36,9 +36,15 @@ def variant_table(variants: dict, labels: dict, lengths: list[int]) -> list[str]
     return lines
 
 
-def reference_partners(variants: dict, reference: str) -> tuple[dict, str]:
-    """variant id -> the reference variant it is compared with. The reference is the variant of
-    strategy ``reference`` with the same settings otherwise; without one, the list's first variant."""
+def reference_partners(variants: dict, labels: dict, reference: str) -> tuple[dict, str]:
+    """variant id -> the reference variant it is compared with, and how the reference was found:
+    the one variant labelled ``reference`` (a strategy with one variant, or a label like "clex");
+    else, per variant, the variant of strategy ``reference`` with the same other settings; else the
+    list's first variant."""
+    named = [vid for vid in variants if labels[vid] == reference]
+    if len(named) == 1:
+        return {vid: named[0] for vid in variants if vid != named[0]}, "label"
+
     def rest(runs):
         return {k: v for k, v in runs[0]["config"].items() if k not in ("strategy", "seed", "name", "choices")}
 
@@ -54,13 +60,15 @@ def reference_partners(variants: dict, reference: str) -> tuple[dict, str]:
 
 
 def paired_section(variants: dict, labels: dict, lengths: list[int], reference: str) -> list[str]:
-    partners, mode = reference_partners(variants, reference)
+    partners, mode = reference_partners(variants, labels, reference)
     if not partners:
         return []
     if mode == "first":
         first = next(iter(variants))
-        intro = (f"No run of the reference strategy `{reference}` in this list (`compare.reference=NAME` "
-                 f"picks one): each variant against the first, **{labels[first]}**.")
+        intro = (f"No run of the reference `{reference}` here (`compare.reference=NAME` picks one): each variant "
+                 f"against the first, **{labels[first]}**.")
+    elif mode == "label":
+        intro = f"Each variant against **{reference}** (`compare.reference=NAME` to change)."
     else:
         intro = f"Each variant against `{reference}` with the same settings (`compare.reference=NAME` to change)."
     lines = ["", "## Paired differences", "", intro + " Cells: mean over seeds of PPL(variant) - PPL(reference) "
@@ -94,9 +102,24 @@ def runs_section(variants: dict, labels: dict, lengths: list[int]) -> list[str]:
     return lines
 
 
-def comparison_markdown(results: list[dict], reference: str = "rope") -> str:
-    variants = group_variants(results)
+STRATEGY_ORDER = ("rope", "pi", "fbs", "yarn", "clex")  # the paper's table order; others after
+
+
+def ordered_variants(results: list[dict]) -> tuple[dict, dict]:
+    """Variants in the paper's strategy order, a strategy's default before its ablations."""
     labels = label_variants(results)
+    variants = group_variants(results)
+
+    def key(vid):
+        strategy = variants[vid][0]["strategy"]
+        order = STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
+        return order, strategy, len(labels[vid]), labels[vid]
+
+    return {vid: variants[vid] for vid in sorted(variants, key=key)}, labels
+
+
+def comparison_markdown(results: list[dict], reference: str = "rope", runs: bool = True) -> str:
+    variants, labels = ordered_variants(results)
     lengths = _lengths(results)
     first = results[0]
     seeds = sorted({r["seed"] for r in results})
@@ -107,19 +130,23 @@ def comparison_markdown(results: list[dict], reference: str = "rope") -> str:
              "Extrapolation length: largest length with PPL within (1 + eps) of PPL at L (≥ / +: some run stayed "
              "within at every evaluated length, a lower bound).",
              *paired_section(variants, labels, lengths, reference),
-             *runs_section(variants, labels, lengths)]
+             *(runs_section(variants, labels, lengths) if runs else [])]
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(results: list[dict], out_dir: Path, reference: str = "rope") -> str:
-    variants = group_variants(results)
-    labels = label_variants(results)
-    strategies = "-".join(dict.fromkeys(labels[vid].split()[0] for vid in variants))
+def comparison_dir(out_dir: Path, results: list[dict]) -> Path:
+    """out_dir/comparison-<strategies>-<hash of the run names>: one folder per set of runs."""
+    strategies = "-".join(dict.fromkeys(r["strategy"] for r in results))
     runs = hashlib.sha1(" ".join(sorted(r["name"] for r in results)).encode()).hexdigest()[:8]
-    target = Path(out_dir) / f"comparison-{strategies}-{runs}"
-    table = comparison_markdown(results, reference)
-    io.write_text(target / "comparison.md", table)
-    curves = {labels[vid]: {n: mean_ci(list(v.values())) for n in _lengths(runs) if (v := ppl_by_seed(runs, n))}
-              for vid, runs in variants.items()}
-    plot_ppl_intervals(curves, sorted({r["train_length"] for r in results}), target / "ppl_vs_length.png")
+    return Path(out_dir) / f"comparison-{strategies}-{runs}"
+
+
+def write_comparison(results: list[dict], target: Path, reference: str = "rope", runs: bool = True) -> str:
+    """comparison.md and ppl_vs_length.png (mean and 95% band per variant) in ``target``."""
+    variants, labels = ordered_variants(results)
+    table = comparison_markdown(results, reference, runs)
+    io.write_text(Path(target) / "comparison.md", table)
+    curves = {labels[vid]: {n: mean_ci(list(v.values())) for n in _lengths(runs_) if (v := ppl_by_seed(runs_, n))}
+              for vid, runs_ in variants.items()}
+    plot_ppl_intervals(curves, sorted({r["train_length"] for r in results}), Path(target) / "ppl_vs_length.png")
     return table + f"saved {target}"

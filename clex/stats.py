@@ -9,6 +9,7 @@ tokens, so "A beats B" is tested on the per-seed differences ``d_s = A(s) - B(s)
 import hashlib
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 from scipy import stats
@@ -94,8 +95,12 @@ def label_variants(results: list[dict], columns: tuple = ()) -> dict:
         flats = {vid: flatten(variant_config(r["config"])) for vid, r in variants.items()}
         keys = sorted({k for f in flats.values() for k in f})
         varying = [k for k in keys if len({str(f.get(k)) for f in flats.values()}) > 1 and k not in columns]
+        # a key's most common value goes unsaid: "clex" is the default, "clex max_scale=16.0" an ablation
+        common = {k: Counter(str(f.get(k)) for f in flats.values()).most_common() for k in varying}
+        unsaid = {k: c[0][0] if c[0][1] > c[1][1] else "None" for k, c in common.items()}  # a tie: say every value
         for vid, flat in flats.items():
-            labels[vid] = " ".join([strategy] + [f"{k.split('.')[-1]}={flat.get(k)}" for k in varying])
+            labels[vid] = " ".join([strategy] + [f"{k.split('.')[-1]}={flat.get(k)}" for k in varying
+                                                 if unsaid.get(k) != str(flat.get(k))])
             shown[vid] = (labels[vid], *(str(flat.get(c)) for c in columns))
     if len(set(shown.values())) < len(shown):  # two variants would look alike: name them apart
         labels = {vid: f"{label} [{vid}]" for vid, label in labels.items()}

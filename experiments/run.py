@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         quiet_libraries()
         from clex.experiment import TrainingDiverged, prepare, run_experiment
         from clex.results import format_table
-        from clex.report import write_comparison
+        from clex.report import comparison_dir, write_comparison
 
         for cfg in configs:  # every config is checked before the first run starts
             prepare(cfg, load_weights=False)
@@ -69,7 +69,8 @@ def main(argv=None) -> int:
         print(f"saved {Path(cfg.out_dir) / result['name']}")
         results.append(result)
     if len(results) > 1:
-        print(write_comparison(results, Path(configs[0].out_dir), configs[0].compare.reference))
+        target = comparison_dir(Path(configs[0].out_dir), results)
+        print(write_comparison(results, target, configs[0].compare.reference))
     return 0
 
 

@@ -58,7 +58,7 @@ def test_variants_group_everything_but_the_seed_and_never_merge_two():
     groups = group_variants(runs)
     assert [len(g) for g in groups.values()] == [3, 2]
     assert variant_id(runs[0]["config"]) == variant_id(runs[1]["config"]) != variant_id(runs[3]["config"])
-    assert sorted(label_variants(runs).values()) == ["clex ode_lr=0.001", "clex ode_lr=None"]
+    assert sorted(label_variants(runs).values()) == ["clex", "clex ode_lr=0.001"]  # the default goes unsaid
 
 
 def test_comparison_has_intervals_n_and_a_paired_section():
@@ -69,7 +69,9 @@ def test_comparison_has_intervals_n_and_a_paired_section():
     single = comparison_markdown([run("rope", 0, [5.0, 6.0]), run("clex", 0, [4.0, 5.0])])
     assert "5.00 (1 seed, no interval)" in single and "| clex - rope | 1 | -1.00 | -1.00 |" in single
     ablation = comparison_markdown([run("clex", 0, [4.0, 5.0]), run("clex", 0, [4.5, 5.0], extra=1)])
-    assert "No run of the reference strategy `rope`" in ablation and "+0.50" in ablation
+    assert "No run of the reference `rope`" in ablation and "+0.50" in ablation
+    labelled = comparison_markdown([run("clex", 0, [4.0, 5.0]), run("clex", 0, [4.5, 5.0], extra=1)], reference="clex")
+    assert "against **clex**" in labelled and "| clex extra=1 - clex | 1 | +0.50 |" in labelled
 
 
 def write_run(directory, results):
