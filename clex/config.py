@@ -219,6 +219,8 @@ def validate(cfg):
     require(cfg.eval.chunk_size is None or cfg.eval.chunk_size >= 1, "eval.chunk_size", "must be >= 1 or null",
             cfg.eval.chunk_size)
     require(0 < cfg.eval.eps, "eval.eps", "must be > 0", cfg.eval.eps)
+    require(cfg.data.get("split", "hash") in ("hash", "position"), "data.split", "must be hash or position",
+            cfg.data.get("split"))
     tokenizer = cfg.data.get("tokenizer", "byte")
     require(tokenizer in ("byte", "bpe"), "data.tokenizer", "must be byte or bpe", tokenizer)
     if tokenizer == "bpe":

@@ -194,7 +194,8 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
     per_step = int(cfg.trainer.get("accumulate_grad_batches", 1)) * trainer.world_size
     val_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["validation"])
     train_data = RandomWindows(train_tokens, t.length, t.steps * t.batch_size * per_step, cfg.seed + 2)
-    val_data = RandomWindows(val_tokens, t.length, t.val_batches * t.batch_size * trainer.world_size, cfg.seed + 3)
+    val_data = RandomWindows(val_tokens, t.length, t.val_batches * t.batch_size * trainer.world_size, cfg.seed + 3,
+                             split="validation")
     trainer.fit(module, _loader(train_data, t.batch_size, done_steps * per_step), _loader(val_data, t.batch_size),
                 ckpt_path=resume_from)
     if distributed.is_sharded(trainer):  # FSDP: the weights are spread over the ranks

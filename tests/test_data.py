@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -54,3 +55,49 @@ def test_random_windows_repeat_under_a_seed():
     a, b = RandomWindows(tokens, 16, 8, seed=0), RandomWindows(tokens, 16, 8, seed=0)
     assert all(torch.equal(a[i], b[i]) and len(a[i]) == 17 for i in range(8))
     assert torch.equal(a[3], torch.arange(int(a[3][0]), int(a[3][0]) + 17))
+
+
+def novels(folder, count=6, size=4000):
+    folder.mkdir(parents=True)
+    for i in range(count):
+        (folder / f"book{i}.txt").write_text(f"Chapter {i}. " + "It was a dark and stormy night. " * (size // 32))
+    return folder
+
+
+def text_cfg(folder, **extra):
+    return OmegaConf.create({"name": "text", "paths": [f"{folder}/*.txt"], "text_field": "text", "test_paths": [],
+                             "validation_paths": [], "split": "hash", "validation_fraction": 0.05,
+                             "test_fraction": 0.05, "max_documents": None, **extra})
+
+
+def test_an_empty_split_is_refused_naming_it_and_the_fixes(tmp_path):
+    from clex.registry import ConfigError
+
+    with pytest.raises(ConfigError, match=r"the (test|validation) split is empty \(6 documents split by hash.*data.split=position"):
+        load_corpus(text_cfg(novels(tmp_path / "books")))
+
+
+def test_position_split_and_explicit_test_paths_fill_every_split(tmp_path):
+    folder = novels(tmp_path / "books")
+    by_position = load_corpus(text_cfg(folder, split="position"))
+    assert {s: len(d) for s, d in by_position.documents.items()} == {"train": 6, "validation": 6, "test": 6}
+    text = (folder / "book0.txt").read_text()
+    pieces = [dict(by_position.documents[s])["book0.txt#" + s] for s in ("train", "validation", "test")]
+    assert "".join(pieces) == text and abs(len(pieces[2]) / len(text) - 0.05) < 0.01
+    explicit = load_corpus(text_cfg(folder, test_paths=[str(folder / "book5.txt")], validation_paths=[str(folder / "book4.txt")]))
+    assert [k for k, _ in explicit.documents["test"]] == ["book5.txt"]
+    assert [k for k, _ in explicit.documents["validation"]] == ["book4.txt"]
+    assert len(explicit.documents["train"]) == 4
+
+
+def test_fewer_documents_than_splits_are_split_by_position(tmp_path):
+    corpus = load_corpus(text_cfg(novels(tmp_path / "one", count=1)))
+    assert corpus.fingerprint["split"] == "position" and all(len(d) == 1 for d in corpus.documents.values())
+
+
+def test_moving_the_corpus_keeps_its_split(tmp_path):
+    folder = novels(tmp_path / "a" / "books", count=200, size=64)
+    before = load_corpus(text_cfg(folder))
+    moved = folder.rename(tmp_path / "elsewhere")
+    after = load_corpus(text_cfg(moved))
+    assert before.documents == after.documents and before.fingerprint == after.fingerprint

@@ -4,6 +4,7 @@ A corpus source is one file here registered in ``DATASETS``: a function of its c
 returning ``(key, text)`` documents, where ``key`` (a relative path) decides the split.
 """
 import hashlib
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ from clex.registry import ConfigError, Registry
 
 DATASETS = Registry("dataset", "clex.data")
 SPLITS = ("train", "validation", "test")
+log = logging.getLogger("clex")
 
 
 def split_of(key: str, validation: float, test: float) -> str:
@@ -21,26 +23,57 @@ def split_of(key: str, validation: float, test: float) -> str:
     return "test" if u < test else "validation" if u < test + validation else "train"
 
 
+def split_by_position(key: str, text: str, validation: float, test: float) -> list[tuple]:
+    """One document cut in three: its first 1 - v - t of characters train, then validation, then test."""
+    first, second = round(len(text) * (1 - validation - test)), round(len(text) * (1 - test))
+    return [(f"{key}#train", text[:first], "train"), (f"{key}#validation", text[first:second], "validation"),
+            (f"{key}#test", text[second:], "test")]
+
+
 @dataclass
 class Corpus:
     documents: dict  # split -> list of (key, text)
-    fingerprint: dict  # files, bytes, sha256 over (key, content) of every document
+    fingerprint: dict  # files, bytes, sha256 over (key, content) of every document, the split
 
 
 def load_corpus(cfg) -> Corpus:
+    """The source's documents in train / validation / test. ``data.split``: ``hash`` (each document
+    by a hash of its key: a path relative to the corpus root, so moving the folder keeps the split) or
+    ``position`` (every document cut by position; automatic for fewer documents than splits). A
+    source may name a document's split itself (explicit test or validation paths)."""
     source = DATASETS.get(cfg.name)
-    documents = {split: [] for split in SPLITS}
-    digest, total = hashlib.sha256(), 0
     docs = sorted(source(cfg), key=lambda doc: doc[0])
     if cfg.get("max_documents"):
         docs = docs[: cfg.max_documents]
-    for key, text in docs:
-        documents[split_of(key, cfg.validation_fraction, cfg.test_fraction)].append((key, text))
+    mode = cfg.get("split", "hash")
+    if mode == "hash" and 0 < len(docs) < len(SPLITS):
+        log.info("data: %d document(s), fewer than the 3 splits: each is split by position", len(docs))
+        mode = "position"
+    documents = {split: [] for split in SPLITS}
+    explicit = {doc[2] for doc in docs if len(doc) > 2 and doc[2]}  # these splits hold their given files only
+    digest, total = hashlib.sha256(), 0
+    for key, text, *given in docs:
         raw = text.encode("utf-8", "surrogateescape")
         digest.update(key.encode() + b"\0" + hashlib.sha256(raw).digest())
         total += len(raw)
+        if given and given[0]:
+            documents[given[0]].append((key, text))
+        elif mode == "position":
+            for piece, part, split in split_by_position(key, text, cfg.validation_fraction, cfg.test_fraction):
+                documents[split].append((piece, part))
+        else:
+            split = split_of(key, cfg.validation_fraction, cfg.test_fraction)
+            documents["train" if split in explicit else split].append((key, text))
+    sizes = {split: len(documents[split]) for split in SPLITS}
+    for split, count in sizes.items():
+        if docs and not count:
+            raise ConfigError(f"data: the {split} split is empty ({len(docs)} documents split by {mode} into "
+                              f"{', '.join(f'{k} {v}' for k, v in sizes.items())}); set data.{split}_paths=[...], "
+                              f"data.split=position, or a larger data.{split}_fraction")
+    split_bytes = {split: sum(len(t) for _, t in documents[split]) for split in SPLITS}
+    log.info("data: %s", ", ".join(f"{split} {sizes[split]} documents ({split_bytes[split]:,} characters)" for split in SPLITS))
     fingerprint = {"source": cfg.name, "files": len(docs), "bytes": total, "sha256": digest.hexdigest()[:16],
-                   "split_files": {split: len(documents[split]) for split in SPLITS}}
+                   "split": mode, "split_files": sizes, "split_characters": split_bytes}
     return Corpus(documents, fingerprint)
 
 
@@ -94,9 +127,10 @@ class RandomWindows(torch.utils.data.Dataset):
     """``count`` windows of ``length + 1`` tokens at seeded random offsets of a token stream: item i
     is always the same window, so a run (or a resumed run) sees the same data in the same order."""
 
-    def __init__(self, tokens: torch.Tensor, length: int, count: int, seed: int):
+    def __init__(self, tokens: torch.Tensor, length: int, count: int, seed: int, split: str = "train"):
         if len(tokens) < length + 2:
-            raise ValueError(f"the split has {len(tokens)} tokens, fewer than one window of {length + 1}")
+            raise ConfigError(f"data: the {split} split has {len(tokens)} tokens, fewer than one window of {length + 2}; "
+                              "use a larger corpus or a shorter train.length")
         self.tokens, self.length = tokens, length
         generator = torch.Generator().manual_seed(seed)
         self.offsets = torch.randint(0, len(tokens) - length - 1, (count,), generator=generator)
