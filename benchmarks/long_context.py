@@ -12,20 +12,17 @@ CUDA only. Single runs on a shared 2-core CPU vary by ~10%.
 """
 import argparse
 import statistics
-import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import clex  # noqa: E402
-from clex.config import single_config  # noqa: E402
-from clex.evaluate import sequence_nll  # noqa: E402
-from clex.lit import next_token_loss  # noqa: E402
-from ode_overhead import CONFIGS, build  # noqa: E402
+import clex
+from clex.config import single_config
+from clex.evaluate import sequence_nll
+from clex.lit import next_token_loss
+from ode_overhead import CONFIGS, build
 
 
 def autocast(device: str, precision: str):

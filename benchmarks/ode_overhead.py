@@ -6,21 +6,19 @@ side in one process, and each solver setting's cost and error against a dopri5 r
 import argparse
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torchdiffeq import odeint
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import clex  # noqa: E402
-from clex.config import compose  # noqa: E402
-from clex.data import ByteTokenizer  # noqa: E402
-from clex.lit import next_token_loss  # noqa: E402
-from clex.models import build_model  # noqa: E402
-from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS  # noqa: E402
+import clex
+from clex.config import compose
+from clex.data import ByteTokenizer
+from clex.lit import next_token_loss
+from clex.models import build_model
+from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
@@ -63,7 +61,7 @@ def step_times(cfg, steps: int):
 
 
 def reference(strategy, t: float) -> torch.Tensor:
-    """dopri5 at rtol = atol = 1e-9 in float64 in the original t coordinate (DESIGN.md section 3)."""
+    """dopri5 at rtol = atol = 1e-9 in float64 in the original t coordinate (docs/design.md, section 3)."""
     up, down = strategy.up.weight.detach().double(), strategy.down.weight.detach().double()
     d, base = strategy.rotary_dim, strategy.base
     j = torch.arange(d // 2, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""Perplexity against length (DESIGN.md section 4) and the extrapolation-length metric."""
+"""Perplexity against length (docs/design.md, section 5) and the extrapolation-length metric."""
 import contextlib
 import math
 

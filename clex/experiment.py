@@ -61,7 +61,22 @@ def prepare(cfg, load_weights: bool = True) -> Prepared:
             raise ConfigError(f"model.path: {cfg.model.path} has no config.json transformers can read: "
                               f"{' '.join(str(error).split())[:200]}") from None
     strategy = build_rotary_strategy(cfg, model)
+    warn_unexercised(cfg, strategy.original_length)
     return Prepared(tokenizer, corpus, model, strategy, eval_lengths(cfg), strategy.original_length)
+
+
+def warn_unexercised(cfg, original_length: int):
+    """A strategy acts past L0 only: training or evaluating below it measures plain RoPE (t = 1)."""
+    if cfg.strategy.name == "rope":
+        return
+    if cfg.train.length < original_length and cfg.strategy.get("eval_scale") != "static":
+        log.warning("warning: train.length %d is below the model's L0 %d: training runs at t = 1 and teaches the "
+                    "strategy nothing; set train.length=%d (and eval lengths beyond it)", cfg.train.length,
+                    original_length, original_length)
+    if max(eval_lengths(cfg)) <= original_length and cfg.strategy.get("eval_scale") != "static":
+        log.warning("warning: every evaluation length is within L0 = %d, where the strategy is plain RoPE: the "
+                    "table and its extrapolation length say nothing about extension; evaluate past L0 (e.g. "
+                    "'eval.lengths=[%d,%d,%d]')", original_length, original_length, 2 * original_length, 4 * original_length)
 
 
 def build_rotary_strategy(cfg, model):

@@ -1,8 +1,6 @@
 """analysis/: the power-law fit against synthetic truth, every script on real tiny runs, bad input."""
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +9,10 @@ import pytest
 from clex.analysis import fit_power_law
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import run  # noqa: E402
+from clex.commands import run
 
 
-def script(name):
-    spec = importlib.util.spec_from_file_location(f"analysis_{name}", ROOT / "analysis" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-collect, scaling_law, figures = script("collect"), script("scaling_law"), script("figures")
+from clex.commands import collect, figures, scaling_law
 
 
 def synthetic(seeds, rng, alpha=0.3, beta=0.8, a=2.0, noise=0.1):
@@ -56,6 +46,7 @@ def tiny_runs(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_every_script_writes_every_file_on_real_runs(tiny_runs, tmp_path, capsys):
     table = tmp_path / "table.csv"
     assert collect.main([str(tiny_runs), "--out", str(table)]) == 0
@@ -103,6 +94,7 @@ def test_scaling_law_script_on_a_table_with_seeds_and_censored_runs(tmp_path, ca
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2(tmp_path, tiny_runs, capsys):
     (tmp_path / "empty").mkdir()
     assert collect.main([str(tmp_path / "empty"), "--out", str(tmp_path / "t.csv")]) == 2

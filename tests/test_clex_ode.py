@@ -1,4 +1,4 @@
-"""CLEX's neural ODE against the formulas of DESIGN.md section 3 and a high-accuracy solve."""
+"""CLEX's neural ODE against the formulas of docs/design.md section 3 and a high-accuracy solve."""
 import math
 
 import pytest
@@ -29,7 +29,7 @@ def log_ntk(t, d=D, base=BASE):
 
 
 def reference_solve(strategy, ts):
-    """dopri5 at rtol = atol = 1e-9 in float64, in the original t coordinate of DESIGN.md."""
+    """dopri5 at rtol = atol = 1e-9 in float64, in the original t coordinate (docs/design.md, section 3)."""
     up = strategy.up.weight.detach().double()
     down = strategy.down.weight.detach().double()
     act = {"tanh": torch.tanh, "silu": torch.nn.functional.silu}[strategy.activation]

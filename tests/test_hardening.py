@@ -4,7 +4,6 @@ import json
 import math
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,7 @@ import clex
 from clex import io
 from clex.registry import ConfigError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import run  # noqa: E402
+from clex.commands import run
 
 FAST = ["data.max_documents=60", "base.steps=0", "train.steps=1", "model.hidden_size=32", "model.intermediate_size=64",
         "model.num_layers=1", "model.num_heads=2", "trainer.enable_progress_bar=false"]

@@ -1,7 +1,5 @@
 """Passkey prompts are built to spec, and eval=passkey writes its grid and figure."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,8 +7,7 @@ import torch
 from clex.data import ByteTokenizer
 from clex.passkey import INTRO, QUESTION, passkey_prompt
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import run  # noqa: E402
+from clex.commands import run
 
 
 @pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])
@@ -27,6 +24,7 @@ def test_prompt_has_the_length_the_key_at_its_depth_and_ends_with_the_question(d
         passkey_prompt(tokenizer, 100, 0.5, 12345)
 
 
+@pytest.mark.slow
 def test_eval_passkey_writes_grid_results_and_figure(tmp_path):
     args = [f"out_dir={tmp_path}", "eval=passkey", "strategy=clex", "strategy.max_scale=4", "model.hidden_size=32",
             "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2", "train.length=256",

@@ -85,6 +85,7 @@ def test_chunked_kv_cache_perplexity_equals_full_sequence(family, name):
     assert chunked / count == pytest.approx(full / count, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_saved_model_reloads_in_a_fresh_process_with_identical_logits(tmp_path):
     import subprocess
     import sys

@@ -10,11 +10,10 @@ import pytest
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import run  # noqa: E402
+from clex.commands import run
 
-from clex.data import evaluation_sequences, load_corpus  # noqa: E402
-from clex.evaluate import sequence_nll  # noqa: E402
+from clex.data import evaluation_sequences, load_corpus
+from clex.evaluate import sequence_nll
 
 STRATEGIES = ["rope", "pi", "fbs", "yarn", "clex"]
 TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
@@ -44,6 +43,7 @@ def load_results(out):
     return {json.loads(p.read_text())["strategy"]: json.loads(p.read_text()) for p in out.glob("*/results.json")}
 
 
+@pytest.mark.slow
 def test_every_strategy_writes_its_files_and_numbers(comparison):
     out, model = comparison
     results = load_results(out)
@@ -75,6 +75,7 @@ def test_every_strategy_writes_its_files_and_numbers(comparison):
     assert len(bases) == 1 and sum(not r["base"]["cached"] for r in results.values()) == 1
 
 
+@pytest.mark.slow
 def test_comparison_table_and_figure(comparison):
     out, _ = comparison
     [target] = out.glob("comparison-*")
@@ -86,6 +87,7 @@ def test_comparison_table_and_figure(comparison):
     assert (target / "ppl_vs_length.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_reported_perplexity_matches_an_independent_evaluation_of_the_checkpoint(comparison):
     out, _ = comparison
     result = load_results(out)["clex"]
@@ -105,6 +107,7 @@ def test_reported_perplexity_matches_an_independent_evaluation_of_the_checkpoint
         assert total / count == pytest.approx(row["nll"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_same_seed_same_results(tmp_path):
     args = ["strategy=clex", "base.steps=0", "eval.multipliers=[1,2]"]
     assert run.main(tiny_args(tmp_path / "a", *args)) == 0
@@ -151,7 +154,7 @@ def test_config_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, a
 
 
 def test_command_line_error_has_no_traceback_and_cfg_prints_the_config(tmp_path):
-    script = Path(run.__file__)
+    script = Path(__file__).resolve().parents[1] / "experiments" / "run.py"
     bad = subprocess.run([sys.executable, script, "strategy.factor=x", "strategy=pi"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "error: strategy.factor must be a number, got 'x'"
@@ -182,6 +185,7 @@ def save_tiny_hf_checkpoint(path):
     LlamaForCausalLM(config).save_pretrained(path)
 
 
+@pytest.mark.slow
 def test_a_transformers_checkpoint_runs_through_model_hf(tmp_path):
     save_tiny_hf_checkpoint(tmp_path / "ckpt")
     args = [f"out_dir={tmp_path / 'runs'}", "model=hf", f"model.path={tmp_path / 'ckpt'}", "strategy=clex",
@@ -198,6 +202,7 @@ def test_a_transformers_checkpoint_runs_through_model_hf(tmp_path):
     assert sorted(r["original_length"] for r in runs) == [12, 24]  # model.original_length overrides
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_results(tmp_path):
     import os
     import signal
@@ -207,7 +212,7 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path):
                      "eval.multipliers=[1,2]")
     assert run.main(tiny_args(tmp_path / "uninterrupted", *args[1:])) == 0  # same config, another out_dir
     [expected] = load_results(tmp_path / "uninterrupted").values()
-    script = Path(run.__file__)
+    script = Path(__file__).resolve().parents[1] / "experiments" / "run.py"
     victim = subprocess.Popen([sys.executable, script, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "x").glob("*/checkpoints/last.ckpt")):
@@ -227,13 +232,14 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path):
 def run_two_cpu_processes(out, trainer, *args):
     args = tiny_args(out, *args, f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2",
                      "trainer.precision=32-true")
-    done = subprocess.run([sys.executable, Path(run.__file__), *args], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, Path(__file__).resolve().parents[1] / "experiments" / "run.py", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     [result] = load_results(out).values()  # rank 0 alone writes results
     return result
 
 
 @pytest.mark.parametrize("trainer,steps,tolerance", [("ddp", 1, 1e-6), ("ddp", 6, 1.5e-3), ("fsdp", 1, 1e-6)])
+@pytest.mark.slow
 def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path, trainer, steps, tolerance):
     """After one step the two agree exactly: same global batch, averaged gradients, same t on both ranks
     (a rank seeing the wrong half of the data, or FSDP losing a shard, would break it). Later steps
@@ -249,6 +255,7 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert two["eval"][0]["nll"] == pytest.approx(one["eval"][0]["nll"], rel=2 * tolerance)
 
 
+@pytest.mark.slow
 def test_fsdp_matches_ddp_through_both_stages_and_resumes_from_its_sharded_checkpoint(tmp_path):
     """FSDP shards weights, gradients and optimiser state where DDP replicates them: the same maths, so
     the same numbers through stage 1 (gathered onto every rank for stage 2), stage 2 with activation
@@ -280,6 +287,7 @@ def run_variants(tmp_path, common, **variants) -> list[dict]:
     return results
 
 
+@pytest.mark.slow
 def test_attention_implementation_switch_reaches_the_model_and_keeps_the_numbers(tmp_path):
     args = ["strategy=clex", "base.steps=0", "train.steps=2", "eval.multipliers=[1,4]"]
     sdpa, eager = run_variants(tmp_path, args, sdpa=[], eager=["model.attn_implementation=eager"])
@@ -287,6 +295,7 @@ def test_attention_implementation_switch_reaches_the_model_and_keeps_the_numbers
     assert [r["nll"] for r in eager["eval"]] == pytest.approx([r["nll"] for r in sdpa["eval"]], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_trains_the_same_model(tmp_path):
     args = ["strategy=clex", "base.steps=0", "train.steps=3", "eval.multipliers=[1]"]
     plain, checkpointed = run_variants(tmp_path, args, plain=[], checkpointed=["train.gradient_checkpointing=true"])

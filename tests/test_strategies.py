@@ -1,4 +1,4 @@
-"""Each static strategy against transformers' own rope functions (DESIGN.md section 2)."""
+"""Each static strategy against transformers' own rope functions (docs/design.md, section 2)."""
 import pytest
 import torch
 from transformers import LlamaConfig

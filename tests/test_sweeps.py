@@ -1,5 +1,4 @@
 """Sweep workers: shared journal storage, a killed worker's trial retried, pruning, bad sweep files."""
-import importlib.util
 import json
 import os
 import signal
@@ -15,14 +14,7 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "sweeps" / "run.py"
 
-def _load_worker_module():
-    spec = importlib.util.spec_from_file_location("sweeps_run", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sweep_cli = _load_worker_module()
+from clex.commands import sweep as sweep_cli
 
 TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
         "train.length=32", "train.batch_size=2", "train.val_batches=1", "base.steps=0",
@@ -44,6 +36,7 @@ def load(tmp_path, name="clex_lambda"):
     return optuna.load_study(study_name=name, storage=storage)
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_and_finish_exactly_n_trials(tmp_path):
     workers = [start_worker(tmp_path, "study.n_trials=4", "study.pruner=none") for _ in range(2)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
@@ -56,6 +49,7 @@ def test_two_workers_share_one_study_and_finish_exactly_n_trials(tmp_path):
     assert sum(ran) == 4 and all(n >= 1 for n in ran)  # both workers did work, none twice
 
 
+@pytest.mark.slow
 def test_a_killed_worker_trial_is_failed_and_retried(tmp_path):
     options = ["study.n_trials=2", "study.pruner=none", "study.heartbeat_interval=1", "study.grace_period=4"]
     victim = start_worker(tmp_path, *options, steps=400)
@@ -82,6 +76,7 @@ def test_a_killed_worker_trial_is_failed_and_retried(tmp_path):
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
+@pytest.mark.slow
 def test_pruning_prunes_a_clearly_bad_trial(tmp_path):
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
     study = optuna.create_study(study_name="clex_lambda", storage=storage)
@@ -99,6 +94,7 @@ def test_pruning_prunes_a_clearly_bad_trial(tmp_path):
     assert sorted(trials[1].intermediate_values) == [1]  # reported at the global step, pruned at the first
 
 
+@pytest.mark.slow
 def test_summary_lists_states_and_run_dirs(tmp_path, capsys):
     assert sweep_cli.main(worker_args(tmp_path, "study.n_trials=1", "study.pruner=none")) == 0
     capsys.readouterr()
@@ -144,7 +140,9 @@ def test_malformed_sweep_file_is_one_line_and_exit_2(tmp_path, monkeypatch, caps
 
 def test_unknown_sweep_names_the_choices(capsys):
     assert sweep_cli.main(["sweep=nope"]) == 2
-    assert "choices: clex_lambda, clex_width, scaling_law, train_length" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    shipped = ", ".join(sorted(p.stem for p in (ROOT / "sweeps" / "configs").glob("*.yaml")))
+    assert f"choices: {shipped}" in err and "clex_lambda" in shipped and "miniature_table1" in shipped
 
 
 def assert_two_trials_of_two_ranks(tmp_path):
@@ -156,6 +154,7 @@ def assert_two_trials_of_two_ranks(tmp_path):
         assert result["config"]["strategy"]["amplification"] == t.params["strategy.amplification"]
 
 
+@pytest.mark.slow
 def test_a_ddp_worker_asks_optuna_on_rank_zero_only(tmp_path):
     """Two CPU processes per trial (gloo): rank 0 asks and tells, rank 1 follows by broadcast."""
     done = subprocess.run([sys.executable, WORKER, *worker_args(tmp_path, "study.n_trials=2", "study.pruner=median",
@@ -175,6 +174,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_worker_whose_ranks_srun_started_on_two_nodes_runs_each_trial_across_both(tmp_path):
     """What SLURM's srun does for a trial spanning nodes, on one machine: two processes started at
     once with SLURM's variables, one per "node". Rank 0 asks Optuna and hands the first trial over its
@@ -196,12 +196,13 @@ def test_a_worker_whose_ranks_srun_started_on_two_nodes_runs_each_trial_across_b
 
 @pytest.mark.parametrize("path", sorted((ROOT / "sweeps" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_sweep_file_loads(path):
-    from clex.sweep import load_sweep
+    from clex.sweeps import load_sweep
 
     sweep = load_sweep(path, [], ROOT / "experiments" / "configs")
     assert sweep["space"] and sweep["study"]["objectives"]
 
 
+@pytest.mark.slow
 def test_study_seeds_runs_each_trial_per_seed_and_stores_every_value(tmp_path):
     assert sweep_cli.main(worker_args(tmp_path, "study.n_trials=1", "study.pruner=none", "study.seeds=2")) == 0
     trial = load(tmp_path).get_trials()[0]
@@ -215,6 +216,7 @@ def test_study_seeds_runs_each_trial_per_seed_and_stores_every_value(tmp_path):
         assert results["seed"] == seed and ppl == pytest.approx(per_seed[str(seed)][0])
 
 
+@pytest.mark.slow
 def test_two_workers_started_together_explore_different_points(tmp_path):
     workers = [start_worker(tmp_path, "study.n_trials=2", "study.pruner=none", "study.sampler=random", steps=1)
                for _ in range(2)]
@@ -224,6 +226,7 @@ def test_two_workers_started_together_explore_different_points(tmp_path):
     assert len(trials) == 2 and trials[0].params != trials[1].params
 
 
+@pytest.mark.slow
 def test_a_grid_sweep_ends_normally_at_its_last_point(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sweep_cli, "SWEEP_DIR", tmp_path)
     (tmp_path / "grid.yaml").write_text(GOOD_STUDY.replace("ppl@4", "ppl@1")
@@ -238,7 +241,7 @@ def test_a_grid_sweep_ends_normally_at_its_last_point(tmp_path, monkeypatch, cap
 
 
 def in_process_sweep(tmp_path, **study):
-    from clex.sweep import STUDY_DEFAULTS
+    from clex.sweeps import STUDY_DEFAULTS
 
     return {"study": {**STUDY_DEFAULTS, "name": "unit", "storage": str(tmp_path / "unit.journal"), "pruner": "none",
                       "objectives": [{"metric": "ppl@1", "direction": "minimize"}], **study},
@@ -247,7 +250,8 @@ def in_process_sweep(tmp_path, **study):
 
 
 def test_a_worker_stops_after_consecutive_failures(tmp_path, monkeypatch):
-    from clex import experiment, sweep
+    from clex import experiment
+    from clex.sweeps import worker
     from clex.registry import TooManyFailures
 
     def broken(cfg, prepared=None, callbacks=()):
@@ -256,7 +260,7 @@ def test_a_worker_stops_after_consecutive_failures(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "run_experiment", broken)
     monkeypatch.setattr(experiment, "prepare", lambda cfg: None)
     with pytest.raises(TooManyFailures, match="the last 3 trials failed .* out of memory"):
-        sweep.run_worker(in_process_sweep(tmp_path, n_trials=10, max_failures=3), ROOT / "experiments" / "configs", tmp_path)
+        worker.run_worker(in_process_sweep(tmp_path, n_trials=10, max_failures=3), ROOT / "experiments" / "configs", tmp_path)
     assert [t.state for t in load_unit(tmp_path).get_trials()] == [TrialState.FAIL] * 3
 
 
@@ -266,7 +270,8 @@ def load_unit(tmp_path):
 
 
 def test_a_live_worker_declared_dead_says_so_and_goes_on(tmp_path, monkeypatch, capsys):
-    from clex import experiment, sweep
+    from clex import experiment
+    from clex.sweeps import ranks, study, worker
 
     def slow_run(cfg, prepared=None, callbacks=()):
         study = load_unit(tmp_path)  # another worker, seeing a late heartbeat, fails this trial
@@ -277,8 +282,8 @@ def test_a_live_worker_declared_dead_says_so_and_goes_on(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(experiment, "run_experiment", slow_run)
     monkeypatch.setattr(experiment, "prepare", lambda cfg: None)
-    study, _ = sweep.open_study(in_process_sweep(tmp_path), tmp_path)
+    study, _ = study.open_study(in_process_sweep(tmp_path), tmp_path)
     trial = study.ask()
-    assert sweep.run_trial(study, trial, in_process_sweep(tmp_path), ROOT / "experiments" / "configs",
-                           sweep.TrialChannel()) is None
+    assert worker.run_trial(study, trial, in_process_sweep(tmp_path), ROOT / "experiments" / "configs",
+                           ranks.TrialChannel()) is None
     assert "was marked failed by another worker" in capsys.readouterr().out

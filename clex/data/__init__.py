@@ -159,7 +159,7 @@ class ResumeSampler(torch.utils.data.Sampler):
 
 
 def evaluation_sequences(tokenizer, documents, length: int, max_tokens: int, seed: int):
-    """Non-overlapping sequences cut from held-out documents (DESIGN.md 4): each has length + 1
+    """Non-overlapping sequences cut from held-out documents (docs/design.md, section 5): each has length + 1
     tokens, so the model reads ``length`` tokens and every one of them is scored (its next token).
 
     Documents shorter than length + 1 are skipped and counted. A seeded choice of at most

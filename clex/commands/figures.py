@@ -1,0 +1,157 @@
+"""Paper figures from a collected table (and optionally a study): PPL against length per strategy, the
+paper's Table 1 as Markdown and LaTeX, a heat map of PPL over training x evaluation length, and from a
+study its parameter importances, slices and optimisation history. PNG and PDF, nothing shown.
+
+    python analysis/figures.py TABLE [--study NAME --storage URL] [--out DIR]
+"""
+import argparse
+import sys
+from pathlib import Path
+
+
+from clex.registry import ConfigError
+
+REQUIRED = ("run", "strategy", "variant", "variant_id", "seed", "train_length", "length", "ppl")
+
+
+def interval_table(rows):
+    """{(variant, train_length): {length: Interval over the seeds of that variant}}."""
+    from clex.analysis import aggregate
+
+    table = {}
+    for s in aggregate(rows):
+        table.setdefault((s["variant"], s["train_length"]), {})[s["length"]] = s["interval"]
+    return {k: dict(sorted(v.items())) for k, v in table.items()}
+
+
+def ppl_figure(table, out):
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
+    from clex.plots import STYLE, draw_curves, save
+
+    train_lengths = sorted({k[1] for k in table})
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(train_lengths), figsize=(4.2 * len(train_lengths), 3.2), squeeze=False)
+        for ax, train_length in zip(axes[0], train_lengths):
+            draw_curves(ax, {variant: curve for (variant, length), curve in sorted(table.items()) if length == train_length})
+            ax.axvline(train_length, color="0.6", ls=":", lw=1)
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(ScalarFormatter())
+            ax.set_title(f"training length L = {train_length}; bands: 95% CI over seeds")
+            ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1))
+        save(fig, out / "ppl_vs_length", formats=("png", "pdf"))
+
+
+def table_one(table, out):
+    from clex import io
+    from clex.stats import INTERVAL_NOTE
+
+    lengths = sorted({n for curve in table.values() for n in curve})
+    md = ["| run | L | n | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 3) + "|"]
+    tex = [r"\begin{tabular}{llr" + "r" * len(lengths) + "}", r"\toprule",
+           "Run & $L$ & $n$ & " + " & ".join(map(str, lengths)) + r" \\", r"\midrule"]
+    for (variant, train_length), curve in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        n = max(i.n for i in curve.values())
+        cells = [curve[k].format().replace(" (1 seed, no interval)", "") if k in curve else "-" for k in lengths]
+        md.append(f"| {variant} | {train_length} | {n} | " + " | ".join(cells) + " |")
+        tex.append(f"{variant.replace('_', chr(92) + '_')} & {train_length} & {n} & "
+                   + " & ".join(c.replace("±", r"$\pm$") for c in cells) + r" \\")
+    md += ["", f"PPL by evaluation length (tokens). Cells: {INTERVAL_NOTE}."]
+    tex += [r"\bottomrule", r"\end{tabular}"]
+    io.write_text(out / "table1.md", "\n".join(md) + "\n")
+    io.write_text(out / "table1.tex", "\n".join(tex) + "\n")
+
+
+def heat_maps(table, out):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from clex.plots import STYLE, save
+
+    strategies = sorted({k[0] for k in table})
+    train_lengths = sorted({k[1] for k in table})
+    lengths = sorted({n for curve in table.values() for n in curve})
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(strategies), figsize=(3.0 * len(strategies) + 0.8, 0.5 * len(train_lengths) + 1.6),
+                                 squeeze=False, constrained_layout=True)
+        grids = {s: np.array([[getattr(table.get((s, L), {}).get(n), "mean", np.nan) for n in lengths] for L in train_lengths])
+                 for s in strategies}
+        finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
+        vmin, vmax = (finite.min(), finite.max()) if finite.size else (1, 2)
+        for ax, strategy in zip(axes[0], strategies):
+            image = ax.imshow(np.log(grids[strategy]), cmap="viridis", vmin=np.log(vmin), vmax=np.log(vmax), aspect="auto")
+            ax.set_xticks(range(len(lengths)), [str(n) for n in lengths], rotation=45, ha="right")
+            ax.set_yticks(range(len(train_lengths)), [str(n) for n in train_lengths])
+            ax.set_xlabel("evaluation length (tokens)")
+            ax.set_title(strategy)
+            for i in range(len(train_lengths)):
+                for j in range(len(lengths)):
+                    if np.isfinite(grids[strategy][i, j]):
+                        ax.text(j, i, f"{grids[strategy][i, j]:.1f}", ha="center", va="center", fontsize=7, color="white")
+        axes[0][0].set_ylabel("training length L (tokens)")
+        bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
+        bar.set_label("log perplexity")
+        save(fig, out / "ppl_heatmap", formats=("png", "pdf"))
+
+
+def study_figures(name, storage, out):
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ov
+
+    from clex.analysis import load_study
+    from clex.plots import STYLE, save
+
+    study = load_study(name, storage)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if len(complete) < 2:
+        raise ConfigError(f"--study {name!r}: needs >= 2 complete trials for its figures, has {len(complete)}")
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    with plt.rc_context(STYLE):
+        for figure, plot in (("history", ov.plot_optimization_history), ("slice", ov.plot_slice),
+                             ("importances", ov.plot_param_importances)):
+            if figure == "importances" and len(study.best_trials[0].params) < 2:
+                continue  # importances need two parameters or more
+            metric = study.user_attrs.get("objectives", ["objective"])[0]
+            kwargs = {"target": target} if target else {}
+            if figure != "importances":
+                kwargs["target_name"] = metric
+            ax = plot(study, **kwargs)
+            fig = (ax[0] if hasattr(ax, "__len__") else ax).figure
+            fig.set_size_inches(max(4.5, 3.2 * len(study.best_trials[0].params)), 3.4)
+            save(fig, out / f"study_{name}_{figure}", formats=("png", "pdf"))
+
+
+def main(argv=None) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=Warning, module="optuna")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", type=Path)
+    parser.add_argument("--study")
+    parser.add_argument("--storage")
+    parser.add_argument("--out", type=Path, default=Path("analysis/out"))
+    args = parser.parse_args(argv)
+    from clex.analysis import read_table
+
+    try:
+        table = interval_table(read_table(args.table, REQUIRED))
+        if args.study and not args.storage:
+            raise ConfigError("--study needs --storage")
+        args.out.mkdir(parents=True, exist_ok=True)
+        if args.study:
+            study_figures(args.study, args.storage, args.out)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    ppl_figure(table, args.out)
+    table_one(table, args.out)
+    heat_maps(table, args.out)
+    print(f"wrote {args.out}: ppl_vs_length, ppl_heatmap (.png, .pdf), table1.md, table1.tex"
+          + (f", study_{args.study}_* figures" if args.study else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Fit the extrapolation length as a power law of model size and training length, E = a N^alpha L^beta,
+with bootstrap confidence intervals over runs; draw the data and fit, and the per-strategy view.
+
+    python analysis/scaling_law.py TABLE [--strategy clex] [--bootstrap 1000] [--out DIR]
+"""
+import argparse
+import sys
+from pathlib import Path
+
+
+from clex.registry import ConfigError
+
+REQUIRED = ("run", "strategy", "variant_id", "seed", "parameters", "train_length", "extrapolation_length", "censored")
+
+
+def plot_fit(runs, fit, strategy, out: Path):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from clex.plots import OKABE_ITO, STYLE, save
+
+    lengths = sorted({r["train_length"] for r in runs})
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        for index, length in enumerate(lengths):
+            group = [r for r in runs if r["train_length"] == length]
+            colour = OKABE_ITO[index % len(OKABE_ITO)]
+            measured = [r for r in group if not r["censored"]]
+            bounds = [r for r in group if r["censored"]]
+            ax.scatter([r["parameters"] for r in measured], [r["extrapolation_length"] for r in measured], color=colour,
+                       s=16, label=f"L = {length}", marker="o")
+            ax.scatter([r["parameters"] for r in bounds], [r["extrapolation_length"] for r in bounds], s=22,
+                       marker="^", facecolors="none", edgecolors=colour)  # lower bounds
+            sizes = np.geomspace(min(r["parameters"] for r in runs), max(r["parameters"] for r in runs), 50)
+            log_a, alpha, beta = fit["coef"]
+            ax.plot(sizes, np.exp(log_a) * sizes ** alpha * length ** beta, color=colour, lw=1.2)
+        ax.set_xscale("log")
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("model size (parameters)")
+        ax.set_ylabel("extrapolation length (tokens)")
+        ax.set_title(f"{strategy} (open triangles: lower bounds): $E \\propto N^{{{fit['coef'][1]:.2f}}} L^{{{fit['coef'][2]:.2f}}}$")
+        ax.legend(frameon=False)
+        save(fig, out / f"scaling_law_{strategy}", formats=("png", "pdf"))
+
+
+def plot_per_strategy(runs, out: Path):
+    import matplotlib.pyplot as plt
+
+    from clex.plots import STYLE, colour, save
+    from clex.stats import mean_ci
+
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        for index, strategy in enumerate(sorted({r["strategy"] for r in runs})):
+            by_length = {}
+            for r in runs:
+                if r["strategy"] == strategy:
+                    by_length.setdefault(r["train_length"], []).append(r["extrapolation_length"])
+            lengths = sorted(by_length)
+            intervals = [mean_ci(by_length[n]) for n in lengths]
+            ax.errorbar(lengths, [i.mean for i in intervals], yerr=[i.half_width or 0 for i in intervals], marker="o",
+                        ms=3.5, capsize=2, label=strategy, color=colour(strategy, index))
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        lengths = sorted({r["train_length"] for r in runs})
+        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.set_xlabel("training length L (tokens)")
+        ax.set_ylabel("extrapolation length (tokens)")
+        ax.set_title("mean ± 95% CI over seeds (censored runs at their lower bound)")
+        ax.legend(frameon=False)
+        save(fig, out / "extrapolation_vs_train_length", formats=("png", "pdf"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", type=Path)
+    parser.add_argument("--strategy", default="clex", help="the strategy whose runs are fitted")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=Path("analysis/out"))
+    args = parser.parse_args(argv)
+    from clex.analysis import finite, fit_power_law, per_run, read_table
+
+    try:
+        runs = [r for r in per_run(read_table(args.table, REQUIRED)) if finite([r["extrapolation_length"]])]
+        chosen = [r for r in runs if r["strategy"] == args.strategy]
+        if not chosen:
+            raise ConfigError(f"--strategy {args.strategy!r}: no runs; the table has {', '.join(sorted({r['strategy'] for r in runs}))}")
+        fit = fit_power_law([r["parameters"] for r in chosen], [r["train_length"] for r in chosen],
+                            [r["extrapolation_length"] for r in chosen], censored=[bool(r["censored"]) for r in chosen],
+                            groups=[r["variant_id"] for r in chosen], bootstrap=args.bootstrap)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    names = ("log a", "alpha (model size)", "beta (training length)")
+    print(f"{args.strategy}: log E = log a + alpha log N + beta log L, {fit['samples']} runs of "
+          f"{fit['configurations']} configurations, {int(fit['level'] * 100)}% bootstrap intervals "
+          f"({fit['bootstrap']} resamples of configurations, seeds kept together)")
+    for name, value, (low, high) in zip(names, fit["coef"], fit["ci"]):
+        print(f"  {name:<24} {value:8.3f}   [{low:.3f}, {high:.3f}]")
+    if fit["censored"]:
+        print(f"  {fit['censored']} run(s) stayed within eps at every evaluated length: their E is a lower bound, "
+              "fitted as one (Tobit likelihood), not as a value")
+    args.out.mkdir(parents=True, exist_ok=True)
+    from clex import io
+
+    io.write_json(args.out / f"scaling_law_{args.strategy}.json", {**fit, "strategy": args.strategy})
+    plot_fit(chosen, fit, args.strategy, args.out)
+    plot_per_strategy(runs, args.out)
+    print(f"wrote {args.out}/scaling_law_{args.strategy}.{{json,png,pdf}}, extrapolation_vs_train_length.{{png,pdf}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Building the Optuna study: storage (journal file or RDB), sampler (seeded per trial so parallel
+workers explore different points), pruner, and the summary."""
+import json
+import math
+from pathlib import Path
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from clex.registry import ConfigError
+
+
+def storage_for(study_cfg, studies_dir: Path):
+    url = study_cfg["storage"]
+    if url and "://" in str(url):
+        try:
+            return optuna.storages.RDBStorage(
+                str(url), heartbeat_interval=study_cfg["heartbeat_interval"], grace_period=study_cfg["grace_period"],
+                failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=study_cfg["max_retry"]))
+        except ImportError as error:  # SQLAlchemy found no driver for the URL's dialect
+            raise ConfigError(f"study.storage {str(url).split('://')[0]}://...: the database driver is not installed "
+                              f"({error.name or error}); e.g. pip install psycopg2-binary (PostgreSQL) or pymysql (MySQL)") from None
+    path = Path(url) if url else studies_dir / f"{study_cfg['name']}.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    backend = optuna.storages.journal.JournalFileBackend(str(path))
+    return optuna.storages.JournalStorage(backend), path
+
+
+class CountedGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler calls ``study.stop()`` after the last grid point, which only works inside
+    ``study.optimize``; our worker loop ends a study by its trial count (capped at the grid's size)."""
+
+    def after_trial(self, study, trial, state, values):
+        pass
+
+
+def grid_size(space) -> int:
+    return math.prod(len(values) for values in grid_of(space).values())
+
+
+def grid_of(space) -> dict:
+    grid = {}
+    for key, dist in space.items():
+        if dist["type"] != "categorical" and "step" not in dist:
+            raise ConfigError(f"sampler grid: space.{key} needs categorical choices or a step")
+        grid[key] = dist["choices"] if dist["type"] == "categorical" else list(
+            _frange(dist["low"], dist["high"], dist["step"], dist["type"]))
+    return grid
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """The sampler's seed for the trial about to be asked: workers of one study ask for different
+    trial numbers, so they explore different points; one worker repeats its study exactly."""
+    return (study_seed * 1_000_003 + number) % 2**31
+
+
+def make_sampler(study_cfg, space, seed=None):
+    name, seed = study_cfg["sampler"], study_cfg["seed"] if seed is None else seed
+    if name == "grid":
+        return CountedGridSampler(grid_of(space), seed=seed)
+    return {"tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+            "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+            "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+            "random": lambda: optuna.samplers.RandomSampler(seed=seed)}[name]()
+
+
+def _frange(low, high, step, kind):
+    count = int(math.floor((high - low) / step + 1e-9)) + 1
+    return [(int if kind == "int" else float)(low + i * step) for i in range(count)]
+
+
+def make_pruner(study_cfg):
+    if study_cfg["pruner"] == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=study_cfg["pruner_startup_trials"],
+                                           n_warmup_steps=study_cfg["pruner_warmup_steps"])
+    if study_cfg["pruner"] == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.NopPruner()
+
+
+def open_study(sweep: dict, studies_dir: Path):
+    study_cfg = sweep["study"]
+    storage = storage_for(study_cfg, studies_dir)
+    journal = None
+    if isinstance(storage, tuple):
+        storage, journal = storage
+    directions = [o["direction"] for o in study_cfg["objectives"]]
+    study = optuna.create_study(study_name=study_cfg["name"], storage=storage, directions=directions,
+                                sampler=make_sampler(study_cfg, sweep["space"]), pruner=make_pruner(study_cfg),
+                                load_if_exists=True)
+    study.set_user_attr("objectives", [o["metric"] for o in study_cfg["objectives"]])
+    return study, journal
+
+
+def suggest(trial, space: dict) -> list[str]:
+    overrides = []
+    for key, dist in space.items():
+        if dist["type"] == "categorical":
+            value = trial.suggest_categorical(key, dist["choices"])
+        elif dist["type"] == "int":
+            value = trial.suggest_int(key, dist["low"], dist["high"], step=dist.get("step", 1), log=dist.get("log", False))
+        else:
+            value = trial.suggest_float(key, dist["low"], dist["high"], step=dist.get("step"), log=dist.get("log", False))
+        overrides.append(f"{key}={value}")
+    return overrides
+
+
+def summary(sweep: dict, studies_dir: Path, top: int = 5) -> str:
+    study, _ = open_study(sweep, studies_dir)
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
+    objectives = ", ".join(f"{o['direction']} {o['metric']}" for o in sweep["study"]["objectives"])
+    lines = [f"study {study.study_name}: {objectives}; target {sweep['study']['n_trials']} finished trials",
+             "states: " + ", ".join(f"{k.lower()} {v}" for k, v in counts.items() if v)]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trials if len(sweep["study"]["objectives"]) > 1 else sorted(
+            complete, key=lambda t: t.value, reverse=sweep["study"]["objectives"][0]["direction"] == "maximize")
+        lines.append("best trials:")
+        for t in best[:top]:
+            params = ", ".join(f"{k}={v}" for k, v in t.params.items())
+            lines.append(f"  #{t.number} values={[round(v, 4) for v in t.values]} {params}  {t.user_attrs.get('run_dir')}")
+    lines.append("all trials:")
+    for t in trials:
+        reason = {TrialState.FAIL: t.user_attrs.get("fail_reason"), TrialState.PRUNED: t.user_attrs.get("prune_reason")}.get(t.state)
+        seeds = t.user_attrs.get("values_per_seed")
+        if seeds and len(seeds) > 1:
+            std = ", ".join("-" if v is None else f"{v:.4g}" for v in t.user_attrs["values_std"])
+            reason = f"{len(seeds)} seeds {json.dumps(seeds)}, std [{std}]"
+        lines.append(f"  #{t.number} {t.state.name.lower():8} {t.user_attrs.get('run_dir', '-')} {reason or ''}".rstrip())
+    return "\n".join(lines)
