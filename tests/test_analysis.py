@@ -122,3 +122,25 @@ def test_bad_input_is_one_line_exit_2(tmp_path, tiny_runs, capsys):
     assert scaling_law.main([str(thin)]) == 2
     assert "lacks column(s)" in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_the_miniature_report_reads_claims_off_paired_intervals(tmp_path):
+    from clex.miniature import write_report
+
+    def result(strategy, seed, ppl, **strategy_options):
+        config = {"strategy": {"name": strategy, **strategy_options}, "sampler": {"position": "pose"}, "seed": seed}
+        return {"name": f"{strategy}-{seed}-{strategy_options}", "strategy": strategy, "seed": seed, "config": config,
+                "train_length": 128, "original_length": 128, "wall_seconds": 60.0, "base": None,
+                "eval": [{"length": n, "ppl": p, "tokens": 512} for n, p in zip((128, 256, 512), ppl)],
+                "extrapolation_length": {"value": 300.0, "censored": False, "eps": 0.1}}
+
+    table1 = [result(s, seed, [5 + seed, 5.2 + seed, base + seed]) for seed in range(3)
+              for s, base in (("rope", 9.0), ("yarn", 5.0), ("clex", 5.1))]
+    dynamics = [result("clex", seed, [5 + seed, 5.2 + seed, base + seed + 0.01 * seed], dynamics=d) for seed in range(3)
+                for d, base in (("continuous", 5.1), ("discrete", 6.0))]
+    text = write_report({"miniature_table1": table1, "clex_dynamics": dynamics}, tmp_path)
+    assert "| clex - rope | +0.00 ± 0.00 | +0.00 ± 0.00 | -3.90 ± 0.00* |" in text
+    assert "PPL(4L) / PPL(L)" in text and "**holds**" in text  # 5.1/5 .. 7.1/7: within 1.1
+    assert "PPL(continuous) - PPL(discrete) at 4L: **holds (-0.90 ± 0.00, n = 3)**" in text
+    assert "Position extrapolation is needed | PPL(extrapolated-random) - PPL(contiguous) at 4L: **not run yet**" in text
+    assert (tmp_path / "table1.png").stat().st_size > 1000 and (tmp_path / "clex_dynamics.png").is_file()

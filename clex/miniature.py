@@ -1,0 +1,189 @@
+"""The miniature report's text: Table 1, the CLEX ablations, the scaling law and the paper's claims,
+each from the runs of its sweeps, with 95% intervals over seeds (docs/design.md, section 6)."""
+from pathlib import Path
+
+from clex.report import STRATEGY_ORDER, ordered_variants, variant_table
+from clex.stats import INTERVAL_NOTE, mean_ci, paired_difference, ppl_by_seed, variant_id
+
+TITLES = {"clex_dynamics": "Continuous against discrete dynamics", "clex_positions": "Position sampler",
+          "clex_max_scale": "t_max", "clex_amplification": "Amplification factor lambda (projection width lambda d)",
+          "clex_log_scale": "Log-scaled attention", "clex_eval_rule": "CLEX's evaluation rule for t",
+          "baseline_eval_rule": "FBS and YaRN, static (factor 4) or dynamic (t = len / L0)"}
+EPS = 0.1
+
+
+def compute_minutes(results: list[dict]) -> float:
+    """Fine-tuning and evaluation of every run plus each base model once, in minutes."""
+    bases = {r["base"]["path"]: r["base"]["wall_seconds"] for r in results if r.get("base")}
+    return (sum(r["wall_seconds"] for r in results) + sum(bases.values())) / 60
+
+
+def first_label(results, labels, name):
+    """The label of the sweep's first choice (the reference of its paired table)."""
+    return labels[variant_id(results[0]["config"])] if results else name
+
+
+def paired_rows(variants, labels, target, others, lengths) -> list[str]:
+    rows = []
+    for other in others:
+        cells = []
+        for n in lengths:
+            d = paired_difference(ppl_by_seed(variants[target], n), ppl_by_seed(variants[other], n))
+            cells.append("-" if d is None else f"{d.mean:+.2f} ± {d.half_width:.2f}" + ("*" if d.excludes_zero else "")
+                         if d.half_width is not None else f"{d.mean:+.2f}")
+        rows.append(f"| {labels[target]} - {labels[other]} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def verdict(interval, better_if_negative=True) -> str:
+    """Holds / does not hold / not resolved, from a paired interval of (claimed better - other)."""
+    if interval is None:
+        return "not run yet"
+    if interval.half_width is None:
+        return f"not resolved (one seed: {interval.mean:+.2f})"
+    good = interval.high < 0 if better_if_negative else interval.low > 0
+    bad = interval.low > 0 if better_if_negative else interval.high < 0
+    text = f"{interval.mean:+.2f} ± {interval.half_width:.2f}, n = {interval.n}"
+    return f"holds ({text})" if good else f"does not hold ({text})" if bad else f"not resolved at this n ({text})"
+
+
+def figure(results, path: Path, title: str):
+    from clex.plots import plot_ppl_intervals
+
+    variants, labels = ordered_variants(results)
+    lengths = sorted({row["length"] for r in results for row in r["eval"]})
+    curves = {labels[v]: {n: mean_ci(list(p.values())) for n in lengths if (p := ppl_by_seed(runs, n))}
+              for v, runs in variants.items()}
+    plot_ppl_intervals(curves, sorted({r["train_length"] for r in results}), path)
+    return f"![{title}]({path.name})"
+
+
+
+def lengths_of(results) -> list[int]:
+    return sorted({row["length"] for r in results for row in r["eval"]})
+
+
+def study_section(name: str, results: list[dict], out: Path, reference_first: bool) -> tuple[list[str], dict, dict]:
+    variants, labels = ordered_variants(results)
+    lengths = lengths_of(results)
+    lines = variant_table(variants, labels, lengths)
+    if reference_first and len(variants) > 1:
+        ref = variant_id(results[0]["config"])
+        lines += ["", f"Paired against **{labels[ref]}** (PPL difference per seed, mean ± 95% CI; * resolved):", "",
+                  "| variant - reference | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 1) + "|",
+                  *[row for v in variants if v != ref for row in paired_rows(variants, labels, v, [ref], lengths)]]
+    lines += ["", figure(results, out / f"{name}.png", name)]
+    return lines, variants, labels
+
+
+def scaling_section(results: list[dict], out: Path) -> tuple[list[str], dict]:
+    from clex.analysis import fit_power_law
+    from clex.registry import ConfigError
+
+    fits, lines = {}, []
+    for strategy in ("clex", "yarn"):
+        runs = [r for r in results if r["strategy"] == strategy and r["extrapolation_length"]["value"]]
+        try:
+            fits[strategy] = fit_power_law([r["parameters"] for r in runs], [r["train_length"] for r in runs],
+                                           [r["extrapolation_length"]["value"] for r in runs],
+                                           censored=[r["extrapolation_length"]["censored"] for r in runs],
+                                           groups=[variant_id(r["config"]) for r in runs], bootstrap=1000)
+        except ConfigError as error:
+            lines.append(f"- {strategy}: no fit ({error})")
+    if fits:
+        lines = ["| strategy | runs | censored | alpha (model size) | beta (training length) |", "|---|---|---|---|---|"] + [
+            f"| {s} | {f['samples']} | {f['censored']} | {f['coef'][1]:.2f} [{f['ci'][1][0]:.2f}, {f['ci'][1][1]:.2f}] | "
+            f"{f['coef'][2]:.2f} [{f['ci'][2][0]:.2f}, {f['ci'][2][1]:.2f}] |" for s, f in fits.items()] + [""] + lines + [
+            "", "log E = log a + alpha log N + beta log L, E the extrapolation length (eps 0.1); censored runs enter as "
+            "lower bounds (Tobit likelihood); 95% bootstrap intervals over configurations, seeds kept together."]
+    return lines, fits
+
+
+def claims(studies: dict, fits: dict) -> list[str]:
+    def runs_of(name, **match):
+        return [r for r in studies.get(name, []) if all(_get(r["config"], k) == v for k, v in match.items())]
+
+    def paired_at(a, b, length_of):
+        if not a or not b:
+            return None
+        n = length_of(a[0])
+        return paired_difference(ppl_by_seed(a, n), ppl_by_seed(b, n))
+
+    rows = []
+    clex = runs_of("miniature_table1", **{"strategy.name": "clex"})
+    if clex:
+        L = clex[0]["train_length"]
+        ratios = [ppl_by_seed([r], 4 * L)[r["seed"]] / ppl_by_seed([r], L)[r["seed"]] for r in clex]
+        ratio = mean_ci(ratios)
+        state = ("holds" if ratio.high is not None and ratio.high <= 1 + EPS else
+                 "does not hold" if ratio.low is not None and ratio.low > 1 + EPS else "not resolved at this n")
+        rows.append(f"| PPL stays flat to 4x the training length | PPL(4L) / PPL(L) = {ratio.format(3)} "
+                    f"(n = {ratio.n}; flat: within 1 + eps = {1 + EPS}): **{state}** |")
+    cont, disc = runs_of("clex_dynamics", **{"strategy.dynamics": "continuous"}), runs_of("clex_dynamics", **{"strategy.dynamics": "discrete"})
+    rows.append("| Continuous dynamics beat discrete ones | PPL(continuous) - PPL(discrete) at 4L: "
+                f"**{verdict(paired_at(cont, disc, lambda r: 4 * r['train_length']))}** |")
+    official = runs_of("clex_positions", **{"sampler.position": "extrapolated-random"})
+    contiguous = runs_of("clex_positions", **{"sampler.position": "contiguous"})
+    rows.append("| Position extrapolation is needed | PPL(extrapolated-random) - PPL(contiguous) at 4L: "
+                f"**{verdict(paired_at(official, contiguous, lambda r: 4 * r['train_length']))}** |")
+    if "clex" in fits:
+        f = fits["clex"]
+        grows = all(f["ci"][i][0] > 0 for i in (1, 2))
+        shrinks = any(f["ci"][i][1] < 0 for i in (1, 2))
+        state = "holds" if grows else "does not hold" if shrinks else "not resolved at this n"
+        rows.append(f"| Extrapolation grows with model size and training length | alpha {f['coef'][1]:.2f} "
+                    f"[{f['ci'][1][0]:.2f}, {f['ci'][1][1]:.2f}], beta {f['coef'][2]:.2f} [{f['ci'][2][0]:.2f}, "
+                    f"{f['ci'][2][1]:.2f}]: **{state}** |")
+    else:
+        rows.append("| Extrapolation grows with model size and training length | the scaling part has not run yet |")
+    return ["| the paper's claim | what the miniature shows |", "|---|---|", *rows]
+
+
+def _get(config: dict, dotted: str):
+    for key in dotted.split("."):
+        config = config.get(key, {}) if isinstance(config, dict) else {}
+    return config
+
+
+def write_report(studies: dict, out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    table1 = studies.get("miniature_table1", [])
+    lines = ["# The miniature: CLEX and its baselines on a subword model, with intervals", "",
+             "Regenerate with `python analysis/miniature_report.py` (resumable: a rerun skips finished trials and "
+             "reuses finished runs; `--analyse-only` rewrites this page from what is finished). On a GPU cluster the "
+             "same command takes `trainer=gpu` (or `trainer=ddp trainer.devices=N`) and runs its sweeps there.", "",
+             "Setup: a tiny Llama (4 layers, 128 wide, 1.04M parameters) on the Python standard library's own source, "
+             "byte-level BPE with 2,048 tokens trained on the train split only; stage 1 pre-trains with plain RoPE at "
+             "L0 = 128 tokens (600 steps of 16 x 128), stage 2 fine-tunes at L = 128 for 200 steps with each strategy; "
+             "PPL at 1-16 L on the test split (16,384 scored tokens per length, the same for every run). "
+             f"Seeds 0, 1, 2. Cells: {INTERVAL_NOTE}. Lengths are in BPE tokens (about 3.5 bytes each).", ""]
+    compute = {part: compute_minutes(sum((studies.get(n, []) for n in names), [])) for part, names in
+               (("Table 1", ["miniature_table1"]), ("ablations", list(TITLES)), ("scaling law", ["miniature_scaling"]))}
+    lines += ["Compute on this 2-core CPU (sum of the runs' wall times, base models once): " +
+              ", ".join(f"{k} {v:.0f} min" for k, v in compute.items()) + ".", ""]
+    if table1:
+        variants, labels = ordered_variants(table1)
+        lengths = lengths_of(table1)
+        by_strategy = {v[0]["strategy"]: vid for vid, v in variants.items()}
+        lines += ["## 1. Table 1 in miniature", "", *variant_table(variants, labels, lengths), "",
+                  "CLEX against each baseline, paired per seed (mean ± 95% CI of PPL(clex) - PPL(baseline); * resolved; "
+                  "negative: CLEX better):", "", "| difference | " + " | ".join(map(str, lengths)) + " |",
+                  "|---" * (len(lengths) + 1) + "|",
+                  *(paired_rows(variants, labels, by_strategy["clex"], [by_strategy[s] for s in STRATEGY_ORDER
+                                                                       if s in by_strategy and s != "clex"], lengths)
+                    if "clex" in by_strategy else []), "", figure(table1, out / "table1.png", "Table 1"), ""]
+    lines += ["## 2. CLEX ablations and evaluation rules", "",
+              "Each study runs its choices with seeds 0-2; its first choice is the reference of the paired table. "
+              "The default CLEX (t_max 8, lambda 1, `pose` positions, t = ceil(len / L0) clamped at t_max) is shared "
+              "between studies.", ""]
+    for name, title in TITLES.items():
+        if studies.get(name):
+            section, _, _ = study_section(name, studies[name], out, reference_first=True)
+            lines += [f"### {title}", "", *section, ""]
+        else:
+            lines += [f"### {title}", "", "Not run yet.", ""]
+    scaling, fits = scaling_section(studies.get("miniature_scaling", []), out) if studies.get("miniature_scaling") else (
+        ["Not run yet (`python analysis/miniature_report.py --parts scaling`)."], {})
+    lines += ["## 3. The scaling law", "", *scaling, "", "## 4. The paper's claims, side by side", "",
+              *claims(studies, fits), ""]
+    return "\n".join(lines)
