@@ -197,7 +197,7 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
     val_data = RandomWindows(val_tokens, t.length, t.val_batches * t.batch_size * trainer.world_size, cfg.seed + 3,
                              split="validation")
     trainer.fit(module, _loader(train_data, t.batch_size, done_steps * per_step), _loader(val_data, t.batch_size),
-                ckpt_path=resume_from)
+                ckpt_path=resume_from, weights_only=True)  # a checkpoint's tensors, never its code
     if distributed.is_sharded(trainer):  # FSDP: the weights are spread over the ranks
         from clex.experiment import build_patched_model
 

@@ -151,3 +151,10 @@ def test_discrete_dynamics_equal_ntk_at_integers_at_initialisation_and_learn():
 def test_projection_width_overrides_amplification():
     assert make(amplification=2).width == 2 * D
     assert make(amplification=2, projection_width=48).width == 48
+
+
+def test_at_t_one_training_builds_no_graph_into_the_frequencies():
+    strategy = make()
+    assert not strategy.inv_freq(1.0).requires_grad  # nothing to differentiate: cos/sin need no backward
+    assert torch.equal(strategy.inv_freq(1.0), torch.exp(torch.log(strategy.base_inv_freq)))
+    assert strategy.inv_freq(2.0).requires_grad

@@ -143,11 +143,10 @@ class Clex(Strategy):
         t = float(t)
         if not t >= 1:
             raise ValueError(f"CLEX needs t >= 1, got {t}")
-        if torch.is_grad_enabled() and self.up.weight.requires_grad:
-            # Training: one solve from 1 to t. The 0 * sum keeps the ODE in the graph at t = 1,
-            # so DDP sees every parameter used on every step.
-            z = self._solve(torch.tensor([1.0, t], device=self.base_inv_freq.device))[-1]
-            return torch.exp(z) + 0.0 * (self.up.weight.sum() + self.down.weight.sum())
+        if t == 1.0:  # z(1) is the plain RoPE basis: no parameter, no graph into cos and sin
+            return torch.exp(torch.log(self.base_inv_freq))  # exp(z(1)), bit for bit what a solve returns
+        if torch.is_grad_enabled() and self.up.weight.requires_grad:  # training: one solve from 1 to t
+            return torch.exp(self._solve(torch.tensor([1.0, t], device=self.base_inv_freq.device))[-1])
         if t != math.floor(t):
             return torch.exp(self._solve(torch.tensor([1.0, t], device=self.base_inv_freq.device))[-1])
         return torch.exp(self._grid_solution(int(t))[int(t) - 1])
