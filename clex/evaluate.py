@@ -15,13 +15,11 @@ def _chunked_nll(model, ids, chunk_size: int) -> float:
     through the KV cache; t is fixed to that of the whole input, so it equals one full forward."""
     from transformers import DynamicCache
 
-    from clex.rotary import rotary_module
+    from clex.rotary import is_patched, rotary_module
 
     inputs, targets = ids[:, :-1], ids[:, 1:]
-    try:
-        fixed = rotary_module(model).evaluation_length(inputs.shape[1])
-    except ValueError:  # an unpatched model: its own rotary module, nothing to fix
-        fixed = contextlib.nullcontext()
+    # an unpatched model keeps its own rotary module: nothing to fix
+    fixed = rotary_module(model).evaluation_length(inputs.shape[1]) if is_patched(model) else contextlib.nullcontext()
     total, cache = 0.0, DynamicCache()
     with fixed:
         for start in range(0, inputs.shape[1], chunk_size):

@@ -28,12 +28,12 @@ class LongContextLM(L.LightningModule):
     """``optim``: lr, ode_lr (None: lr), weight_decay, warmup_steps, steps, betas.
     ``sampler``: scale and position sampler names and options (used when the strategy samples t)."""
 
-    def __init__(self, model, optim, sampler, seed: int):
+    def __init__(self, model, optim, sampler, seed: int, max_scale: float | None = None):
         super().__init__()
         self.model = model
         self.optim = optim
-        if rotary_module(model).strategy.samples_scale:
-            self.scale_sampler = SCALE_SAMPLERS.get(sampler.scale)(rotary_module(model).strategy.max_scale, **(sampler.scale_options or {}))
+        if rotary_module(model).strategy.samples_scale:  # t is drawn from [1, max_scale] (t_max)
+            self.scale_sampler = SCALE_SAMPLERS.get(sampler.scale)(max_scale, **(sampler.scale_options or {}))
             self.position_sampler = POSITION_SAMPLERS.get(sampler.position)()
         self.generator = torch.Generator().manual_seed(seed)
         self.seconds_before = 0.0  # training time of the run before a resume (from its checkpoint)

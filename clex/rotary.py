@@ -113,6 +113,15 @@ def patch_model(model, strategy, log_scale: bool = False):
     return model
 
 
+def is_patched(model) -> bool:
+    """Whether ``patch_model`` has replaced the model's rotary module."""
+    try:
+        owner, attr = _locate(model)
+    except ConfigError:
+        return False
+    return isinstance(getattr(owner, attr), ScaledRotaryEmbedding)
+
+
 def rotary_module(model) -> ScaledRotaryEmbedding:
     owner, attr = _locate(model)
     module = getattr(owner, attr)

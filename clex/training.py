@@ -183,7 +183,8 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
     t = cfg.train
     if t.gradient_checkpointing:  # recompute each layer's activations in the backward pass
         prepared.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    module = LongContextLM(prepared.model, optimiser_settings(t, t.ode_lr), cfg.sampler, seed=cfg.seed)
+    module = LongContextLM(prepared.model, optimiser_settings(t, t.ode_lr), cfg.sampler, seed=cfg.seed,
+                           max_scale=getattr(prepared.strategy, "max_scale", None))
     resume_from, done_steps = resume_point(cfg, run_dir)
     log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps)
     start = time.time()

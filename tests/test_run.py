@@ -121,7 +121,7 @@ def test_same_seed_same_results(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["strategy=ntk"], "strategy='ntk' is not an option of group 'strategy'; choices: clex, fbs, pi, rope, yarn"),
+    (["strategy=ntk"], "strategy='ntk' is not an option of group 'strategy'; choices: abf, clex, fbs, llama3, longrope, pi, rope, yarn"),
     (["train.lenght=64"], "unknown config key 'train.lenght'; did you mean 'train.length'?"),
     (["train.length=abc"], "train.length must be an integer, got 'abc'"),
     (["train.length=1"], "train.length must be an integer >= 2, got 1"),
@@ -163,7 +163,7 @@ def test_command_line_error_has_no_traceback_and_cfg_prints_the_config(tmp_path)
     cfg = yaml.safe_load(shown.stdout)
     assert shown.returncode == 0 and cfg["strategy"]["name"] == "pi" and cfg["train"]["length"] == 64
     helped = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
-    assert "strategy  clex, fbs, pi, rope, yarn" in helped.stdout
+    assert "strategy  abf, clex, fbs, llama3, longrope, pi, rope, yarn" in helped.stdout
 
 
 def save_tiny_hf_checkpoint(path):
