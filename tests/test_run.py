@@ -50,7 +50,8 @@ def test_every_strategy_writes_its_files_and_numbers(comparison):
     assert sorted(results) == sorted(STRATEGIES)
     for name, result in results.items():
         run_dir = out / result["name"]
-        for path in ("config.yaml", "ppl_vs_length.png", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
+        assert not (run_dir / "checkpoints" / "best.ckpt").exists()  # a second full copy only with train.save_best
+        for path in ("config.yaml", "ppl_vs_length.png", "checkpoints/last.ckpt",
                      "model/config.json", "model/model.safetensors"):
             assert (run_dir / path).is_file(), path
         assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))

@@ -23,6 +23,10 @@ def storage_for(study_cfg, studies_dir: Path):
                               f"({error.name or error}); e.g. pip install psycopg2-binary (PostgreSQL) or pymysql (MySQL)") from None
     path = Path(url) if url else studies_dir / f"{study_cfg['name']}.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
+    lock = Path(f"{path}.lock")  # Optuna's journal lock: a symlink while a worker writes
+    if lock.is_symlink():
+        print(f"the journal lock {lock} exists: another worker is writing, or a killed one left it (Optuna "
+              "removes a lock that has not changed for 30 s); waiting for it")
     backend = optuna.storages.journal.JournalFileBackend(str(path))
     return optuna.storages.JournalStorage(backend), path
 
