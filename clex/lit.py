@@ -58,8 +58,8 @@ class LongContextLM(L.LightningModule):
         with self.rotary.training_scale(scale, positions):
             loss = next_token_loss(self.model, batch)
         ode = [p for p in self.strategy.parameters() if p.requires_grad]
-        if ode:  # DDP needs every parameter in the graph; at t = 1 the ODE is not (its gradient is 0)
-            loss = loss + 0.0 * sum(p.sum() for p in ode)
+        if ode and scale == 1.0:  # DDP needs every parameter in the graph; at t = 1 the ODE is not (gradient 0)
+            loss = loss + 0.0 * sum(getattr(p, "to_local", lambda p=p: p)().sum() for p in ode)  # FSDP: the local shard
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/scale", scale)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0])
