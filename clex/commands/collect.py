@@ -17,8 +17,8 @@ def study_run_dirs(name: str, storage: str) -> list[Path]:
     from clex.analysis import load_study
 
     study = load_study(name, storage)
-    return [Path(t.user_attrs["run_dir"]) / "results.json" for t in study.trials
-            if t.state.name == "COMPLETE" and "run_dir" in t.user_attrs]
+    return [Path(d) / "results.json" for t in study.trials if t.state.name == "COMPLETE" and "run_dir" in t.user_attrs
+            for d in t.user_attrs.get("run_dirs", [t.user_attrs["run_dir"]])]  # every seed of the trial
 
 
 def summary_text(summary: list[dict]) -> str:
