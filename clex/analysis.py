@@ -74,7 +74,9 @@ def collect(paths: list[Path]) -> list[dict]:
                 continue
             seen[identity] = path
             found.append((results, rows))
-    labels = label_variants([results for results, _ in found], columns=("train.length", "model.original_length"))
+    everything = [results for results, _ in found]
+    follows = all(r["original_length"] == r["train_length"] for r in everything)  # L0 = L: one column says both
+    labels = label_variants(everything, columns=("train.length", "model.original_length") if follows else ("train.length",))
     return [{**row, "variant": labels[row["variant_id"]]} for _, rows in found for row in rows]
 
 
@@ -134,7 +136,7 @@ def read_table(path: Path, required: tuple[str, ...]) -> list[dict]:
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise ConfigError(f"{path}: the table lacks column(s) {', '.join(missing)}; it has {', '.join(reader.fieldnames or [])}")
-        rows = [{k: _number(v) for k, v in row.items()} for row in reader]
+        rows = [{k: v if k in ("variant_id", "run", "variant") else _number(v) for k, v in row.items()} for row in reader]
     if not rows:
         raise ConfigError(f"{path}: the table has no rows")
     return rows
@@ -180,6 +182,8 @@ def fit_power_law(parameters, lengths, targets, censored=None, groups=None, boot
     if (~censored).sum() < 4 or np.linalg.matrix_rank(X[~censored]) < 3:
         raise ConfigError(f"the fit needs >= 4 uncensored runs over at least two model sizes and two training "
                           f"lengths, got {(~censored).sum()} of {len(y)} (censored runs: evaluate longer lengths)")
+    if bootstrap < 1:
+        raise ConfigError(f"--bootstrap must be >= 1, got {bootstrap}")
     coef = _fit_once(X, y, censored)
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
@@ -189,6 +193,9 @@ def fit_power_law(parameters, lengths, targets, censored=None, groups=None, boot
         kept = index[~censored[index]]
         if len(kept) >= 4 and np.linalg.matrix_rank(X[kept]) == 3:
             draws.append(_fit_once(X[index], y[index], censored[index]))
+    if not draws:
+        raise ConfigError(f"no bootstrap resample of the {len(members)} configurations could be fitted "
+                          "(too few model sizes or training lengths)")
     tail = (1 - level) / 2 * 100
     ci = np.percentile(np.array(draws), [tail, 100 - tail], axis=0).T
     return {"coef": np.asarray(coef).tolist(), "ci": ci.tolist(), "samples": len(y), "configurations": len(members),

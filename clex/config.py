@@ -55,12 +55,15 @@ def parse_overrides(config_dir: Path, args: list[str]) -> tuple[dict, list]:
     given a comma list (``seed=0,1,2``); ``overrides``: the single-valued ``key=value`` pairs."""
     _, defaults = load_defaults(config_dir)
     base = None
-    axes, overrides = {}, []
+    axes, overrides, seen = {}, [], set()
     for arg in args:
         if "=" not in arg:
             raise ConfigError(f"argument {arg!r} is not key=value or group=option (see --help)")
         key, raw = arg.split("=", 1)
         items = split_list(key, raw)
+        if key.lstrip("+") in seen and (len(items) > 1 or len(axes.get(key, [])) > 1):
+            raise ConfigError(f"{key} is given twice, once as a comma list; give one list ({key}=a,b)")
+        seen.add(key.lstrip("+"))  # a later single value overrides an earlier one (sweep files, then the command line)
         if key in defaults:
             known = group_options(config_dir, key)
             for option in items:
@@ -119,6 +122,8 @@ def parse_value(raw: str, key: str = "value"):
 
 
 def _check_type(key: str, old, new):
+    if new is None and old is not None:
+        raise ConfigError(f"{key} cannot be null (its default is {old!r})")
     if old is None or new is None:
         return new
     if isinstance(old, bool):
@@ -192,6 +197,9 @@ ATTENTION = ("sdpa", "eager", "flash_attention_2")
 def eval_lengths(cfg) -> list[int]:
     """The evaluation lengths in tokens; L itself is always among them (the extrapolation length is
     measured against the PPL at L)."""
+    for key in ("lengths", "multipliers"):
+        value = cfg.eval.get(key)
+        require(value is None or isinstance(value, (list, ListConfig)), f"eval.{key}", "must be a list like [128,256]", value)
     lengths = cfg.eval.lengths if cfg.eval.lengths is not None else [m * cfg.train.length for m in cfg.eval.multipliers]
     require(len(lengths) > 0, "eval.lengths / eval.multipliers", "must not be empty (nothing would be evaluated)",
             list(lengths))

@@ -118,17 +118,27 @@ def finished_results(cfg, run_dir: Path) -> dict | None:
     return results if same else None
 
 
-def run_lock(run_dir: Path):
+def run_lock(run_dir: Path, wait: bool):
     """Rank 0 holds the run folder while it runs (the ranks Lightning or srun starts share it)."""
     if any(os.environ.get(key, "0") != "0" for key in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")):
         return contextlib.nullcontext()
-    return io.exclusive(run_dir / ".lock", f"run folder {run_dir}")
+    return io.exclusive(run_dir / ".lock", f"run folder {run_dir}", wait=wait)
 
 
-def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=()) -> dict | None:
+def check_folder(cfg, run_dir: Path):
+    """A folder that holds another config's run (``name=`` reused) is not resumed into this one."""
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and cfg.resume:
+        if run_identity(OmegaConf.to_container(OmegaConf.load(saved))) != run_identity(OmegaConf.to_container(cfg, resolve=True)):
+            raise ConfigError(f"{run_dir} holds a run of another config (its config.yaml differs); give another "
+                              "name=, or resume=false to replace it")
+
+
+def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=(), wait: bool = False) -> dict | None:
     """Train and evaluate one configuration; returns the results written to results.json (None on
     ranks other than 0 under DDP). ``callbacks``: extra Lightning callbacks for the fine-tuning stage
-    (e.g. a sweep's pruning)."""
+    (e.g. a sweep's pruning). ``wait``: wait for a run folder that another process holds (sweeps
+    sharing runs), then reuse its result, instead of refusing."""
     run_dir = Path(cfg.out_dir) / run_name(cfg)
     finished = finished_results(cfg, run_dir)
     if finished is not None:
@@ -136,7 +146,11 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
         return finished
     prepared = prepared or prepare(cfg)
     try:
-        with run_lock(run_dir):
+        with run_lock(run_dir, wait):
+            finished = finished_results(cfg, run_dir)  # another process may have finished it meanwhile
+            if finished is not None:
+                return finished
+            check_folder(cfg, run_dir)
             started = time.time()
             io.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             set_numerics(cfg)

@@ -41,14 +41,15 @@ class Busy(RuntimeError):
 
 
 @contextmanager
-def exclusive(path, what: str):
-    """Hold an exclusive lock on ``path`` (its content: our pid) for the block. The OS drops the lock
-    when its process dies, so a killed run never leaves a stale one."""
+def exclusive(path, what: str, wait: bool = False):
+    """Hold an exclusive lock on ``path`` (its content: our pid) for the block; ``wait``: block until
+    it is free instead of raising Busy. The OS drops the lock when its process dies, so a killed run
+    never leaves a stale one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             handle.seek(0)
             raise Busy(f"{what} is in use by process {handle.read().strip() or '(unknown pid)'}; wait for it to "

@@ -113,8 +113,12 @@ def claims(studies: dict, fits: dict) -> list[str]:
     clex = runs_of("miniature_table1", **{"strategy.name": "clex"})
     if clex:
         L = clex[0]["train_length"]
-        ratios = [ppl_by_seed([r], 4 * L)[r["seed"]] / ppl_by_seed([r], L)[r["seed"]] for r in clex]
-        ratio = mean_ci(ratios)
+        at_l, at_4l = ppl_by_seed(clex, L), ppl_by_seed(clex, 4 * L)
+        pairs = [at_4l[s] / at_l[s] for s in sorted(set(at_l) & set(at_4l))]
+        ratio = mean_ci(pairs) if pairs else None
+    if clex and ratio is None:
+        rows.append("| PPL stays flat to 4x the training length | no seed has a finite PPL at both L and 4L |")
+    elif clex:
         state = ("holds" if ratio.high is not None and ratio.high <= 1 + EPS else
                  "does not hold" if ratio.low is not None and ratio.low > 1 + EPS else "not resolved at this n")
         rows.append(f"| PPL stays flat to 4x the training length | PPL(4L) / PPL(L) = {ratio.format(3)} "

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from clex import io
 from clex.plots import plot_ppl_intervals
-from clex.stats import INTERVAL_NOTE, group_variants, label_variants, mean_ci, paired_difference, ppl_by_seed
+from clex.stats import (INTERVAL_NOTE, group_variants, label_variants, mean_ci, paired_difference, ppl_by_seed,
+                        variant_config)
 
 
 def _extrapolation_cell(runs: list[dict]) -> str:
@@ -45,8 +46,8 @@ def reference_partners(variants: dict, labels: dict, reference: str) -> tuple[di
     if len(named) == 1:
         return {vid: named[0] for vid in variants if vid != named[0]}, "label"
 
-    def rest(runs):
-        return {k: v for k, v in runs[0]["config"].items() if k not in ("strategy", "seed", "name", "choices")}
+    def rest(runs):  # what the run computes, but its strategy
+        return {k: v for k, v in variant_config(runs[0]["config"]).items() if k != "strategy"}
 
     refs = {vid: runs for vid, runs in variants.items() if runs[0]["strategy"] == reference}
     if not refs:

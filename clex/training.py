@@ -1,7 +1,9 @@
 """Training: the Lightning Trainer, stage 1 (plain RoPE at L0, cached and shared by every strategy of a
 seed) and stage 2 (fine-tuning with the strategy, resumable from its newest checkpoint)."""
+import contextlib
 import hashlib
 import json
+import os
 import logging
 import shutil
 import sys
@@ -124,8 +126,15 @@ def base_key(cfg, prepared) -> str:
 
 
 def pretrain_base(cfg, prepared, train_tokens: torch.Tensor) -> dict:
-    """Stage 1: plain RoPE at L0, cached under out_dir/.base/<hash of its settings> and reused."""
+    """Stage 1: plain RoPE at L0, cached under out_dir/.base/<hash of its settings> and reused. Two
+    processes that need the same base (parallel sweep workers) train it once: the second waits."""
     root = Path(cfg.out_dir) / ".base" / base_key(cfg, prepared)
+    rank_zero = all(os.environ.get(key, "0") == "0" for key in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+    with io.exclusive(root / ".lock", f"base model {root}", wait=True) if rank_zero else contextlib.nullcontext():
+        return _pretrain_base(cfg, prepared, train_tokens, root)
+
+
+def _pretrain_base(cfg, prepared, train_tokens: torch.Tensor, root: Path) -> dict:
     weights, info_path = root / "model.pt", root / "base.json"
     if weights.is_file() and info_path.is_file():
         prepared.model.load_state_dict(torch.load(weights, map_location="cpu"))

@@ -127,6 +127,10 @@ def test_written_files_honour_the_umask(tmp_path):
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
     (["seed=!!python/name:os.system"], "YAML tags are not read"),
     (["seed=!!set {a}"], "YAML tags are not read"),
+    (["name=mine", "seed=0,1"], "would give all 2 runs of the list one folder"),
+    (["seed=0,1", "seed=5"], "seed is given twice, once as a comma list"),
+    (["train.steps=null"], "train.steps cannot be null"),
+    (["eval.lengths=128"], "eval.lengths must be a list like [128,256]"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):
     one_line_error(capsys, [*FAST, *args], message, tmp_path / "runs")
@@ -159,3 +163,27 @@ def test_infinite_ppl_does_not_poison_a_mean():
 
     runs = [{"seed": s, "eval": [{"length": 8, "ppl": p}]} for s, p in enumerate([4.0, math.inf, None, 5.0])]
     assert ppl_by_seed(runs, 8) == {0: 4.0, 3: 5.0}
+
+
+def test_a_folder_holding_another_configs_run_is_not_resumed_into(tmp_path, capsys):
+    assert run.main([f"out_dir={tmp_path}", "name=mine", *FAST, "eval.multipliers=[1]", "eval.max_tokens=64"]) == 0
+    capsys.readouterr()
+    (tmp_path / "mine" / "results.json").unlink()  # unfinished, so it would resume from last.ckpt
+    one_line_error(capsys, ["name=mine", *FAST, "eval.multipliers=[1]", "eval.max_tokens=64", "seed=3"],
+                   "holds a run of another config", tmp_path)
+
+
+def test_compare_refuses_what_is_not_a_results_file(tmp_path, capsys):
+    from clex.commands import compare
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "results.json").write_text(json.dumps({"schema_version": 1}))
+    assert compare.main([str(tmp_path / "x"), "--out", str(tmp_path / "out")]) == 2
+    assert "not a clex results.json" in capsys.readouterr().err
+
+
+def test_a_bootstrap_needs_a_resample():
+    from clex.analysis import fit_power_law
+
+    with pytest.raises(ConfigError, match="--bootstrap must be >= 1"):
+        fit_power_law([1e5, 1e6, 1e5, 1e6], [64, 64, 128, 128], [100, 200, 300, 400], bootstrap=0)

@@ -128,6 +128,9 @@ GOOD_STUDY = "study: {objectives: [{metric: ppl@4, direction: minimize}]}\nexper
     (GOOD_STUDY + "space: {strategy.amplification: !!python/name:os.system {type: float}}", "bad.yaml"),
     ("study: {objectives: [{metric: ppl@1, direction: minimize}], seeds: 0}\n"
      "space: {strategy.amplification: {type: float, low: 1, high: 2}}", "study.seeds must be a positive integer"),
+    ("study: {objectives: [{metric: ppl@1, direction: minimize}], heartbeat_interval: 0}\n"
+     "space: {strategy.amplification: {type: float, low: 1, high: 2}}", "study.heartbeat_interval must be a number > 0"),
+    (GOOD_STUDY + "space: {strategy.max_scale: {type: categorical, choices: 8.0}}", "needs a non-empty choices list"),
 ])
 def test_malformed_sweep_file_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, text, message):
     monkeypatch.setattr(sweep_cli, "SWEEP_DIR", tmp_path)
@@ -254,7 +257,7 @@ def test_a_worker_stops_after_consecutive_failures(tmp_path, monkeypatch):
     from clex.sweeps import worker
     from clex.registry import TooManyFailures
 
-    def broken(cfg, prepared=None, callbacks=()):
+    def broken(cfg, prepared=None, callbacks=(), wait=False):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(experiment, "run_experiment", broken)
@@ -273,7 +276,7 @@ def test_a_live_worker_declared_dead_says_so_and_goes_on(tmp_path, monkeypatch, 
     from clex import experiment
     from clex.sweeps import ranks, study, worker
 
-    def slow_run(cfg, prepared=None, callbacks=()):
+    def slow_run(cfg, prepared=None, callbacks=(), wait=False):
         study = load_unit(tmp_path)  # another worker, seeing a late heartbeat, fails this trial
         running = study.get_trials(states=(TrialState.RUNNING,))[0]
         study._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
@@ -287,3 +290,25 @@ def test_a_live_worker_declared_dead_says_so_and_goes_on(tmp_path, monkeypatch, 
     assert worker.run_trial(study, trial, in_process_sweep(tmp_path), ROOT / "experiments" / "configs",
                            ranks.TrialChannel()) is None
     assert "was marked failed by another worker" in capsys.readouterr().out
+
+
+def test_a_failed_grid_point_is_run_again_not_skipped(tmp_path, monkeypatch):
+    from clex import experiment
+    from clex.sweeps import worker
+
+    calls = []
+
+    def flaky(cfg, prepared=None, callbacks=(), wait=False):
+        calls.append(cfg.strategy.amplification)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory")
+        return {"run_dir": "x", "seed": 0, "eval": [{"length": 32, "ppl": cfg.strategy.amplification}],
+                "train_length": 32, "extrapolation_length": {"value": 32}, "parameters": 1}
+
+    monkeypatch.setattr(experiment, "run_experiment", flaky)
+    monkeypatch.setattr(experiment, "prepare", lambda cfg: None)
+    sweep = in_process_sweep(tmp_path, n_trials=3, sampler="grid")
+    sweep["space"] = {"strategy.amplification": {"type": "categorical", "choices": [1.0, 2.0, 3.0]}}
+    worker.run_worker(sweep, ROOT / "experiments" / "configs", tmp_path)
+    complete = [t.params["strategy.amplification"] for t in load_unit(tmp_path).get_trials() if t.state == TrialState.COMPLETE]
+    assert sorted(complete) == [1.0, 2.0, 3.0] and len(calls) == 4

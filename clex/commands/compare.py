@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("analysis/out/comparison"))
     parser.add_argument("--no-runs", action="store_true", help="leave out the per-run table")
     args = parser.parse_args(argv)
-    from clex.analysis import read_results
+    from clex.analysis import read_results, rows_of
     from clex.report import write_comparison
 
     try:
@@ -30,6 +30,10 @@ def main(argv=None) -> int:
             for path in [root] if root.is_file() else sorted(root.rglob("results.json")):
                 if ".base" not in path.parts:
                     results.append(read_results(path))
+                    try:
+                        rows_of(results[-1], str(path))  # the same checks as collect
+                    except (KeyError, TypeError) as error:
+                        raise ConfigError(f"{path}: not a clex results.json ({type(error).__name__}: {error})") from None
         if not results:
             raise ConfigError(f"no results.json under {', '.join(map(str, args.runs))}")
     except ConfigError as error:

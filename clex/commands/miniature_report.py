@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from clex.commands import ROOT
 from clex.registry import ConfigError
 
@@ -41,7 +43,12 @@ def study_results(name: str, out: Path) -> list[dict]:
     if not journal.is_file():
         return []
     study = load_study(name, str(journal))
-    trials = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.number)
+    space = yaml.safe_load((ROOT / "sweeps" / "configs" / f"{name}.yaml").read_text())["space"]
+
+    def order(trial):  # the first choices first: they are the reference of the paired tables
+        return [space[k]["choices"].index(trial.params[k]) for k in space if trial.params.get(k) in space[k]["choices"]]
+
+    trials = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=order)
     return [read_results(Path(d) / "results.json") for t in trials for d in t.user_attrs["run_dirs"]]
 
 

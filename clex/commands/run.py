@@ -36,6 +36,9 @@ def main(argv=None) -> int:
     try:
         axes, overrides = parse_overrides(CONFIG_DIR, args)
         configs = [compose(CONFIG_DIR, choice, overrides) for choice in expand(axes)]
+        if len(configs) > 1 and configs[0].name:
+            raise ConfigError(f"name={configs[0].name} would give all {len(configs)} runs of the list one folder; "
+                              "leave name unset (each run is named by its config)")
         strategies = group_options(CONFIG_DIR, "strategy")
         if configs[0].compare.reference not in strategies:
             raise ConfigError(f"compare.reference must be one of {', '.join(strategies)}, got {configs[0].compare.reference!r}")

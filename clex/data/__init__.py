@@ -60,7 +60,7 @@ def load_corpus(cfg) -> Corpus:
             documents[given[0]].append((key, text))
         elif mode == "position":
             for piece, part, split in split_by_position(key, text, cfg.validation_fraction, cfg.test_fraction):
-                documents[split].append((piece, part))
+                documents["train" if split in explicit else split].append((piece, part))
         else:
             split = split_of(key, cfg.validation_fraction, cfg.test_fraction)
             documents["train" if split in explicit else split].append((key, text))

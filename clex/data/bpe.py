@@ -2,6 +2,7 @@
 or test text), cached under ``out_dir/.tokenizers/<corpus>-<vocabulary size>/`` and reused by every run
 of that corpus. Byte-level: every text round-trips, no unknown token. A token is about 3-4 bytes of
 code or prose, so a window of L tokens sees 3-4x the text of L bytes."""
+import hashlib
 import logging
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def bpe_tokenizer(corpus, vocab_size: int, cache_root: Path) -> BPETokenizer:
     """The cached tokenizer of this corpus and vocabulary size, trained on its train split if new."""
     from tokenizers import Tokenizer
 
-    root = Path(cache_root) / f"{corpus.fingerprint['sha256']}-v{vocab_size}-f{FORMAT}"
+    train = hashlib.sha256("\0".join(key for key, _ in corpus.documents["train"]).encode()).hexdigest()[:8]
+    root = Path(cache_root) / f"{corpus.fingerprint['sha256']}-train{train}-v{vocab_size}-f{FORMAT}"  # the split's train part
     path = root / "tokenizer.json"
     if path.is_file():
         return BPETokenizer(Tokenizer.from_file(str(path)), path)

@@ -64,6 +64,13 @@ def _check_study(name, study):
     for key in ("seeds", "max_failures"):
         if not (isinstance(study[key], int) and not isinstance(study[key], bool) and study[key] >= 1):
             raise ConfigError(f"{name}: study.{key} must be a positive integer, got {study[key]!r}")
+    for key, low in (("heartbeat_interval", 1e-9), ("grace_period", 1e-9), ("max_retry", 0), ("pruner_warmup_steps", 0),
+                     ("pruner_startup_trials", 0), ("seed", 0)):
+        value = study[key]
+        integer = key not in ("heartbeat_interval", "grace_period")
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or value < low:
+            raise ConfigError(f"{name}: study.{key} must be {'an integer' if integer else 'a number'} "
+                              f"{'>= 0' if low == 0 else '> 0'}, got {value!r}")
     if not isinstance(study["share_runs"], bool):
         raise ConfigError(f"{name}: study.share_runs must be true or false, got {study['share_runs']!r}")
     objectives = study["objectives"]
@@ -83,8 +90,8 @@ def _check_space(name, space, experiment, config_dir, objectives):
         if key not in groups and OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
             raise ConfigError(f"{name}: space key {key!r} is not an experiment config key (see experiments/run.py --cfg)")
         if kind == "categorical":
-            if not dist.get("choices"):
-                raise ConfigError(f"{name}: space.{key}: categorical needs a non-empty choices list")
+            if not isinstance(dist.get("choices"), list) or not dist["choices"]:
+                raise ConfigError(f"{name}: space.{key}: categorical needs a non-empty choices list, got {dist.get('choices')!r}")
         elif kind in ("float", "int"):
             low, high = dist.get("low"), dist.get("high")
             if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low < high):

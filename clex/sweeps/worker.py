@@ -103,7 +103,7 @@ def run_trial(study, trial, sweep: dict, config_dir: Path, channel: TrialChannel
                 cfg = trial_config(sweep, config_dir, overrides, number, index)
                 channel.send({"overrides": overrides, "number": number, "seed_index": index})
                 callbacks = [PruneOnValidation(trial)] if pruning(sweep) and index == 0 else []
-                runs.append(run_experiment(cfg, prepare(cfg), callbacks=callbacks))
+                runs.append(run_experiment(cfg, prepare(cfg), callbacks=callbacks, wait=True))
                 if not alive.is_set():
                     raise DeclaredDead
         values = record_seeds(trial, runs, objectives)
@@ -123,6 +123,8 @@ def run_trial(study, trial, sweep: dict, config_dir: Path, channel: TrialChannel
     except (ConfigError, TrainingDiverged, RuntimeError, ValueError) as error:
         trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:500])
         study.tell(trial, state=TrialState.FAIL)
+        if study_cfg["sampler"] == "grid":  # Optuna's grid counts a failed point as visited: queue it again
+            study.enqueue_trial(trial.params)
         print(f"trial {trial.number} failed: {error}")
         return TrialState.FAIL
 
