@@ -174,7 +174,27 @@ def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
         else:
             new = _check_type(key, OmegaConf.select(cfg, key), new)
         OmegaConf.update(cfg, key, new, force_add=True)
+    given = {key.lstrip("+") for key, _ in overrides}
+    if cfg.model.name == "hf" and "train.length" not in given:  # a pretrained model trains at its own L0
+        original = cfg.model.get("original_length") or checkpoint_original_length(cfg.model.get("path"))
+        if original:
+            cfg.train.length = int(original)
     return cfg
+
+
+def checkpoint_original_length(path) -> int | None:
+    """L0 from a checkpoint's config.json (as clex.rotary_settings reads it), or None if there is none."""
+    import json
+
+    config_file = Path(str(path)) / "config.json" if path else None
+    if config_file is None or not config_file.is_file():
+        return None
+    try:
+        config = json.loads(config_file.read_text())
+    except ValueError:
+        return None
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    return rope.get("original_max_position_embeddings") or config.get("max_position_embeddings")
 
 
 def check_finite(cfg: DictConfig, prefix: str = ""):

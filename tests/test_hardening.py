@@ -187,3 +187,17 @@ def test_a_bootstrap_needs_a_resample():
 
     with pytest.raises(ConfigError, match="--bootstrap must be >= 1"):
         fit_power_law([1e5, 1e6, 1e5, 1e6], [64, 64, 128, 128], [100, 200, 300, 400], bootstrap=0)
+
+
+def test_a_pretrained_model_trains_and_evaluates_from_its_own_l0(tmp_path):
+    from clex.config import compose, parse_overrides
+    from clex.commands import CONFIG_DIR
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({"max_position_embeddings": 8192,
+                                                                "rope_parameters": {"rope_theta": 1e5}}))
+    axes, overrides = parse_overrides(CONFIG_DIR, ["model=hf", f"model.path={tmp_path / 'ckpt'}"])
+    cfg = compose(CONFIG_DIR, {k: v[0] for k, v in axes.items()}, overrides)
+    assert cfg.train.length == 8192 and list(cfg.eval.multipliers) == [1, 2, 4, 8, 16]  # evaluated at 1-16 x L0
+    axes, overrides = parse_overrides(CONFIG_DIR, ["model=hf", f"model.path={tmp_path / 'ckpt'}", "train.length=512"])
+    assert compose(CONFIG_DIR, {k: v[0] for k, v in axes.items()}, overrides).train.length == 512  # given wins
