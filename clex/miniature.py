@@ -160,7 +160,10 @@ def write_report(studies: dict, out: Path) -> str:
              "byte-level BPE with 2,048 tokens trained on the train split only; stage 1 pre-trains with plain RoPE at "
              "L0 = 128 tokens (600 steps of 16 x 128), stage 2 fine-tunes at L = 128 for 200 steps with each strategy; "
              "PPL at 1-16 L on the test split (16,384 scored tokens per length, the same for every run). "
-             f"Seeds 0, 1, 2. Cells: {INTERVAL_NOTE}. Lengths are in BPE tokens (about 3.5 bytes each).", ""]
+             f"Seeds 0, 1, 2. Cells: {INTERVAL_NOTE}. Lengths are in BPE tokens (about 3.5 bytes each).", "",
+             "Each length scores the test documents long enough for it (shorter ones are skipped), so two columns "
+             "differ in their documents as well as their length: compare strategies within a column (paired, same "
+             "tokens), and read a column against another as the shape of a curve, not as a paired difference.", ""]
     compute = {part: compute_minutes(sum((studies.get(n, []) for n in names), [])) for part, names in
                (("Table 1", ["miniature_table1"]), ("ablations", list(TITLES)), ("scaling law", ["miniature_scaling"]))}
     lines += ["Compute on this 2-core CPU (sum of the runs' wall times, base models once): " +
