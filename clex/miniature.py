@@ -10,6 +10,9 @@ TITLES = {"clex_dynamics": "Continuous against discrete dynamics", "clex_positio
           "clex_log_scale": "Log-scaled attention", "clex_eval_rule": "CLEX's evaluation rule for t",
           "baseline_eval_rule": "FBS and YaRN, static (factor 4) or dynamic (t = len / L0)"}
 EPS = 0.1
+NOTES = {"clex_eval_rule": "Every evaluation length here is a multiple of L0, where ceil(len / L0) = len / L0: the two "
+                           "rules give the same t and the same numbers; they differ only between multiples.",
+         "clex_positions": "The reference is the paper's recipe (extrapolated-random positions)."}
 
 
 def compute_minutes(results: list[dict]) -> float:
@@ -186,7 +189,7 @@ def write_report(studies: dict, out: Path) -> str:
     for name, title in TITLES.items():
         if studies.get(name):
             section, _, _ = study_section(name, studies[name], out, reference_first=True)
-            lines += [f"### {title}", "", *section, ""]
+            lines += [f"### {title}", "", *([NOTES[name], ""] if name in NOTES else []), *section, ""]
         else:
             lines += [f"### {title}", "", "Not run yet.", ""]
     scaling, fits = scaling_section(studies.get("miniature_scaling", []), out) if studies.get("miniature_scaling") else (
