@@ -1,0 +1,23 @@
+"""The published report and README: every figure they link is in the repository, and the numbers name
+the command that makes them."""
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/miniature/README.md", "docs/design.md"])
+def test_every_linked_figure_and_page_exists(page):
+    text = (ROOT / page).read_text()
+    links = re.findall(r"\]\(([^)#]+)\)", text)
+    local = [link for link in links if "://" not in link]
+    for link in local:
+        assert ((ROOT / page).parent / link).exists(), f"{page} links {link}, which is not in the repository"
+
+
+def test_the_report_names_its_command_and_seeds():
+    text = (ROOT / "docs" / "miniature" / "README.md").read_text()
+    assert "python analysis/miniature_report.py" in text and "Seeds 0, 1, 2" in text
+    assert "## 1. Table 1 in miniature" in text and "## 4. The paper's claims" in text
