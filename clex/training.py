@@ -76,10 +76,12 @@ def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: 
     callbacks = [StopOnNonFinite(), *callbacks]
     if not sys.stdout.isatty():
         callbacks.append(ProgressLine(stage))
-    if checkpoints:  # last.ckpt to resume; the best validation checkpoint (a second full copy) on request
-        best = bool(cfg.train.get("save_best"))
-        callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", filename="best", monitor="val/loss" if best else None,
-                                         save_top_k=1 if best else 0, save_last=True))
+    if checkpoints:  # last.ckpt (the latest, at every validation) to resume; the best one on request
+        callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                                         enable_version_counter=False))
+        if cfg.train.get("save_best"):  # a second full copy, with optimiser state
+            callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", filename="best", monitor="val/loss",
+                                             save_top_k=1))
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     options = dict(OmegaConf.to_container(cfg.trainer))
     if isinstance(options.get("strategy"), dict):  # fsdp / deepspeed

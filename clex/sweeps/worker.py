@@ -86,6 +86,16 @@ def record_seeds(trial, runs: list[dict], objectives: list[dict]) -> list[float]
     return [sum(c) / len(c) for c in columns]
 
 
+def holds_other_config(cfg) -> bool:
+    from clex.experiment import check_folder, run_name
+
+    try:
+        check_folder(cfg, Path(cfg.out_dir) / run_name(cfg))
+    except ConfigError:
+        return True
+    return False
+
+
 def run_trial(study, trial, sweep: dict, config_dir: Path, channel: TrialChannel) -> TrialState | None:
     """One trial (``study.seeds`` experiments, seeds seed..seed+N-1), in-process through the same
     code path as experiments/run.py; returns its state (None if another worker declared it dead)."""
@@ -98,6 +108,8 @@ def run_trial(study, trial, sweep: dict, config_dir: Path, channel: TrialChannel
         trial.set_user_attr("overrides", overrides)
         trial.set_user_attr("fail_reason", None)  # a retried trial inherits its predecessor's attributes
         runs, number = [], run_number(study, trial)
+        if number != trial.number and holds_other_config(trial_config(sweep, config_dir, overrides, number)):
+            number = trial.number  # the dead trial's folder ran other settings: a fresh folder
         with heartbeat(study, trial, study_cfg["heartbeat_interval"]) as alive:
             for index in range(study_cfg["seeds"]):
                 cfg = trial_config(sweep, config_dir, overrides, number, index)
