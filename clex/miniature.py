@@ -83,7 +83,7 @@ def scaling_section(results: list[dict], out: Path) -> tuple[list[str], dict]:
     from clex.analysis import fit_power_law
     from clex.registry import ConfigError
 
-    fits, lines = {}, []
+    fits, lines, errors = {}, [], []
     for strategy in ("clex", "yarn"):
         runs = [r for r in results if r["strategy"] == strategy and r["extrapolation_length"]["value"]]
         try:
@@ -92,14 +92,35 @@ def scaling_section(results: list[dict], out: Path) -> tuple[list[str], dict]:
                                            censored=[r["extrapolation_length"]["censored"] for r in runs],
                                            groups=[variant_id(r["config"]) for r in runs], bootstrap=1000)
         except ConfigError as error:
-            lines.append(f"- {strategy}: no fit ({error})")
+            errors.append(f"- {strategy}: no fit ({error})")
+    lengths = sorted({r["train_length"] for r in results})
+    for strategy in ("clex", "yarn"):
+        sizes = sorted({r["parameters"] for r in results if r["strategy"] == strategy})  # CLEX counts its ODE too
+        cells = {(n, L): [r["extrapolation_length"] for r in results if r["strategy"] == strategy and
+                          r["parameters"] == n and r["train_length"] == L and r["extrapolation_length"]["value"]]
+                 for n in sizes for L in lengths}
+        lines += [f"{strategy}: extrapolation length (tokens), mean ± 95% CI over seeds (≥: some seed is a lower bound)", "",
+                  "| parameters | " + " | ".join(f"L = {L}" for L in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
+        for n in sizes:
+            row = [("≥ " if any(e["censored"] for e in cells[n, L]) else "") + mean_ci([e["value"] for e in cells[n, L]]).format(0)
+                   if cells[n, L] else "-" for L in lengths]
+            lines.append(f"| {n / 1e6:.2f}M | " + " | ".join(row) + " |")
+        lines.append("")
     if fits:
-        lines = ["| strategy | runs | censored | alpha (model size) | beta (training length) |", "|---|---|---|---|---|"] + [
+        from clex.commands.scaling_law import plot_fit
+
+        for strategy, fit in fits.items():
+            rows = [{"parameters": r["parameters"], "train_length": r["train_length"], "censored": r["extrapolation_length"]["censored"],
+                     "extrapolation_length": r["extrapolation_length"]["value"]} for r in results
+                    if r["strategy"] == strategy and r["extrapolation_length"]["value"]]
+            plot_fit(rows, fit, strategy, out)
+        lines += ["| strategy | runs | censored | alpha (model size) | beta (training length) |", "|---|---|---|---|---|"] + [
             f"| {s} | {f['samples']} | {f['censored']} | {f['coef'][1]:.2f} [{f['ci'][1][0]:.2f}, {f['ci'][1][1]:.2f}] | "
-            f"{f['coef'][2]:.2f} [{f['ci'][2][0]:.2f}, {f['ci'][2][1]:.2f}] |" for s, f in fits.items()] + [""] + lines + [
+            f"{f['coef'][2]:.2f} [{f['ci'][2][0]:.2f}, {f['ci'][2][1]:.2f}] |" for s, f in fits.items()] + [""] + errors + [
             "", "log E = log a + alpha log N + beta log L, E the extrapolation length (eps 0.1); censored runs enter as "
-            "lower bounds (Tobit likelihood); 95% bootstrap intervals over configurations, seeds kept together."]
-    return lines, fits
+            "lower bounds (Tobit likelihood); 95% bootstrap intervals over configurations, seeds kept together.", "",
+            *[f"![scaling law, {s}](scaling_law_{s}.png)" for s in fits]]
+    return lines + ([] if fits else errors), fits
 
 
 def claims(studies: dict, fits: dict) -> list[str]:
