@@ -16,9 +16,9 @@ NOTES = {"clex_eval_rule": "Every evaluation length here is a multiple of L0, wh
 
 
 def compute_minutes(results: list[dict]) -> float:
-    """Fine-tuning and evaluation of every run plus each base model once, in minutes."""
-    bases = {r["base"]["path"]: r["base"]["wall_seconds"] for r in results if r.get("base")}
-    return (sum(r["wall_seconds"] for r in results) + sum(bases.values())) / 60
+    """Wall minutes of the part's runs, each once (a run's time includes training its base model when it
+    was the first to need it; a shared run counts in the part that lists it first)."""
+    return sum({r["name"]: r["wall_seconds"] for r in results}.values()) / 60
 
 
 def first_label(results, labels, name):
@@ -188,9 +188,13 @@ def write_report(studies: dict, out: Path) -> str:
              "Each length scores the test documents long enough for it (shorter ones are skipped), so two columns "
              "differ in their documents as well as their length: compare strategies within a column (paired, same "
              "tokens), and read a column against another as the shape of a curve, not as a paired difference.", ""]
-    compute = {part: compute_minutes(sum((studies.get(n, []) for n in names), [])) for part, names in
-               (("Table 1", ["miniature_table1"]), ("ablations", list(TITLES)), ("scaling law", ["miniature_scaling"]))}
-    lines += ["Compute on this 2-core CPU (sum of the runs' wall times, base models once): " +
+    parts = (("Table 1", ["miniature_table1"]), ("ablations", list(TITLES)), ("scaling law", ["miniature_scaling"]))
+    seen, compute = set(), {}
+    for part, names in parts:
+        runs = [r for n in names for r in studies.get(n, []) if r["name"] not in seen]
+        seen |= {r["name"] for r in runs}
+        compute[part] = compute_minutes(runs)
+    lines += ["Compute on this 2-core CPU (the runs' wall times, each run once, base models included): " +
               ", ".join(f"{k} {v:.0f} min" for k, v in compute.items()) + ".", ""]
     if table1:
         variants, labels = ordered_variants(table1)
