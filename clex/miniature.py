@@ -2,7 +2,8 @@
 each from the runs of its sweeps, with 95% intervals over seeds (docs/design.md, section 6)."""
 from pathlib import Path
 
-from clex.report import STRATEGY_ORDER, ordered_variants, variant_table
+from clex.report import (STRATEGY_ORDER, difference_cell, extrapolation_cell, interval_curves, lengths_of,
+                         ordered_variants, variant_table)
 from clex.stats import INTERVAL_NOTE, mean_ci, paired_difference, ppl_by_seed, variant_id
 
 TITLES = {"clex_dynamics": "Continuous against discrete dynamics", "clex_positions": "Position sampler",
@@ -21,31 +22,22 @@ def compute_minutes(results: list[dict]) -> float:
     return sum({r["name"]: r["wall_seconds"] for r in results}.values()) / 60
 
 
-def first_label(results, labels, name):
-    """The label of the sweep's first choice (the reference of its paired table)."""
-    return labels[variant_id(results[0]["config"])] if results else name
-
-
 def paired_rows(variants, labels, target, others, lengths) -> list[str]:
     rows = []
     for other in others:
-        cells = []
-        for n in lengths:
-            d = paired_difference(ppl_by_seed(variants[target], n), ppl_by_seed(variants[other], n))
-            cells.append("-" if d is None else f"{d.mean:+.2f} ± {d.half_width:.2f}" + ("*" if d.excludes_zero else "")
-                         if d.half_width is not None else f"{d.mean:+.2f}")
+        cells = [difference_cell(paired_difference(ppl_by_seed(variants[target], n), ppl_by_seed(variants[other], n)))
+                 for n in lengths]
         rows.append(f"| {labels[target]} - {labels[other]} | " + " | ".join(cells) + " |")
     return rows
 
 
-def verdict(interval, better_if_negative=True) -> str:
-    """Holds / does not hold / not resolved, from a paired interval of (claimed better - other)."""
+def verdict(interval) -> str:
+    """Holds / does not hold / not resolved, from a paired interval of PPL(claimed better) - PPL(other)."""
     if interval is None:
         return "not run yet"
     if interval.half_width is None:
         return f"not resolved (one seed: {interval.mean:+.2f})"
-    good = interval.high < 0 if better_if_negative else interval.low > 0
-    bad = interval.low > 0 if better_if_negative else interval.high < 0
+    good, bad = interval.high < 0, interval.low > 0
     text = f"{interval.mean:+.2f} ± {interval.half_width:.2f}, n = {interval.n}"
     return f"holds ({text})" if good else f"does not hold ({text})" if bad else f"not resolved at this n ({text})"
 
@@ -53,30 +45,22 @@ def verdict(interval, better_if_negative=True) -> str:
 def figure(results, path: Path, title: str):
     from clex.plots import plot_ppl_intervals
 
-    variants, labels = ordered_variants(results)
-    lengths = sorted({row["length"] for r in results for row in r["eval"]})
-    curves = {labels[v]: {n: mean_ci(list(p.values())) for n in lengths if (p := ppl_by_seed(runs, n))}
-              for v, runs in variants.items()}
-    plot_ppl_intervals(curves, sorted({r["train_length"] for r in results}), path)
+    plot_ppl_intervals(interval_curves(*ordered_variants(results)), sorted({r["train_length"] for r in results}), path)
     return f"![{title}]({path.name})"
 
 
-
-def lengths_of(results) -> list[int]:
-    return sorted({row["length"] for r in results for row in r["eval"]})
-
-
-def study_section(name: str, results: list[dict], out: Path, reference_first: bool) -> tuple[list[str], dict, dict]:
+def study_section(name: str, results: list[dict], out: Path) -> list[str]:
+    """A study's table, its paired table against its first choice (results[0]), and its figure."""
     variants, labels = ordered_variants(results)
     lengths = lengths_of(results)
     lines = variant_table(variants, labels, lengths)
-    if reference_first and len(variants) > 1:
+    if len(variants) > 1:
         ref = variant_id(results[0]["config"])
         lines += ["", f"Paired against **{labels[ref]}** (PPL difference per seed, mean ± 95% CI; * resolved):", "",
                   "| variant - reference | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 1) + "|",
                   *[row for v in variants if v != ref for row in paired_rows(variants, labels, v, [ref], lengths)]]
     lines += ["", figure(results, out / f"{name}.png", name)]
-    return lines, variants, labels
+    return lines
 
 
 def scaling_section(results: list[dict], out: Path) -> tuple[list[str], dict]:
@@ -96,14 +80,12 @@ def scaling_section(results: list[dict], out: Path) -> tuple[list[str], dict]:
     lengths = sorted({r["train_length"] for r in results})
     for strategy in ("clex", "yarn"):
         sizes = sorted({r["parameters"] for r in results if r["strategy"] == strategy})  # CLEX counts its ODE too
-        cells = {(n, L): [r["extrapolation_length"] for r in results if r["strategy"] == strategy and
-                          r["parameters"] == n and r["train_length"] == L and r["extrapolation_length"]["value"]]
+        cells = {(n, L): [r for r in results if r["strategy"] == strategy and r["parameters"] == n and r["train_length"] == L]
                  for n in sizes for L in lengths}
         lines += [f"{strategy}: extrapolation length (tokens), mean ± 95% CI over seeds (≥: some seed is a lower bound)", "",
                   "| parameters | " + " | ".join(f"L = {L}" for L in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
         for n in sizes:
-            row = [("≥ " if any(e["censored"] for e in cells[n, L]) else "") + mean_ci([e["value"] for e in cells[n, L]]).format(0)
-                   if cells[n, L] else "-" for L in lengths]
+            row = [extrapolation_cell(cells[n, L]) for L in lengths]
             lines.append(f"| {n / 1e6:.2f}M | " + " | ".join(row) + " |")
         lines.append("")
     if fits:
@@ -213,7 +195,7 @@ def write_report(studies: dict, out: Path) -> str:
               "between studies.", ""]
     for name, title in TITLES.items():
         if studies.get(name):
-            section, _, _ = study_section(name, studies[name], out, reference_first=True)
+            section = study_section(name, studies[name], out)
             lines += [f"### {title}", "", *([NOTES[name], ""] if name in NOTES else []), *section, ""]
         else:
             lines += [f"### {title}", "", "Not run yet.", ""]

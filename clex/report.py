@@ -13,7 +13,7 @@ from clex.stats import (INTERVAL_NOTE, group_variants, label_variants, mean_ci, 
                         variant_config)
 
 
-def _extrapolation_cell(runs: list[dict]) -> str:
+def extrapolation_cell(runs: list[dict]) -> str:
     values = [r["extrapolation_length"]["value"] for r in runs if r["extrapolation_length"]["value"] is not None]
     if not values:
         return "-"
@@ -21,7 +21,7 @@ def _extrapolation_cell(runs: list[dict]) -> str:
     return bound + mean_ci(values).format(0)
 
 
-def _lengths(results):
+def lengths_of(results) -> list[int]:
     return sorted({row["length"] for r in results for row in r["eval"]})
 
 
@@ -33,7 +33,7 @@ def variant_table(variants: dict, labels: dict, lengths: list[int]) -> list[str]
         for length in lengths:
             values = ppl_by_seed(runs, length)
             cells.append(mean_ci(list(values.values())).format() if values else "-")
-        lines.append(f"| {labels[vid]} | {len(runs)} | " + " | ".join(cells) + f" | {_extrapolation_cell(runs)} |")
+        lines.append(f"| {labels[vid]} | {len(runs)} | " + " | ".join(cells) + f" | {extrapolation_cell(runs)} |")
     return lines
 
 
@@ -60,6 +60,20 @@ def reference_partners(variants: dict, labels: dict, reference: str) -> tuple[di
     return partners, "strategy"
 
 
+def difference_cell(diff) -> str:
+    """A paired difference: "+0.12 ± 0.03*" (* where the interval excludes 0), "+0.12" for one seed."""
+    if diff is None:
+        return "-"
+    interval = "" if diff.half_width is None else f" ± {diff.half_width:.2f}" + ("*" if diff.excludes_zero else "")
+    return f"{diff.mean:+.2f}{interval}"
+
+
+def interval_curves(variants: dict, labels: dict) -> dict:
+    """label -> {length: Interval of the per-seed PPL}, for plots.plot_ppl_intervals."""
+    return {labels[vid]: {n: mean_ci(list(v.values())) for n in lengths_of(runs) if (v := ppl_by_seed(runs, n))}
+            for vid, runs in variants.items()}
+
+
 def paired_section(variants: dict, labels: dict, lengths: list[int], reference: str) -> list[str]:
     partners, mode = reference_partners(variants, labels, reference)
     if not partners:
@@ -84,8 +98,7 @@ def paired_section(variants: dict, labels: dict, lengths: list[int], reference: 
         for length in lengths:
             diff = paired_difference(ppl_by_seed(variants[vid], length), ppl_by_seed(variants[rid], length))
             n = max(n, diff.n if diff else 0)
-            cells.append("-" if diff is None else f"{diff.mean:+.2f}" + (
-                "" if diff.half_width is None else f" ± {diff.half_width:.2f}" + ("*" if diff.excludes_zero else "")))
+            cells.append(difference_cell(diff))
         lines.append(f"| {labels[vid]} - {labels[rid]} | {n} | " + " | ".join(cells) + " |")
     return lines
 
@@ -121,7 +134,7 @@ def ordered_variants(results: list[dict]) -> tuple[dict, dict]:
 
 def comparison_markdown(results: list[dict], reference: str = "rope", runs: bool = True) -> str:
     variants, labels = ordered_variants(results)
-    lengths = _lengths(results)
+    lengths = lengths_of(results)
     first = results[0]
     seeds = sorted({r["seed"] for r in results})
     lines = ["## Perplexity by evaluation length", "",
@@ -147,7 +160,6 @@ def write_comparison(results: list[dict], target: Path, reference: str = "rope",
     variants, labels = ordered_variants(results)
     table = comparison_markdown(results, reference, runs)
     io.write_text(Path(target) / "comparison.md", table)
-    curves = {labels[vid]: {n: mean_ci(list(v.values())) for n in _lengths(runs_) if (v := ppl_by_seed(runs_, n))}
-              for vid, runs_ in variants.items()}
-    plot_ppl_intervals(curves, sorted({r["train_length"] for r in results}), Path(target) / "ppl_vs_length.png")
+    plot_ppl_intervals(interval_curves(variants, labels), sorted({r["train_length"] for r in results}),
+                       Path(target) / "ppl_vs_length.png")
     return table + f"saved {target}"
