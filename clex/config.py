@@ -247,6 +247,12 @@ def validate(cfg):
     require(cfg.eval.chunk_size is None or cfg.eval.chunk_size >= 1, "eval.chunk_size", "must be >= 1 or null",
             cfg.eval.chunk_size)
     require(0 < cfg.eval.eps, "eval.eps", "must be > 0", cfg.eval.eps)
+    from clex import ruler
+
+    if cfg.eval.get("passkey"):
+        ruler.check_depths("eval.passkey.depths", OmegaConf.to_container(cfg.eval.passkey).get("depths"))
+    if cfg.eval.get("ruler"):
+        ruler.check_options(OmegaConf.to_container(cfg.eval.ruler))
     require(cfg.data.get("split", "hash") in ("hash", "position"), "data.split", "must be hash or position",
             cfg.data.get("split"))
     tokenizer = cfg.data.get("tokenizer", "byte")

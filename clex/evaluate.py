@@ -1,5 +1,6 @@
 """Perplexity against length (docs/design.md, section 5) and the extrapolation-length metric."""
 import contextlib
+import inspect
 import math
 
 import torch
@@ -8,6 +9,14 @@ import torch.nn.functional as F
 
 def _nll_sum(logits, targets) -> float:
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum").item()
+
+
+def forward_cached(model, input_ids, cache=None):
+    """One forward through the KV cache: (logits, cache). Recent transformers 5.x name the argument and
+    the output ``cache``, earlier 5.x releases ``past_key_values``."""
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    out = model(input_ids=input_ids, use_cache=True, **({name: cache} if cache is not None else {}))
+    return out.logits, getattr(out, name)
 
 
 def _chunked_nll(model, ids, chunk_size: int) -> float:
@@ -23,9 +32,8 @@ def _chunked_nll(model, ids, chunk_size: int) -> float:
     total, cache = 0.0, DynamicCache()
     with fixed:
         for start in range(0, inputs.shape[1], chunk_size):
-            out = model(input_ids=inputs[:, start: start + chunk_size], past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
-            total += _nll_sum(out.logits, targets[:, start: start + chunk_size])
+            logits, cache = forward_cached(model, inputs[:, start: start + chunk_size], cache)
+            total += _nll_sum(logits, targets[:, start: start + chunk_size])
     return total
 
 

@@ -1,5 +1,7 @@
 """Passkey retrieval (Mohtashami & Jaggi 2023; the CLEX paper's protocol): a 5-digit key hidden at a
 given depth of filler text, then asked for; accuracy over a length x depth grid, greedy decoding."""
+import contextlib
+
 import torch
 
 INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -26,15 +28,21 @@ def passkey_prompt(tokenizer, length: int, depth: float, passkey: int):
 
 @torch.no_grad()
 def greedy_answer(model, prompt: torch.Tensor, answer_length: int) -> torch.Tensor:
+    """``answer_length`` greedy tokens after ``prompt``, through the KV cache. A patched model keeps the
+    prompt's t for the answer too: the cached keys and the new queries rotate with the same frequencies."""
+    from clex.evaluate import forward_cached
+    from clex.rotary import is_patched, rotary_module
+
     device = next(model.parameters()).device
-    out = model(input_ids=prompt[None].to(device), use_cache=True)
-    cache, generated = out.past_key_values, []
-    for step in range(answer_length):
-        token = out.logits[:, -1].argmax(-1, keepdim=True)
-        generated.append(int(token))
-        if step + 1 < answer_length:
-            out = model(input_ids=token, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+    fixed = rotary_module(model).evaluation_length(len(prompt)) if is_patched(model) else contextlib.nullcontext()
+    generated = []
+    with fixed:
+        logits, cache = forward_cached(model, prompt[None].to(device))
+        for step in range(answer_length):
+            token = logits[:, -1].argmax(-1, keepdim=True)
+            generated.append(int(token))
+            if step + 1 < answer_length:
+                logits, cache = forward_cached(model, token, cache)
     return torch.tensor(generated)
 
 
@@ -55,22 +63,10 @@ def passkey_grid(model, tokenizer, lengths, depths, trials: int, seed: int) -> l
 
 
 def plot_passkey(rows: list[dict], path, title: str):
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from clex.plots import STYLE, save
+    from clex.plots import accuracy_map
 
     lengths = sorted({r["length"] for r in rows})
     depths = sorted({r["depth"] for r in rows})
-    grid = np.array([[next(r["accuracy"] for r in rows if r["length"] == n and r["depth"] == d) for n in lengths]
-                     for d in depths])
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(lengths), 0.9 + 0.45 * len(depths)), constrained_layout=True)
-        image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(range(len(lengths)), [str(n) for n in lengths], rotation=45, ha="right")
-        ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
-        ax.set_xlabel("prompt length (tokens)")
-        ax.set_ylabel("depth of the key")
-        ax.set_title(title)
-        fig.colorbar(image, ax=ax).set_label("accuracy")
-        save(fig, path)
+    grid = [[next(r["accuracy"] for r in rows if r["length"] == n and r["depth"] == d) for n in lengths]
+            for d in depths]
+    accuracy_map(grid, lengths, [f"{d:.0%}" for d in depths], "prompt length (tokens)", "depth of the key", title, path)

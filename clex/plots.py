@@ -72,3 +72,25 @@ def plot_ppl_intervals(curves: dict, train_lengths: list[int], path, formats=("p
                      + ("; bands: 95% CI over seeds" if bands else ""))
         ax.legend(frameon=False)
         save(fig, path, formats)
+
+
+def accuracy_map(grid, columns: list, rows: list, xlabel: str, ylabel: str, title: str, path):
+    """A heat map of accuracies in [0, 1] (rows x columns; NaN: a cell not run, drawn grey), each cell
+    annotated with its value."""
+    import numpy as np
+
+    grid = np.asarray(grid, dtype=float)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(1.6 + 0.7 * len(columns), 0.9 + 0.45 * len(rows)), constrained_layout=True)
+        ax.set_facecolor("0.85")
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        for (i, j), value in np.ndenumerate(grid):
+            ax.text(j, i, "-" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if np.isnan(value) or value > 0.6 else "white")
+        ax.set_xticks(range(len(columns)), [str(c) for c in columns], rotation=45, ha="right")
+        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        fig.colorbar(image, ax=ax).set_label("accuracy")
+        save(fig, path)

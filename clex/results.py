@@ -1,4 +1,4 @@
-"""Evaluation and what a run writes: perplexity against length (and passkey), the provenance and
+"""Evaluation and what a run writes: perplexity against length (passkey, RULER-style tasks), the provenance and
 numerics that let a table be traced, results.json, the run's figure and its printed table."""
 import math
 import platform
@@ -49,6 +49,23 @@ def run_passkey(cfg, prepared, run_dir: Path) -> dict:
     return {"accuracy_by_length": by_length, "mean_accuracy": sum(by_length.values()) / len(by_length)}
 
 
+def run_ruler(cfg, prepared, run_dir: Path) -> dict:
+    from clex.ruler import plot_ruler, ruler_grid, summarise
+
+    opts = cfg.eval.ruler
+    lengths = list(opts.lengths) if opts.lengths is not None else prepared.eval_lengths
+    rows = ruler_grid(prepared.model, prepared.tokenizer, prepared.corpus.documents["test"], lengths, opts,
+                      cfg.eval.seed)
+    summary = summarise(rows)
+    protocol = {k: v for k, v in OmegaConf.to_container(opts).items() if k != "lengths"}
+    io.write_json(run_dir / "ruler.json", {"strategy": cfg.strategy.name, "tasks": list(opts.tasks),
+                                            "lengths": lengths, "protocol": {**protocol, "seed": cfg.eval.seed,
+                                            "decoding": "greedy", "match": "every expected string as a whole word"},
+                                            "rows": rows, **summary})
+    plot_ruler(rows, run_dir / "ruler.png", f"RULER-style tasks: {cfg.strategy.name}")
+    return summary
+
+
 def provenance() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
@@ -88,6 +105,10 @@ def format_table(results: dict) -> str:
     if ext["value"] is not None:
         bound = " (lower bound: every length stayed within)" if ext["censored"] else ""
         lines.append(f"extrapolation length (PPL within {1 + ext['eps']:g} x PPL at L): {ext['value']:.0f}{bound}")
+    if results.get("ruler"):
+        by_length = results["ruler"]["accuracy_by_length"]
+        lines.append("RULER-style accuracy (mean over the tasks that fit; ruler.json per task): "
+                     + ", ".join(f"{n}: {a:.2f}" for n, a in by_length.items()))
     return "\n".join(lines)
 
 
@@ -99,6 +120,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
     with trainer.precision_plugin.forward_context():
         rows = evaluate_lengths(cfg, prepared)
         passkey = run_passkey(cfg, prepared, run_dir) if cfg.eval.get("passkey") else None
+        ruler = run_ruler(cfg, prepared, run_dir) if cfg.eval.get("ruler") else None
     tokenizer = getattr(prepared.tokenizer, "tokenizer", None)  # a pretrained model's own tokenizer
     clex.save_pretrained(prepared.model, run_dir / "model", tokenizer=tokenizer)
     results = {
@@ -118,6 +140,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
                   "final_val_loss": float(trainer.callback_metrics.get("val/loss", math.nan))},
         "base": base,
         "passkey": passkey,
+        "ruler": ruler,
         "parameters": sum(p.numel() for p in prepared.model.parameters()),
         "attn_implementation": prepared.model.config._attn_implementation,
         "precision": str(cfg.trainer.get("precision")),

@@ -4,6 +4,7 @@ import torch
 from conftest import tiny_llama
 
 import clex
+from clex.evaluate import forward_cached
 from clex.registry import ConfigError
 
 L0 = 64
@@ -43,8 +44,8 @@ def test_t_equal_one_is_the_original_model(family, name):
 def test_cached_generation_takes_t_from_the_position_not_the_input_length():
     model = patched(tiny_llama, "clex", max_scale=8)
     full = model(IDS[:, : 2 * L0 + 5]).logits[:, -1]
-    cache = model(IDS[:, : 2 * L0 + 4], use_cache=True).past_key_values
-    step = model(IDS[:, 2 * L0 + 4: 2 * L0 + 5], past_key_values=cache, use_cache=True).logits[:, -1]
+    _, cache = forward_cached(model, IDS[:, : 2 * L0 + 4])
+    step = forward_cached(model, IDS[:, 2 * L0 + 4: 2 * L0 + 5], cache)[0][:, -1]
     torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)
 
 

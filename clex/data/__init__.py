@@ -87,6 +87,9 @@ class ByteTokenizer:
     def encode(self, text: str) -> np.ndarray:
         return np.frombuffer(text.encode("utf-8", "surrogateescape"), dtype=np.uint8).astype(np.int32)
 
+    def decode(self, ids) -> str:
+        return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", "replace")
+
     def describe(self) -> dict:
         return {"kind": "byte", "vocab_size": self.vocab_size}
 
@@ -108,6 +111,9 @@ class PretrainedTokenizer:
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int32)
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
 
     def describe(self) -> dict:
         return {"kind": "pretrained", "vocab_size": self.vocab_size, "path": self.name}

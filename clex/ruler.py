@@ -1,0 +1,265 @@
+"""RULER-style synthetic tasks (Hsieh et al. 2024, arXiv 2404.06654) on haystacks cut from the test split.
+
+Six tasks: one needle (``niah_single``), a needle among distractor keys (``niah_multikey``), every value
+of one key (``niah_multivalue``), the values of several keys asked at once (``niah_multiquery``), the
+variables of a chain of assignments (``variable_tracking``) and the most common words of a list
+(``common_words``). A prompt has exactly the stated number of tokens: the task's pieces (needles,
+assignments) are spliced into a seeded window of test-split tokens at their depths, then the question
+follows. The model answers by greedy decoding through the KV cache. A sample is correct when every
+expected string appears in the answer as a whole word (RULER's string match, all or nothing);
+``score`` keeps RULER's partial credit (the fraction found). Samples depend on the seed, task, length,
+depth and trial only, so every model sees the same prompts.
+"""
+import random
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from clex.registry import ConfigError
+
+TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "niah_multiquery", "variable_tracking", "common_words")
+DEPTH_TASKS = TASKS[:4]  # the asked needle sits at a stated depth; the other two spread over the whole context
+KEYS = ("apple", "badger", "cactus", "dolphin", "ember", "falcon", "glacier", "harbor", "iris", "jasmine",
+        "kettle", "lantern", "meadow", "nectar", "orchid", "pepper", "quartz", "raven", "saffron", "tulip",
+        "umber", "violet", "walnut", "yarrow", "zephyr", "anchor", "bramble", "cobalt", "dune", "ferret")
+NEEDLE = "The magic number for {key} is {value}. "
+VARIABLE = "VAR {name} = {value}. "
+
+
+class Skipped(Exception):
+    """A cell that cannot be built (its fixed parts exceed the length, or too few distinct words)."""
+
+
+@dataclass
+class Spec:
+    pieces: list  # (depth, text) spliced into the haystack
+    question: str
+    expected: list  # strings the answer must contain
+    answer: str  # the reference answer; its token count is how many tokens are decoded
+    fill: object = None  # room -> token ids replacing the haystack (common_words), or None
+
+
+@dataclass
+class Sample:
+    prompt: torch.Tensor  # exactly ``length`` token ids
+    expected: list
+    answer_tokens: int
+    spans: list = field(default_factory=list)  # [start, end) of each piece in the prompt, in ``pieces`` order
+
+
+def _values(rng, count: int, digits: int) -> list[str]:
+    return [str(v) for v in rng.sample(range(10 ** (digits - 1), 10 ** digits), count)]
+
+
+def _spread(rng, depth: float, count: int) -> list[float]:
+    """The asked piece at ``depth``, the others at seeded uniform depths."""
+    return [depth] + [rng.random() for _ in range(count - 1)]
+
+
+def niah_single(rng, depth, opts, haystack) -> Spec:
+    key, [value] = rng.choice(KEYS), _values(rng, 1, opts.digits)
+    return Spec([(depth, NEEDLE.format(key=key, value=value))],
+                f"What is the magic number for {key}? The magic number for {key} is", [value], f" {value}")
+
+
+def niah_multikey(rng, depth, opts, haystack) -> Spec:
+    keys, values = rng.sample(KEYS, opts.needles), _values(rng, opts.needles, opts.digits)
+    pieces = [(d, NEEDLE.format(key=k, value=v)) for d, k, v in zip(_spread(rng, depth, opts.needles), keys, values)]
+    return Spec(pieces, f"What is the magic number for {keys[0]}? The magic number for {keys[0]} is",
+                [values[0]], f" {values[0]}")
+
+
+def niah_multivalue(rng, depth, opts, haystack) -> Spec:
+    key, values = rng.choice(KEYS), _values(rng, opts.needles, opts.digits)
+    pieces = [(d, NEEDLE.format(key=key, value=v)) for d, v in zip(_spread(rng, depth, opts.needles), values)]
+    return Spec(pieces, f"What are all the magic numbers for {key}? The magic numbers for {key} are", values,
+                " " + ", ".join(values))
+
+
+def niah_multiquery(rng, depth, opts, haystack) -> Spec:
+    keys, values = rng.sample(KEYS, opts.queries), _values(rng, opts.queries, opts.digits)
+    pieces = [(d, NEEDLE.format(key=k, value=v)) for d, k, v in zip(_spread(rng, depth, opts.queries), keys, values)]
+    asked = ", ".join(keys)
+    return Spec(pieces, f"What are the magic numbers for {asked}? The magic numbers for {asked} are", values,
+                " " + ", ".join(values))
+
+
+def variable_tracking(rng, depth, opts, haystack) -> Spec:
+    names = rng.sample(sorted({"".join(rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ", k=4)) for _ in range(64)}),
+                       opts.hops + 1)
+    [value] = _values(rng, 1, opts.digits)
+    statements = [VARIABLE.format(name=names[0], value=value)]
+    statements += [VARIABLE.format(name=name, value=prev) for prev, name in zip(names, names[1:])]
+    depths = sorted(rng.random() for _ in statements)  # in order, so the chain reads forwards
+    return Spec(list(zip(depths, statements)), f"Which variables hold the value {value}? They are", names,
+                " " + " ".join(names))
+
+
+def common_words(rng, depth, opts, haystack) -> Spec:
+    if len(haystack.words) <= opts.common:
+        raise Skipped(f"the test split has {len(haystack.words)} distinct words, common_words needs more than "
+                      f"eval.ruler.common = {opts.common}")
+    words = rng.sample(haystack.words, len(haystack.words))
+    common, rare = words[: opts.common], words[opts.common:]
+
+    def fill(room: int) -> list[int]:
+        """The common words ``common_frequency`` times each, the others at most one time fewer, shuffled;
+        the tokens left over (less than one word) are haystack tokens in front."""
+        listed = [w for w in common for _ in range(opts.common_frequency)]
+        budget = room - sum(len(haystack.encode(f" {w}")) for w in listed)
+        if budget < 0:
+            raise Skipped(f"{opts.common} common words x {opts.common_frequency} need {room - budget} tokens, "
+                          f"the room is {room}")
+        for _ in range(opts.common_frequency - 1):
+            for word in rare:
+                size = len(haystack.encode(f" {word}"))
+                if size <= budget:
+                    listed.append(word)
+                    budget -= size
+        if budget > max(len(haystack.encode(f" {w}")) for w in rare[:50] or common):
+            raise Skipped(f"the test split's {len(haystack.words)} distinct words cannot fill {room} tokens")
+        rng.shuffle(listed)
+        return haystack.window(rng, budget) + [i for w in listed for i in haystack.encode(f" {w}")]
+
+    return Spec([], f"\nWhat are the {opts.common} most common words in the list above? They are", common,
+                " " + " ".join(common), fill)
+
+
+BUILDERS = {name: globals()[name] for name in TASKS}
+
+
+class Haystack:
+    """Filler: the test split's documents as one token stream (in order, until enough tokens), and
+    their distinct words for ``common_words``."""
+
+    def __init__(self, tokenizer, documents, tokens_needed: int):
+        self.tokenizer, stream, words = tokenizer, [], {}
+        for _, text in documents:
+            stream += [int(i) for i in tokenizer.encode(text)] + [int(tokenizer.separator)]
+            words.update(dict.fromkeys(w.lower() for w in re.findall(r"\b[A-Za-z]{4,10}\b", text)))
+            if len(stream) >= tokens_needed:
+                break
+        if not stream:
+            raise ConfigError("eval=ruler: the test split is empty; nothing to cut haystacks from")
+        self.stream = stream
+        self.words = sorted(set(words) - set(KEYS))
+
+    def encode(self, text: str) -> list[int]:
+        return [int(i) for i in self.tokenizer.encode(text)]
+
+    def window(self, rng, size: int) -> list[int]:
+        """``size`` consecutive tokens at a seeded offset (the stream repeated when it is shorter)."""
+        repeats = -(-(size + 1) // len(self.stream))
+        stream = self.stream * repeats if repeats > 1 else self.stream
+        start = rng.randrange(0, len(stream) - size + 1)
+        return stream[start: start + size]
+
+
+def make_sample(task: str, haystack: Haystack, length: int, depth, rng, opts) -> Sample:
+    spec = BUILDERS[task](rng, depth, opts, haystack)
+    pieces = [(d, haystack.encode(text)) for d, text in spec.pieces]
+    question = haystack.encode(spec.question)
+    room = length - sum(len(ids) for _, ids in pieces) - len(question)
+    if room < 0:
+        raise Skipped(f"the task's fixed parts need {length - room} tokens, more than the length {length}")
+    filler = spec.fill(room) if spec.fill else haystack.window(rng, room)
+    ids, spans, last = [], [None] * len(pieces), 0
+    for index in sorted(range(len(pieces)), key=lambda i: pieces[i][0]):
+        cut = round(pieces[index][0] * room)
+        ids += filler[last:cut]
+        last = cut
+        spans[index] = (len(ids), len(ids) + len(pieces[index][1]))
+        ids += pieces[index][1]
+    ids += filler[last:] + question
+    assert len(ids) == length, (len(ids), length)
+    return Sample(torch.tensor(ids, dtype=torch.long), spec.expected, len(haystack.encode(spec.answer)), spans)
+
+
+def matches(answer: str, expected: list[str]) -> list[bool]:
+    """Whether each expected string appears in the answer as a whole word."""
+    return [re.search(rf"(?<!\w){re.escape(e)}(?!\w)", answer) is not None for e in expected]
+
+
+def ruler_grid(model, tokenizer, documents, lengths, opts, seed: int) -> list[dict]:
+    """One row per (task, length, depth): exact-match accuracy and RULER's score over ``opts.trials``
+    samples; depth is null for the tasks that spread over the context. A cell that cannot be built
+    at a length has null accuracy and says why in ``skipped``."""
+    from clex.passkey import greedy_answer
+
+    model.eval()
+    haystack = Haystack(tokenizer, documents, 4 * max(lengths))
+    rows = []
+    for task in opts.tasks:
+        for length in lengths:
+            for depth in (list(opts.depths) if task in DEPTH_TASKS else [None]):
+                correct, score, skipped = 0, 0.0, None
+                for trial in range(opts.trials):
+                    rng = random.Random(f"{seed}/{task}/{length}/{depth}/{trial}")
+                    try:
+                        sample = make_sample(task, haystack, length, depth, rng, opts)
+                    except Skipped as reason:
+                        skipped = str(reason)
+                        break
+                    answer = tokenizer.decode(greedy_answer(model, sample.prompt, sample.answer_tokens).tolist())
+                    hits = matches(answer, sample.expected)
+                    correct += all(hits)
+                    score += sum(hits) / len(hits)
+                rows.append({"task": task, "length": length, "depth": depth, "trials": opts.trials,
+                             "accuracy": None if skipped else correct / opts.trials,
+                             "score": None if skipped else score / opts.trials, "skipped": skipped})
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Mean accuracy per task and length (over depths), and per length over the tasks that ran."""
+    by_task = {}
+    for row in rows:
+        if row["accuracy"] is not None:
+            by_task.setdefault(row["task"], {}).setdefault(row["length"], []).append(row["accuracy"])
+    by_task = {task: {n: sum(v) / len(v) for n, v in cells.items()} for task, cells in by_task.items()}
+    lengths = sorted({n for cells in by_task.values() for n in cells})
+    by_length = {n: sum(c[n] for c in by_task.values() if n in c) / sum(n in c for c in by_task.values())
+                 for n in lengths}
+    return {"accuracy_by_task": by_task, "accuracy_by_length": by_length}
+
+
+def plot_ruler(rows: list[dict], path, title: str):
+    """Task x length: accuracy averaged over depths (grey: a cell that could not be built)."""
+    from clex.plots import accuracy_map
+
+    by_task = summarise(rows)["accuracy_by_task"]
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    lengths = sorted({r["length"] for r in rows})
+    grid = [[by_task.get(task, {}).get(n, float("nan")) for n in lengths] for task in tasks]
+    accuracy_map(grid, lengths, tasks, "prompt length (tokens)", "task (mean over depths)", title, path)
+
+
+def check_depths(key: str, depths):
+    if not isinstance(depths, (list, tuple)) or not depths or not all(
+            isinstance(d, (int, float)) and not isinstance(d, bool) and 0 <= d <= 1 for d in depths):
+        raise ConfigError(f"{key} must be a non-empty list of depths in [0, 1] (0 = start, 1 = end), got {depths!r}")
+
+
+def check_options(opts: dict):
+    """``eval.ruler``: one line naming the key and what it allows."""
+    tasks = opts.get("tasks")
+    if not isinstance(tasks, (list, tuple)) or not tasks:
+        raise ConfigError(f"eval.ruler.tasks must be a non-empty list of tasks ({', '.join(TASKS)}), got {tasks!r}")
+    for task in tasks:
+        if task not in TASKS:
+            raise ConfigError(f"eval.ruler.tasks: unknown task {task!r}; choices: {', '.join(TASKS)}")
+    if len(set(tasks)) < len(tasks):
+        raise ConfigError(f"eval.ruler.tasks names a task twice: {list(tasks)}")
+    check_depths("eval.ruler.depths", opts.get("depths"))
+    lengths = opts.get("lengths")
+    if lengths is not None and (not isinstance(lengths, (list, tuple)) or not lengths or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in lengths)):
+        raise ConfigError(f"eval.ruler.lengths must be null (the perplexity lengths) or a list of token counts, got {lengths!r}")
+    for key, low in (("trials", 1), ("needles", 2), ("queries", 2), ("hops", 1), ("common", 1),
+                     ("common_frequency", 2), ("digits", 3)):
+        value = opts.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"eval.ruler.{key} must be an integer >= {low}, got {value!r}")
+    if max(opts["needles"], opts["queries"]) > len(KEYS):
+        raise ConfigError(f"eval.ruler.needles and eval.ruler.queries must be at most {len(KEYS)} (the distinct keys)")
