@@ -145,6 +145,13 @@ def _check_type(key: str, old, new):
     return new
 
 
+def load_option(config_dir: Path, group: str, option: str) -> DictConfig:
+    """A group option's YAML; ``extends: other`` starts it from that option of the same group."""
+    node = OmegaConf.load(config_dir / group / f"{option}.yaml")
+    parent = node.pop("extends", None)
+    return OmegaConf.merge(load_option(config_dir, group, parent), node) if parent else node
+
+
 def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
     """The defaults, the chosen group options, then the key=value overrides, type-checked.
     ``choice``: group -> option, and key -> value for one item of a key's comma list."""
@@ -156,7 +163,7 @@ def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
         if not path.is_file():
             raise ConfigError(f"{group}={option!r} is not an option of group {group!r}; "
                               f"choices: {', '.join(group_options(config_dir, group))}")
-        cfg[group] = OmegaConf.load(path)
+        cfg[group] = load_option(config_dir, group, option)
     cfg["choices"] = {**defaults, **choice}
     known = _flat_keys(cfg)
     for key, raw in overrides:
@@ -247,6 +254,9 @@ def validate(cfg):
     require(cfg.eval.chunk_size is None or cfg.eval.chunk_size >= 1, "eval.chunk_size", "must be >= 1 or null",
             cfg.eval.chunk_size)
     require(0 < cfg.eval.eps, "eval.eps", "must be > 0", cfg.eval.eps)
+    stride = cfg.eval.get("stride")
+    require(stride is None or (isinstance(stride, int) and not isinstance(stride, bool) and 1 <= stride <= min(eval_lengths(cfg))),
+            "eval.stride", f"must be null or an integer from 1 to the shortest evaluation length ({min(eval_lengths(cfg))})", stride)
     from clex import ruler
 
     if cfg.eval.get("passkey"):

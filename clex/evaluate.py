@@ -1,4 +1,5 @@
-"""Perplexity against length (docs/design.md, section 5) and the extrapolation-length metric."""
+"""Perplexity against length (docs/design.md, section 5) under three protocols (full sequences, KV-chunked,
+sliding window) and the extrapolation-length metric."""
 import contextlib
 import inspect
 import math
@@ -8,6 +9,7 @@ import torch.nn.functional as F
 
 
 def _nll_sum(logits, targets) -> float:
+    """Summed NLL of the targets; -100 marks a target that is not scored."""
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum").item()
 
 
@@ -19,14 +21,13 @@ def forward_cached(model, input_ids, cache=None):
     return out.logits, getattr(out, name)
 
 
-def _chunked_nll(model, ids, chunk_size: int) -> float:
+def _chunked_nll(model, inputs, targets, chunk_size: int) -> float:
     """The official long-context protocol: the input in chunks, each attending to the previous ones
     through the KV cache; t is fixed to that of the whole input, so it equals one full forward."""
     from transformers import DynamicCache
 
     from clex.rotary import is_patched, rotary_module
 
-    inputs, targets = ids[:, :-1], ids[:, 1:]
     # an unpatched model keeps its own rotary module: nothing to fix
     fixed = rotary_module(model).evaluation_length(inputs.shape[1]) if is_patched(model) else contextlib.nullcontext()
     total, cache = 0.0, DynamicCache()
@@ -38,21 +39,63 @@ def _chunked_nll(model, ids, chunk_size: int) -> float:
 
 
 @torch.no_grad()
-def sequence_nll(model, sequences: torch.Tensor, tokens_per_batch: int, chunk_size: int | None = None):
-    """Sum of next-token NLL over every token of every sequence after the first, and that count;
-    ``chunk_size``: score each sequence in chunks through the KV cache instead of in one forward."""
+def sequence_nll(model, sequences: torch.Tensor, tokens_per_batch: int, chunk_size: int | None = None,
+                 scored: torch.Tensor | None = None):
+    """Sum of next-token NLL over the scored tokens of every sequence, and their count. ``scored[i]``:
+    only the last scored[i] predictions of sequence i count (sliding windows); None: every one.
+    ``chunk_size``: each sequence in chunks through the KV cache instead of one forward."""
     model.eval()
     device = next(model.parameters()).device
     batch_size = max(1, tokens_per_batch // sequences.shape[1])
     total, count = 0.0, 0
     for start in range(0, len(sequences), batch_size):
         ids = sequences[start: start + batch_size].to(device)
-        if chunk_size and chunk_size < ids.shape[1] - 1:
-            total += _chunked_nll(model, ids, chunk_size)
+        inputs, targets = ids[:, :-1], ids[:, 1:].clone()
+        if scored is not None:
+            first = targets.shape[1] - scored[start: start + batch_size].to(device)
+            targets[torch.arange(targets.shape[1], device=device)[None] < first[:, None]] = -100
+        if chunk_size and chunk_size < inputs.shape[1]:
+            total += _chunked_nll(model, inputs, targets, chunk_size)
         else:
-            total += _nll_sum(model(input_ids=ids[:, :-1]).logits, ids[:, 1:])
-        count += ids[:, 1:].numel()
+            total += _nll_sum(model(input_ids=inputs).logits, targets)
+        count += int((targets != -100).sum())
     return total, count
+
+
+def sliding_windows(tokenizer, documents, window: int, stride: int, max_tokens: int, seed: int):
+    """Sliding-window scoring (how YaRN and others evaluate PG19): windows of ``window`` tokens moved by
+    ``stride`` over each held-out document, each scoring only the predictions past the previous window's,
+    so every token is scored once and, after the first window, with at least window - stride tokens
+    of context. The last window ends at the document's end. Documents in a seeded order until
+    ``max_tokens`` predictions are scored; documents shorter than window + 1 tokens are skipped.
+    Returns (windows [N, window + 1], scored [N], documents used, documents skipped)."""
+    order = torch.randperm(len(documents), generator=torch.Generator().manual_seed(seed)).tolist()
+    windows, scored, used, skipped, total = [], [], 0, 0, 0
+    for index in order:
+        if total >= max_tokens:
+            break
+        tokens = torch.as_tensor(tokenizer.encode(documents[index][1]), dtype=torch.long)
+        predictions = len(tokens) - 1
+        if predictions < window:
+            skipped += 1
+            continue
+        used, done, begin = used + 1, 0, 0
+        while done < predictions and total < max_tokens:
+            begin = min(begin, predictions - window)
+            windows.append(tokens[begin: begin + window + 1])
+            scored.append(begin + window - done)
+            total, done, begin = total + scored[-1], begin + window, begin + stride
+    if not windows:
+        return torch.zeros(0, window + 1, dtype=torch.long), torch.zeros(0, dtype=torch.long), 0, skipped
+    return torch.stack(windows), torch.tensor(scored), used, skipped
+
+
+def protocol(eval_cfg) -> dict:
+    """How perplexity was scored, for results.json and every table header."""
+    chunk, stride = eval_cfg.get("chunk_size"), eval_cfg.get("stride")
+    if stride:
+        return {"name": "sliding_window", "window": "the evaluation length", "stride": stride, "chunk_size": chunk}
+    return {"name": "kv_chunked" if chunk else "full", "window": "the evaluation length", "chunk_size": chunk}
 
 
 def extrapolation_length(rows: list[dict], train_length: int, eps: float) -> dict:

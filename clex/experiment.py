@@ -20,6 +20,7 @@ from clex.data import load_corpus, packed_tokens
 from clex.models import build_model, build_tokenizer, checkpoint_dir
 from clex.registry import ConfigError
 from clex.results import write_results
+from clex.stats import drop_nulls
 from clex.training import TrainingDiverged, config_hash, fine_tune, pretrain_base, set_numerics
 
 __all__ = ["Prepared", "TrainingDiverged", "prepare", "run_experiment", "run_name"]
@@ -95,7 +96,7 @@ def build_patched_model(cfg, tokenizer):
 
 
 def run_identity(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in RUN_IDENTITY_IGNORES}
+    return {k: v for k, v in drop_nulls(config).items() if k not in RUN_IDENTITY_IGNORES}
 
 
 def run_name(cfg) -> str:

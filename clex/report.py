@@ -9,8 +9,8 @@ from pathlib import Path
 
 from clex import io
 from clex.plots import plot_ppl_intervals
-from clex.stats import (INTERVAL_NOTE, group_variants, label_variants, mean_ci, paired_difference, ppl_by_seed,
-                        variant_config)
+from clex.stats import (INTERVAL_NOTE, describe_protocol, group_variants, label_variants, mean_ci, paired_difference,
+                        ppl_by_seed, protocols_line, variant_config)
 
 
 def extrapolation_cell(runs: list[dict]) -> str:
@@ -140,7 +140,8 @@ def comparison_markdown(results: list[dict], reference: str = "rope", runs: bool
     lines = ["## Perplexity by evaluation length", "",
              *variant_table(variants, labels, lengths), "",
              f"Evaluation lengths in tokens; training length L = {first['train_length']}, L0 = {first['original_length']}; "
-             f"{first['eval'][0]['tokens']} tokens scored at L; seeds {', '.join(map(str, seeds))}. Cells: {INTERVAL_NOTE}. "
+             f"{first['eval'][0]['tokens']} tokens scored at L; seeds {', '.join(map(str, seeds))}. "
+             f"{protocols_line(describe_protocol(r.get('eval_protocol')) for r in results)} Cells: {INTERVAL_NOTE}. "
              "Extrapolation length: largest length with PPL within (1 + eps) of PPL at L (≥ / +: some run stayed "
              "within at every evaluated length, a lower bound).",
              *paired_section(variants, labels, lengths, reference),

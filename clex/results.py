@@ -13,22 +13,28 @@ from omegaconf import OmegaConf
 import clex
 from clex import io
 from clex.data import evaluation_sequences
-from clex.evaluate import extrapolation_length, sequence_nll
+from clex.evaluate import extrapolation_length, protocol, sequence_nll, sliding_windows
+from clex.stats import describe_protocol
 
 
 def evaluate_lengths(cfg, prepared) -> list[dict]:
-    rows = []
+    """Perplexity at each evaluation length under the configured protocol (evaluate.protocol)."""
+    rows, documents = [], prepared.corpus.documents["test"]
     for length in prepared.eval_lengths:
-        sequences, documents, skipped = evaluation_sequences(
-            prepared.tokenizer, prepared.corpus.documents["test"], length, cfg.eval.max_tokens, cfg.eval.seed)
-        row = {"length": length, "ppl": None, "nll": None, "tokens": 0, "documents": documents,
-               "skipped_documents": skipped}
+        if cfg.eval.get("stride"):
+            sequences, scored, used, skipped = sliding_windows(prepared.tokenizer, documents, length, cfg.eval.stride,
+                                                               cfg.eval.max_tokens, cfg.eval.seed)
+        else:
+            scored = None
+            sequences, used, skipped = evaluation_sequences(prepared.tokenizer, documents, length, cfg.eval.max_tokens,
+                                                            cfg.eval.seed)
+        row = {"length": length, "ppl": None, "nll": None, "tokens": 0, "documents": used, "skipped_documents": skipped}
         if len(sequences):
             cuda = torch.cuda.is_available() and next(prepared.model.parameters()).is_cuda
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             start = time.time()
-            total, count = sequence_nll(prepared.model, sequences, cfg.eval.tokens_per_batch, cfg.eval.chunk_size)
+            total, count = sequence_nll(prepared.model, sequences, cfg.eval.tokens_per_batch, cfg.eval.chunk_size, scored)
             nll = total / count
             row.update(nll=nll, ppl=math.exp(nll) if nll < 700 else math.inf, tokens=count,
                        tokens_per_second=count / max(time.time() - start, 1e-9),
@@ -96,6 +102,7 @@ def numerics() -> dict:
 
 def format_table(results: dict) -> str:
     lines = [f"strategy {results['strategy']}  L={results['train_length']}  L0={results['original_length']}",
+             f"perplexity: {describe_protocol(results.get('eval_protocol'))}",
              f"{'length':>8} {'ppl':>9} {'nll':>8} {'tokens':>8} {'docs':>5}"]
     for row in results["eval"]:
         ppl = f"{row['ppl']:.3f}" if row["ppl"] is not None else "-"
@@ -133,6 +140,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         "train_length": t.length,
         "max_scale": getattr(prepared.strategy, "max_scale", None),
         "eval": rows,
+        "eval_protocol": protocol(cfg.eval),
         "extrapolation_length": extrapolation_length(rows, t.length, cfg.eval.eps),
         "train": {"steps": t.steps, "tokens": trained.tokens, "wall_seconds": trained.seconds,
                   "world_size": trainer.world_size,

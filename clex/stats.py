@@ -21,8 +21,41 @@ INTERVAL_NOTE = ("mean ± half-width of the 95% Student-t interval over n seeds 
                  "freedom), of the per-seed perplexities; n = 1: one seed, no interval")
 
 
+def describe_protocol(entry: dict | None) -> str:
+    """How perplexity was scored (results.json ``eval_protocol``), in words, for table headers. Runs
+    written before the protocol was recorded scored full sequences."""
+    if not entry or entry["name"] == "full":
+        return "full sequences (non-overlapping, every token scored, one forward each)"
+    if entry["name"] == "kv_chunked":
+        return f"non-overlapping sequences scored in chunks of {entry['chunk_size']} tokens through the KV cache"
+    return (f"sliding window (window = the evaluation length, stride {entry['stride']}: only the tokens past the "
+            "overlap scored)")
+
+
+def protocol_label(entry: dict | None) -> str:
+    """The protocol in a CSV cell: full, kv_chunked(C) or sliding_window(S)."""
+    if not entry or entry["name"] == "full":
+        return "full"
+    return f"{entry['name']}({entry['chunk_size'] if entry['name'] == 'kv_chunked' else entry['stride']})"
+
+
+def protocols_line(labels) -> str:
+    """One header line for the protocols of a table's runs (more than one is said, not hidden)."""
+    found = sorted(set(labels))
+    return ("Perplexity protocol: " + "; ".join(found) + (" (differs between runs: compare within one protocol)"
+                                                          if len(found) > 1 else "") + ".")
+
+
+def drop_nulls(value):
+    """A config without its null-valued keys: an option added later with a null default (the old
+    behaviour) leaves run names and variants of earlier runs unchanged."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def variant_config(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in NOT_VARIANT}
+    return {k: v for k, v in drop_nulls(config).items() if k not in NOT_VARIANT}
 
 
 def variant_id(config: dict) -> str:

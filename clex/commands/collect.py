@@ -71,6 +71,9 @@ def main(argv=None) -> int:
     summary = aggregate(rows)
     summary_path = args.out.with_name(f"{args.out.stem}_summary.csv")
     write_csv(summary, summary_path, SUMMARY_COLUMNS)
+    from clex.stats import protocols_line
+
+    print(protocols_line(row["protocol"] for row in rows))
     print(summary_text(summary))
     print(f"{len(rows)} rows from {len(runs)} runs -> {args.out}; per variant and length -> {summary_path}")
     return 0

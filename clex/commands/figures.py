@@ -44,9 +44,9 @@ def ppl_figure(table, out):
         save(fig, out / "ppl_vs_length", formats=("png", "pdf"))
 
 
-def table_one(table, out):
+def table_one(table, out, protocols):
     from clex import io
-    from clex.stats import INTERVAL_NOTE
+    from clex.stats import INTERVAL_NOTE, protocols_line
 
     lengths = sorted({n for curve in table.values() for n in curve})
     md = ["| run | L | n | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 3) + "|"]
@@ -58,7 +58,7 @@ def table_one(table, out):
         md.append(f"| {variant} | {train_length} | {n} | " + " | ".join(cells) + " |")
         tex.append(f"{variant.replace('_', chr(92) + '_')} & {train_length} & {n} & "
                    + " & ".join(c.replace("±", r"$\pm$") for c in cells) + r" \\")
-    md += ["", f"PPL by evaluation length (tokens). Cells: {INTERVAL_NOTE}."]
+    md += ["", f"PPL by evaluation length (tokens). {protocols_line(protocols)} Cells: {INTERVAL_NOTE}."]
     tex += [r"\bottomrule", r"\end{tabular}"]
     io.write_text(out / "table1.md", "\n".join(md) + "\n")
     io.write_text(out / "table1.tex", "\n".join(tex) + "\n")
@@ -136,7 +136,8 @@ def main(argv=None) -> int:
     from clex.analysis import read_table
 
     try:
-        table = interval_table(read_table(args.table, REQUIRED))
+        rows = read_table(args.table, REQUIRED)
+        table = interval_table(rows)
         if args.study and not args.storage:
             raise ConfigError("--study needs --storage")
         args.out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     ppl_figure(table, args.out)
-    table_one(table, args.out)
+    table_one(table, args.out, [row.get("protocol", "full") for row in rows])
     heat_maps(table, args.out)
     print(f"wrote {args.out}: ppl_vs_length, ppl_heatmap (.png, .pdf), table1.md, table1.tex"
           + (f", study_{args.study}_* figures" if args.study else ""))
