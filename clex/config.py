@@ -200,7 +200,11 @@ def checkpoint_original_length(path) -> int | None:
         config = json.loads(config_file.read_text())
     except ValueError:
         return None
+    from clex.rotary import STARTING_ROPES
+
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type")) in STARTING_ROPES:  # the context its scaled rope covers already
+        return config.get("max_position_embeddings")
     return rope.get("original_max_position_embeddings") or config.get("max_position_embeddings")
 
 

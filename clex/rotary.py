@@ -59,10 +59,14 @@ class ScaledRotaryEmbedding(nn.Module):
             length = self._length or int(position_ids.max()) + 1
             scale = self.strategy.scale_for_length(length)
             positions = position_ids.float()
-        inv_freq = self.strategy.inv_freq(scale).to(x.device)
+        inv_freq = self.strategy.inv_freq(scale)
+        short = self.strategy.checkpoint_short  # a LongRoPE checkpoint: its short factors up to its original length
+        if short is not None and scale == 1 and length is not None and length <= short[1]:
+            inv_freq = short[0]
+        inv_freq = inv_freq.to(x.device)
         freqs = positions[..., None] * inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
-        multiplier = self.strategy.attention_factor(scale)
+        multiplier = self.strategy.attention_factor(scale) * self.strategy.base_attention
         if self.log_scale:
             length = length or float(positions.max()) + 1
             multiplier *= math.sqrt(max(1.0, math.log(length) / math.log(self.strategy.original_length)))
@@ -83,14 +87,36 @@ def _locate(model):
                       f"{' or '.join(ROTARY_PATHS)} (supported: Llama-family and GPT-NeoX models)")
 
 
+STARTING_ROPES = ("linear", "llama3", "yarn", "longrope")  # checkpoint rope types a strategy scales on from
+
+
 def rotary_settings(model) -> dict:
-    """rotary_dim, base and original_length (L0) read from a transformers model or its config."""
+    """rotary_dim, base and original_length (L0) read from a transformers model or its config. L0 is the
+    context the checkpoint's rope covers: its pre-training length for plain RoPE, its extended length
+    (``max_position_embeddings``) for a scaled rope it starts from (STARTING_ROPES)."""
     config = getattr(model, "config", model)
     rope = config.rope_parameters
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     rotary_dim = int(head_dim * rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)))
     original = rope.get("original_max_position_embeddings") or config.max_position_embeddings
+    if rope.get("rope_type", "default") in STARTING_ROPES:
+        original = config.max_position_embeddings
     return {"rotary_dim": rotary_dim, "base": float(rope["rope_theta"]), "original_length": int(original)}
+
+
+def checkpoint_rope(config) -> dict:
+    """The frequencies and attention factor of a checkpoint's own rope, from transformers' functions
+    (so t = 1 reproduces the checkpoint): ``Strategy.start_from``'s arguments."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    rope = config.rope_parameters
+    init = ROPE_INIT_FUNCTIONS[rope["rope_type"]]
+    if rope["rope_type"] != "longrope":
+        inv_freq, attention = init(config)
+        return {"inv_freq": inv_freq, "attention_factor": attention}
+    short_length = int(rope["original_max_position_embeddings"])
+    long_freq, attention = init(config, seq_len=short_length + 1)
+    return {"inv_freq": long_freq, "attention_factor": attention, "short": (init(config)[0], short_length)}
 
 
 def patch_model(model, strategy, log_scale: bool = False):
@@ -98,16 +124,18 @@ def patch_model(model, strategy, log_scale: bool = False):
     owner, attr = _locate(model)
     current = getattr(owner, attr)
     rope_type = (getattr(model.config, "rope_parameters", None) or {}).get("rope_type", "default")
-    if rope_type != "default" and not isinstance(current, ScaledRotaryEmbedding):
-        raise ConfigError(f"the model's rope type is {rope_type!r}: clex starts every strategy from plain RoPE "
-                          "('default'), which would change this checkpoint's logits inside its own context; "
-                          "patch a checkpoint trained with plain RoPE")
+    if rope_type not in ("default", *STARTING_ROPES):
+        raise ConfigError(f"the model's rope type is {rope_type!r}: clex scales on from plain RoPE ('default') or "
+                          f"from {', '.join(STARTING_ROPES)}; starting from {rope_type!r} would change this "
+                          "checkpoint's logits inside its own context")
     expected = getattr(current, "inv_freq", None)
     if isinstance(current, ScaledRotaryEmbedding):
         expected = current.strategy.base_inv_freq
     if expected is not None and expected.numel() != strategy.rotary_dim // 2:
         raise ConfigError(f"strategy rotary_dim {strategy.rotary_dim} does not match the model's "
                           f"{2 * expected.numel()}")
+    if rope_type != "default":
+        strategy.start_from(**checkpoint_rope(model.config))
     device = next(model.parameters()).device
     setattr(owner, attr, ScaledRotaryEmbedding(strategy, log_scale=log_scale).to(device))
     return model

@@ -68,16 +68,15 @@ def test_extrapolated_random_positions_stay_below_t_l0_for_any_l():
             assert len(positions) == length and positions.min() >= 0 and positions.max() < t * 128, (length, t)
 
 
-def test_a_checkpoint_with_its_own_rope_type_is_not_changed_silently():
+def test_a_checkpoint_with_a_rope_type_we_cannot_start_from_is_not_changed_silently():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         max_position_embeddings=256, rope_parameters={
-                             "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                             "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+                         max_position_embeddings=256, rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4,
+                                                                        "factor": 2.0})
     model = LlamaForCausalLM(config)
     strategy = clex.build_strategy("rope", **clex.rotary_settings(model))
-    with pytest.raises(ConfigError, match="rope type is 'llama3'"):
+    with pytest.raises(ConfigError, match="rope type is 'dynamic'"):
         clex.patch_model(model, strategy)
 
 

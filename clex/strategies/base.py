@@ -48,6 +48,20 @@ class Strategy(nn.Module):
         self.factor = float(factor)
         self.eval_scale = eval_scale
         self.register_buffer("base_inv_freq", default_inv_freq(rotary_dim, base), persistent=False)
+        self.base_attention = 1.0  # the attention factor of the rope this strategy starts from
+        self.checkpoint_short = None  # LongRoPE checkpoints: (short-factor inv_freq, length up to which it applies at t = 1)
+
+    def start_from(self, inv_freq: torch.Tensor, attention_factor: float = 1.0, short=None):
+        """Scale on from a checkpoint's own rope (linear, llama3, yarn, longrope) instead of plain RoPE: its
+        frequencies become the base this strategy scales (t = 1 is the checkpoint as it is) and its
+        attention factor multiplies the strategy's. ``short``: LongRoPE's (short-factor inv_freq, original
+        length), the checkpoint's frequencies for inputs up to that length."""
+        if inv_freq.shape != self.base_inv_freq.shape:
+            raise ConfigError(f"the checkpoint's rope has {inv_freq.numel()} frequencies, the strategy "
+                              f"{self.base_inv_freq.numel()}")
+        self.base_inv_freq = inv_freq.float().to(self.base_inv_freq.device)
+        self.base_attention = float(attention_factor)
+        self.checkpoint_short = None if short is None else (short[0].float().to(self.base_inv_freq.device), int(short[1]))
 
     def _apply(self, fn, recurse=True):
         # parameters and buffers keep their float32 values whatever the model's precision (a bf16

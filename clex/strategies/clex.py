@@ -83,6 +83,10 @@ class Clex(Strategy):
         self._cache = None  # a move or cast: solve again where the parameters now are
         return super()._apply(fn, recurse)
 
+    def start_from(self, *args, **kwargs):
+        super().start_from(*args, **kwargs)
+        self._cache = None  # z(1) moved: solve again
+
     # --- the dynamics -------------------------------------------------------------------------
     def log_ntk(self, log_alpha: torch.Tensor) -> torch.Tensor:
         """log ntk(t) as a function of log alpha = log(2t - 1)."""
