@@ -43,8 +43,10 @@ def load_corpus(cfg) -> Corpus:
     source may name a document's split itself (explicit test or validation paths)."""
     source = DATASETS.get(cfg.name)
     docs = sorted(source(cfg), key=lambda doc: doc[0])
-    if cfg.get("max_documents"):
-        docs = docs[: cfg.max_documents]
+    if cfg.get("max_documents"):  # caps the documents split by key; those a source puts in a split stay whole
+        given = [doc for doc in docs if len(doc) > 2 and doc[2]]
+        docs = sorted([doc for doc in docs if not (len(doc) > 2 and doc[2])][: cfg.max_documents] + given,
+                      key=lambda doc: doc[0])
     mode = cfg.get("split", "hash")
     if mode == "hash" and 0 < len(docs) < len(SPLITS):
         log.info("data: %d document(s), fewer than the 3 splits: each is split by position", len(docs))
@@ -110,7 +112,9 @@ class PretrainedTokenizer:
         self.name = str(path)
 
     def encode(self, text: str) -> np.ndarray:
-        return np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int32)
+        from clex.data.bpe import valid_utf8  # undecodable bytes (read with surrogateescape) -> U+FFFD
+
+        return np.asarray(self.tokenizer(valid_utf8(text), add_special_tokens=False)["input_ids"], dtype=np.int32)
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
