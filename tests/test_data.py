@@ -101,3 +101,17 @@ def test_moving_the_corpus_keeps_its_split(tmp_path):
     moved = folder.rename(tmp_path / "elsewhere")
     after = load_corpus(text_cfg(moved))
     assert before.documents == after.documents and before.fingerprint == after.fingerprint
+
+
+def test_a_checkpoint_tokenizer_reads_text_with_undecodable_bytes(tmp_path):
+    """Files read with surrogateescape (the stdlib has some) used to crash a checkpoint's fast tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from clex.data import PretrainedTokenizer
+
+    backend = Tokenizer(models.WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="b").save_pretrained(tmp_path)
+    text = b"a \xff b".decode("utf-8", "surrogateescape")
+    assert PretrainedTokenizer(str(tmp_path)).encode(text).tolist() == [0, 2, 1]
