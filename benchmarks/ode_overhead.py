@@ -1,7 +1,11 @@
 """CLEX's ODE overhead: training-step time with clex against rope on the tiny default model, side by
 side in one process, and each solver setting's cost and error against a dopri5 reference.
 
-    python benchmarks/ode_overhead.py [--steps 30] [--threads 2]
+    python benchmarks/ode_overhead.py [--steps 30] [--threads 2] [model=llama-10m ...]
+
+The step table splits CLEX's overhead: ``clex at t=1`` (no solve, no graph into the frequencies),
+``rope, inv_freq trained`` (plain RoPE whose inv_freq is a trained leaf: the cost of back-propagating into
+cos and sin in every layer, with no ODE) and ``clex`` (that plus the ODE solve and its backward).
 """
 import argparse
 import math
@@ -14,7 +18,7 @@ from torchdiffeq import odeint
 
 
 import clex
-from clex.config import compose
+from clex.config import single_config
 from clex.data import ByteTokenizer
 from clex.lit import next_token_loss
 from clex.models import build_model
@@ -35,7 +39,10 @@ def step_times(cfg, steps: int):
     ``clex at t=1`` needs no solve: it isolates the cost of back-propagating into cos/sin in every layer."""
     clex_options = {k: v for k, v in cfg.strategy.items() if k not in ("name", "log_scale")}
     models = {"rope": build("rope", cfg), "clex": build("clex", cfg, **clex_options),
-              "clex at t=1": build("clex", cfg, **clex_options)}
+              "clex at t=1": build("clex", cfg, **clex_options), "rope, inv_freq trained": build("rope", cfg)}
+    leaf = clex.rotary_module(models["rope, inv_freq trained"]).strategy
+    inv_freq = leaf._buffers.pop("base_inv_freq")
+    leaf.base_inv_freq = torch.nn.Parameter(inv_freq)  # rope's inv_freq(t) returns it: a graph into cos and sin
     optimisers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
     L, B = cfg.train.length, cfg.train.batch_size
     batch = torch.randint(0, 257, (B, L + 1), generator=torch.Generator().manual_seed(0))
@@ -121,10 +128,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model=llama-10m train.batch_size=8")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = compose(CONFIGS, {}, [])
-    print(f"tiny default model: {cfg.model.name} {cfg.model.num_layers}x{cfg.model.hidden_size}, L={cfg.train.length}, "
+    cfg = single_config(CONFIGS, args.overrides)
+    print(f"model: {cfg.model.name} {cfg.model.num_layers}x{cfg.model.hidden_size}, L={cfg.train.length}, "
           f"batch {cfg.train.batch_size}, t_max {cfg.strategy.max_scale}, sampler {cfg.sampler.scale}/"
           f"{cfg.sampler.position}, {args.threads} threads, median of {args.steps} steps")
     median = step_times(cfg, args.steps)
