@@ -167,7 +167,7 @@ def test_command_line_error_has_no_traceback_and_cfg_prints_the_config(tmp_path)
     assert "strategy  abf, clex, fbs, llama3, longrope, pi, rope, yarn" in helped.stdout
 
 
-def save_tiny_hf_checkpoint(path):
+def save_tiny_hf_checkpoint(path, rope_parameters=None):
     """A tiny Llama saved by transformers itself, with a byte-level BPE tokenizer trained here."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -182,7 +182,8 @@ def save_tiny_hf_checkpoint(path):
     fast.save_pretrained(path)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=24, eos_token_id=fast.eos_token_id)
+                         num_attention_heads=2, max_position_embeddings=24, eos_token_id=fast.eos_token_id,
+                         **({"rope_parameters": rope_parameters} if rope_parameters else {}))
     LlamaForCausalLM(config).save_pretrained(path)
 
 
@@ -201,6 +202,27 @@ def test_a_transformers_checkpoint_runs_through_model_hf(tmp_path):
     assert run.main(args + ["model.original_length=12"]) == 0
     runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/results.json")]
     assert sorted(r["original_length"] for r in runs) == [12, 24]  # model.original_length overrides
+
+
+@pytest.mark.slow
+def test_a_llama3_checkpoint_is_extended_from_its_own_rope(tmp_path):
+    rope = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 2.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 12}
+    save_tiny_hf_checkpoint(tmp_path / "ckpt", rope)
+    args = [f"out_dir={tmp_path / 'runs'}", "model=hf", f"model.path={tmp_path / 'ckpt'}", "strategy=yarn",
+            "strategy.factor=2", "train.steps=2", "train.batch_size=2", "train.val_every=2", "train.val_batches=1",
+            "eval.multipliers=[1,2]", "eval.max_tokens=96", "data.max_documents=60", "trainer.enable_progress_bar=false"]
+    assert run.main(args) == 0
+    [result] = load_results(tmp_path / "runs").values()
+    assert result["original_length"] == result["train_length"] == 24  # the context its llama3 rope covers
+    saved = json.loads((tmp_path / "runs" / result["name"] / "model" / "config.json").read_text())
+    assert saved["rope_parameters"]["rope_type"] == "llama3"  # plain transformers still loads it as it was
+    import clex
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    reloaded = clex.load_pretrained(tmp_path / "runs" / result["name"] / "model")  # scaled on from llama3 again
+    llama3_inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](reloaded.config)
+    torch.testing.assert_close(clex.rotary_module(reloaded).strategy.base_inv_freq, llama3_inv_freq)
 
 
 @pytest.mark.slow
