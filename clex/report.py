@@ -103,6 +103,29 @@ def paired_section(variants: dict, labels: dict, lengths: list[int], reference: 
     return lines
 
 
+RETRIEVAL = (("passkey", "Passkey retrieval: accuracy (mean over depths)"),
+             ("ruler", "RULER-style tasks: exact-match accuracy (mean over the tasks that fit each length; each run's "
+                       "ruler.json has every task and depth)"))
+
+
+def accuracy_sections(variants: dict, labels: dict) -> list[str]:
+    """Per retrieval evaluation the runs have: mean ± 95% CI over seeds of the accuracy at each length."""
+    lines = []
+    for key, title in RETRIEVAL:
+        by_variant = {vid: [{int(n): a for n, a in r[key]["accuracy_by_length"].items()} for r in runs if r.get(key)]
+                      for vid, runs in variants.items()}
+        by_variant = {vid: seeds for vid, seeds in by_variant.items() if seeds}
+        if not by_variant:
+            continue
+        lengths = sorted({n for seeds in by_variant.values() for seed in seeds for n in seed})
+        lines += ["", f"## {title}", "", "| variant | n | " + " | ".join(map(str, lengths)) + " |",
+                  "|---" * (len(lengths) + 2) + "|"]
+        for vid, seeds in by_variant.items():
+            cells = [mean_ci(values).format() if (values := [s[n] for s in seeds if n in s]) else "-" for n in lengths]
+            lines.append(f"| {labels[vid]} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def runs_section(variants: dict, labels: dict, lengths: list[int]) -> list[str]:
     lines = ["", "## Runs", "", "| variant | seed | " + " | ".join(map(str, lengths)) + " | extrapolation length | run |",
              "|---" * (len(lengths) + 4) + "|"]
@@ -145,6 +168,7 @@ def comparison_markdown(results: list[dict], reference: str = "rope", runs: bool
              "Extrapolation length: largest length with PPL within (1 + eps) of PPL at L (≥ / +: some run stayed "
              "within at every evaluated length, a lower bound).",
              *paired_section(variants, labels, lengths, reference),
+             *accuracy_sections(variants, labels),
              *(runs_section(variants, labels, lengths) if runs else [])]
     return "\n".join(lines) + "\n"
 

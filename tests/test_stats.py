@@ -74,6 +74,16 @@ def test_comparison_has_intervals_n_and_a_paired_section():
     assert "against **clex**" in labelled and "| clex extra=1 - clex | 1 | +0.50 |" in labelled
 
 
+def test_comparison_has_retrieval_accuracy_with_intervals_over_seeds():
+    runs = [run("clex", s, [4.0, 5.0]) for s in range(3)] + [run("rope", 0, [5.0, 6.0])]
+    for seed, r in enumerate(runs[:3]):  # results.json keys are strings
+        r["ruler"] = {"accuracy_by_length": {"128": 0.5 + 0.1 * seed, "256": 0.25}}
+    text = comparison_markdown(runs)
+    section = text.split("## RULER-style tasks")[1].split("##")[0]
+    assert "| clex | 3 | 0.60 ± 0.25 | 0.25 ± 0.00 |" in section and "| rope" not in section  # rope ran no RULER
+    assert "## Passkey" not in text
+
+
 def write_run(directory, results):
     directory.mkdir(parents=True)
     (directory / "results.json").write_text(json.dumps(results))
