@@ -254,19 +254,9 @@ def validate(cfg):
     require(cfg.threads is None or cfg.threads >= 1, "threads", "must be >= 1 or null", cfg.threads)
     require(t.lr > 0, "train.lr", "must be > 0", t.lr)
     require(t.ode_lr is None or t.ode_lr > 0, "train.ode_lr", "must be > 0 or null", t.ode_lr)
-    require(cfg.eval.max_tokens >= 1, "eval.max_tokens", "must be >= 1", cfg.eval.max_tokens)
-    require(cfg.eval.chunk_size is None or cfg.eval.chunk_size >= 1, "eval.chunk_size", "must be >= 1 or null",
-            cfg.eval.chunk_size)
-    require(0 < cfg.eval.eps, "eval.eps", "must be > 0", cfg.eval.eps)
-    stride = cfg.eval.get("stride")
-    require(stride is None or (isinstance(stride, int) and not isinstance(stride, bool) and 1 <= stride <= min(eval_lengths(cfg))),
-            "eval.stride", f"must be null or an integer from 1 to the shortest evaluation length ({min(eval_lengths(cfg))})", stride)
-    from clex import ruler
+    from clex.evaluate import check_options
 
-    if cfg.eval.get("passkey"):
-        ruler.check_depths("eval.passkey.depths", OmegaConf.to_container(cfg.eval.passkey).get("depths"))
-    if cfg.eval.get("ruler"):
-        ruler.check_options(OmegaConf.to_container(cfg.eval.ruler))
+    check_options(cfg.eval, eval_lengths(cfg))
     require(cfg.data.get("split", "hash") in ("hash", "position"), "data.split", "must be hash or position",
             cfg.data.get("split"))
     tokenizer = cfg.data.get("tokenizer", "byte")

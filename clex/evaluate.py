@@ -90,12 +90,42 @@ def sliding_windows(tokenizer, documents, window: int, stride: int, max_tokens: 
     return torch.stack(windows), torch.tensor(scored), used, skipped
 
 
+def check_options(eval_cfg, lengths: list[int]):
+    """``eval.*``, before anything runs: one line naming the key and what it allows."""
+    from omegaconf import OmegaConf
+
+    from clex import ruler
+    from clex.config import require
+
+    require(eval_cfg.max_tokens >= 1, "eval.max_tokens", "must be >= 1", eval_cfg.max_tokens)
+    require(eval_cfg.chunk_size is None or eval_cfg.chunk_size >= 1, "eval.chunk_size", "must be >= 1 or null",
+            eval_cfg.chunk_size)
+    require(0 < eval_cfg.eps, "eval.eps", "must be > 0", eval_cfg.eps)
+    require(eval_cfg.get("documents") in (None, "longest"), "eval.documents", "must be null (each length: the "
+            "documents long enough for it) or longest (every length: those long enough for the longest)",
+            eval_cfg.get("documents"))
+    stride = eval_cfg.get("stride")
+    require(stride is None or (isinstance(stride, int) and not isinstance(stride, bool) and 1 <= stride <= min(lengths)),
+            "eval.stride", f"must be null or an integer from 1 to the shortest evaluation length ({min(lengths)})", stride)
+    if eval_cfg.get("passkey"):
+        ruler.check_depths("eval.passkey.depths", OmegaConf.to_container(eval_cfg.passkey).get("depths"))
+    if eval_cfg.get("ruler"):
+        ruler.check_options(OmegaConf.to_container(eval_cfg.ruler))
+
+
+def long_enough(tokenizer, documents, length: int) -> list:
+    """The documents with more than ``length`` tokens (``eval.documents=longest``: every length is scored on
+    these, so the columns of a table differ in length only, not also in which documents they read)."""
+    return [doc for doc in documents if len(tokenizer.encode(doc[1])) > length]
+
+
 def protocol(eval_cfg) -> dict:
     """How perplexity was scored, for results.json and every table header."""
     chunk, stride = eval_cfg.get("chunk_size"), eval_cfg.get("stride")
+    same = {"documents": "longest"} if eval_cfg.get("documents") == "longest" else {}
     if stride:
-        return {"name": "sliding_window", "window": "the evaluation length", "stride": stride, "chunk_size": chunk}
-    return {"name": "kv_chunked" if chunk else "full", "window": "the evaluation length", "chunk_size": chunk}
+        return {"name": "sliding_window", "window": "the evaluation length", "stride": stride, "chunk_size": chunk, **same}
+    return {"name": "kv_chunked" if chunk else "full", "window": "the evaluation length", "chunk_size": chunk, **same}
 
 
 def extrapolation_length(rows: list[dict], train_length: int, eps: float) -> dict:

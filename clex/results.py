@@ -13,13 +13,15 @@ from omegaconf import OmegaConf
 import clex
 from clex import io
 from clex.data import evaluation_sequences
-from clex.evaluate import extrapolation_length, protocol, sequence_nll, sliding_windows
+from clex.evaluate import extrapolation_length, long_enough, protocol, sequence_nll, sliding_windows
 from clex.stats import describe_protocol
 
 
 def evaluate_lengths(cfg, prepared) -> list[dict]:
     """Perplexity at each evaluation length under the configured protocol (evaluate.protocol)."""
     rows, documents = [], prepared.corpus.documents["test"]
+    if cfg.eval.get("documents") == "longest":
+        documents = long_enough(prepared.tokenizer, documents, max(prepared.eval_lengths))
     for length in prepared.eval_lengths:
         if cfg.eval.get("stride"):
             sequences, scored, used, skipped = sliding_windows(prepared.tokenizer, documents, length, cfg.eval.stride,

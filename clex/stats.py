@@ -24,19 +24,22 @@ INTERVAL_NOTE = ("mean ± half-width of the 95% Student-t interval over n seeds 
 def describe_protocol(entry: dict | None) -> str:
     """How perplexity was scored (results.json ``eval_protocol``), in words, for table headers. Runs
     written before the protocol was recorded scored full sequences."""
-    if not entry or entry["name"] == "full":
-        return "full sequences (non-overlapping, every token scored, one forward each)"
+    entry = entry or {"name": "full"}
+    same = "; every length on the documents long enough for the longest" if entry.get("documents") == "longest" else ""
+    if entry["name"] == "full":
+        return "full sequences (non-overlapping, every token scored, one forward each)" + same
     if entry["name"] == "kv_chunked":
-        return f"non-overlapping sequences scored in chunks of {entry['chunk_size']} tokens through the KV cache"
+        return f"non-overlapping sequences scored in chunks of {entry['chunk_size']} tokens through the KV cache" + same
     return (f"sliding window (window = the evaluation length, stride {entry['stride']}: only the tokens past the "
-            "overlap scored)")
+            "overlap scored)" + same)
 
 
 def protocol_label(entry: dict | None) -> str:
-    """The protocol in a CSV cell: full, kv_chunked(C) or sliding_window(S)."""
-    if not entry or entry["name"] == "full":
-        return "full"
-    return f"{entry['name']}({entry['chunk_size'] if entry['name'] == 'kv_chunked' else entry['stride']})"
+    """The protocol in a CSV cell: full, kv_chunked(C) or sliding_window(S), + same-documents."""
+    entry = entry or {"name": "full"}
+    label = "full" if entry["name"] == "full" else \
+        f"{entry['name']}({entry['chunk_size'] if entry['name'] == 'kv_chunked' else entry['stride']})"
+    return label + (" same-documents" if entry.get("documents") == "longest" else "")
 
 
 def protocols_line(labels) -> str:

@@ -85,3 +85,12 @@ def test_a_sliding_window_run_records_its_protocol(tmp_path, capsys):
     assert results["eval_protocol"] == {"name": "sliding_window", "window": "the evaluation length", "stride": 32,
                                         "chunk_size": None}
     assert all(512 <= row["tokens"] < 512 + 256 and math.isfinite(row["ppl"]) for row in results["eval"])
+
+
+def test_longest_documents_keeps_only_those_long_enough_for_every_length(tmp_path, capsys):
+    from clex.evaluate import long_enough
+
+    docs = [("a", "x" * 50), ("b", "x" * 150), ("c", "x" * 300), ("d", "x" * 257)]
+    assert [k for k, _ in long_enough(Positions(), docs, 256)] == ["c", "d"]  # more than 256 tokens: 257 and up
+    assert run.main([f"out_dir={tmp_path}", "eval.documents=all"]) == 2
+    assert "eval.documents must be null" in capsys.readouterr().err
