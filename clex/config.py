@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from clex.checkpoint import checkpoint_original_length
 from clex.registry import ConfigError
 
 
@@ -145,11 +146,13 @@ def _check_type(key: str, old, new):
     return new
 
 
-def load_option(config_dir: Path, group: str, option: str) -> DictConfig:
+def load_option(config_dir: Path, group: str, option: str, seen: tuple = ()) -> DictConfig:
     """A group option's YAML; ``extends: other`` starts it from that option of the same group."""
     node = OmegaConf.load(config_dir / group / f"{option}.yaml")
     parent = node.pop("extends", None)
-    return OmegaConf.merge(load_option(config_dir, group, parent), node) if parent else node
+    if parent and (parent in seen + (option,) or not (config_dir / group / f"{parent}.yaml").is_file()):
+        raise ConfigError(f"{group}/{option}.yaml: extends {parent!r}, which is itself or not an option of group {group!r}")
+    return OmegaConf.merge(load_option(config_dir, group, parent, seen + (option,)), node) if parent else node
 
 
 def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
@@ -187,25 +190,6 @@ def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
         if original:
             cfg.train.length = int(original)
     return cfg
-
-
-def checkpoint_original_length(path) -> int | None:
-    """L0 from a checkpoint's config.json (as clex.rotary_settings reads it), or None if there is none."""
-    import json
-
-    config_file = Path(str(path)) / "config.json" if path else None
-    if config_file is None or not config_file.is_file():
-        return None
-    try:
-        config = json.loads(config_file.read_text())
-    except ValueError:
-        return None
-    from clex.rotary import STARTING_ROPES
-
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type")) in STARTING_ROPES:  # the context its scaled rope covers already
-        return config.get("max_position_embeddings")
-    return rope.get("original_max_position_embeddings") or config.get("max_position_embeddings")
 
 
 def check_finite(cfg: DictConfig, prefix: str = ""):

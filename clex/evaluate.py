@@ -13,11 +13,16 @@ def _nll_sum(logits, targets) -> float:
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum").item()
 
 
-def forward_cached(model, input_ids, cache=None):
+def forward_cached(model, input_ids, cache=None, last_only: bool = False):
     """One forward through the KV cache: (logits, cache). Recent transformers 5.x name the argument and
-    the output ``cache``, earlier 5.x releases ``past_key_values``."""
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    out = model(input_ids=input_ids, use_cache=True, **({name: cache} if cache is not None else {}))
+    the output ``cache``, earlier 5.x releases ``past_key_values``. ``last_only``: the last position's
+    logits only (a 128k-token prompt's full logits would take tens of GB)."""
+    parameters = inspect.signature(model.forward).parameters
+    name = "cache" if "cache" in parameters else "past_key_values"
+    options = {name: cache} if cache is not None else {}
+    if last_only and "logits_to_keep" in parameters:
+        options["logits_to_keep"] = 1
+    out = model(input_ids=input_ids, use_cache=True, **options)
     return out.logits, getattr(out, name)
 
 

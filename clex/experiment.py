@@ -50,6 +50,13 @@ def prepare(cfg, load_weights: bool = True) -> Prepared:
     corpus = load_corpus(cfg.data)
     require(len(corpus.documents["train"]) > 0, "data", "has no training documents", corpus.fingerprint)
     tokenizer = build_tokenizer(cfg, corpus)
+    if cfg.eval.get("documents") == "longest":  # refused now, not after training
+        from clex.evaluate import long_enough
+
+        longest = max(eval_lengths(cfg))
+        require(bool(long_enough(tokenizer, corpus.documents["test"], longest)), "eval.documents",
+                f"=longest needs test documents of more than {longest} tokens (the longest evaluation length) and "
+                "the test split has none; evaluate shorter lengths or drop eval.documents, got", "longest")
     torch.manual_seed(cfg.seed)  # the initial weights (model and ODE) depend on the seed only
     if load_weights or cfg.model.name != "hf":
         model = build_model(cfg.model, tokenizer)

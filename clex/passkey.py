@@ -27,26 +27,28 @@ def passkey_prompt(tokenizer, length: int, depth: float, passkey: int):
 
 
 @torch.no_grad()
-def greedy_answer(model, prompt: torch.Tensor, answer_length: int) -> torch.Tensor:
-    """``answer_length`` greedy tokens after ``prompt``, through the KV cache. A patched model keeps the
-    prompt's t for the answer too: the cached keys and the new queries rotate with the same frequencies."""
+def greedy_answer(model, prompt: torch.Tensor, answer_length: int, chunk_size: int | None = None) -> torch.Tensor:
+    """``answer_length`` greedy tokens after ``prompt``, through the KV cache; ``chunk_size``: the prompt is
+    read in chunks (as ``eval.chunk_size`` scores perplexity). A patched model keeps the prompt's t for the
+    answer too: the cached keys and the new queries rotate with the same frequencies."""
     from clex.evaluate import forward_cached
     from clex.rotary import is_patched, rotary_module
 
     device = next(model.parameters()).device
     fixed = rotary_module(model).evaluation_length(len(prompt)) if is_patched(model) else contextlib.nullcontext()
-    generated = []
+    generated, cache, step_size = [], None, chunk_size or len(prompt)
     with fixed:
-        logits, cache = forward_cached(model, prompt[None].to(device))
+        for start in range(0, len(prompt), step_size):
+            logits, cache = forward_cached(model, prompt[None, start: start + step_size].to(device), cache, last_only=True)
         for step in range(answer_length):
             token = logits[:, -1].argmax(-1, keepdim=True)
             generated.append(int(token))
             if step + 1 < answer_length:
-                logits, cache = forward_cached(model, token, cache)
+                logits, cache = forward_cached(model, token, cache, last_only=True)
     return torch.tensor(generated)
 
 
-def passkey_grid(model, tokenizer, lengths, depths, trials: int, seed: int) -> list[dict]:
+def passkey_grid(model, tokenizer, lengths, depths, trials: int, seed: int, chunk_size: int | None = None) -> list[dict]:
     """One row per (length, depth): accuracy over ``trials`` random keys (the same keys for every model)."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -57,7 +59,7 @@ def passkey_grid(model, tokenizer, lengths, depths, trials: int, seed: int) -> l
             for _ in range(trials):
                 passkey = int(torch.randint(10000, 100000, (), generator=generator))
                 prompt, answer = passkey_prompt(tokenizer, length, depth, passkey)
-                correct += bool(torch.equal(greedy_answer(model, prompt, len(answer)), answer))
+                correct += bool(torch.equal(greedy_answer(model, prompt, len(answer), chunk_size), answer))
             rows.append({"length": length, "depth": depth, "trials": trials, "accuracy": correct / trials})
     return rows
 

@@ -22,6 +22,7 @@ def evaluate_lengths(cfg, prepared) -> list[dict]:
     rows, documents = [], prepared.corpus.documents["test"]
     if cfg.eval.get("documents") == "longest":
         documents = long_enough(prepared.tokenizer, documents, max(prepared.eval_lengths))
+    too_short = len(prepared.corpus.documents["test"]) - len(documents)  # counted as skipped at every length
     for length in prepared.eval_lengths:
         if cfg.eval.get("stride"):
             sequences, scored, used, skipped = sliding_windows(prepared.tokenizer, documents, length, cfg.eval.stride,
@@ -30,7 +31,8 @@ def evaluate_lengths(cfg, prepared) -> list[dict]:
             scored = None
             sequences, used, skipped = evaluation_sequences(prepared.tokenizer, documents, length, cfg.eval.max_tokens,
                                                             cfg.eval.seed)
-        row = {"length": length, "ppl": None, "nll": None, "tokens": 0, "documents": used, "skipped_documents": skipped}
+        row = {"length": length, "ppl": None, "nll": None, "tokens": 0, "documents": used,
+               "skipped_documents": skipped + too_short}
         if len(sequences):
             cuda = torch.cuda.is_available() and next(prepared.model.parameters()).is_cuda
             if cuda:
@@ -50,7 +52,8 @@ def run_passkey(cfg, prepared, run_dir: Path) -> dict:
 
     p = cfg.eval.passkey
     lengths = [m * cfg.train.length for m in p.multipliers]
-    rows = passkey_grid(prepared.model, prepared.tokenizer, lengths, list(p.depths), p.trials, cfg.eval.seed)
+    rows = passkey_grid(prepared.model, prepared.tokenizer, lengths, list(p.depths), p.trials, cfg.eval.seed,
+                        cfg.eval.chunk_size)
     io.write_json(run_dir / "passkey.json", {"strategy": cfg.strategy.name, "rows": rows})
     plot_passkey(rows, run_dir / "passkey.png", f"passkey retrieval: {cfg.strategy.name}")
     by_length = {n: sum(r["accuracy"] for r in rows if r["length"] == n) / len(p.depths) for n in lengths}
@@ -63,12 +66,13 @@ def run_ruler(cfg, prepared, run_dir: Path) -> dict:
     opts = cfg.eval.ruler
     lengths = list(opts.lengths) if opts.lengths is not None else prepared.eval_lengths
     rows = ruler_grid(prepared.model, prepared.tokenizer, prepared.corpus.documents["test"], lengths, opts,
-                      cfg.eval.seed)
+                      cfg.eval.seed, cfg.eval.chunk_size)
     summary = summarise(rows)
     protocol = {k: v for k, v in OmegaConf.to_container(opts).items() if k != "lengths"}
     io.write_json(run_dir / "ruler.json", {"strategy": cfg.strategy.name, "tasks": list(opts.tasks),
                                             "lengths": lengths, "protocol": {**protocol, "seed": cfg.eval.seed,
-                                            "decoding": "greedy", "match": "every expected string as a whole word"},
+                                            "decoding": "greedy, 2 x the reference answer's tokens + 8, up to its first line",
+                                            "match": "every expected string as a whole word, any case"},
                                             "rows": rows, **summary})
     plot_ruler(rows, run_dir / "ruler.png", f"RULER-style tasks: {cfg.strategy.name}")
     return summary

@@ -5,6 +5,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from clex.checkpoint import STARTING_ROPES, original_length
 from clex.registry import ConfigError
 
 # attribute path of the rotary module inside each supported model family
@@ -87,20 +88,15 @@ def _locate(model):
                       f"{' or '.join(ROTARY_PATHS)} (supported: Llama-family and GPT-NeoX models)")
 
 
-STARTING_ROPES = ("linear", "llama3", "yarn", "longrope")  # checkpoint rope types a strategy scales on from
-
-
 def rotary_settings(model) -> dict:
     """rotary_dim, base and original_length (L0) read from a transformers model or its config. L0 is the
-    context the checkpoint's rope covers: its pre-training length for plain RoPE, its extended length
-    (``max_position_embeddings``) for a scaled rope it starts from (STARTING_ROPES)."""
+    context the checkpoint's rope covers (config.original_length): its pre-training length for plain RoPE,
+    its extended length for a scaled rope it starts from (STARTING_ROPES)."""
     config = getattr(model, "config", model)
     rope = config.rope_parameters
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     rotary_dim = int(head_dim * rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)))
-    original = rope.get("original_max_position_embeddings") or config.max_position_embeddings
-    if rope.get("rope_type", "default") in STARTING_ROPES:
-        original = config.max_position_embeddings
+    original = original_length(rope, config.max_position_embeddings)
     return {"rotary_dim": rotary_dim, "base": float(rope["rope_theta"]), "original_length": int(original)}
 
 

@@ -5,8 +5,10 @@ of one key (``niah_multivalue``), the values of several keys asked at once (``ni
 variables of a chain of assignments (``variable_tracking``) and the most common words of a list
 (``common_words``). A prompt has exactly the stated number of tokens: the task's pieces (needles,
 assignments) are spliced into a seeded window of test-split tokens at their depths, then the question
-follows. The model answers by greedy decoding through the KV cache. A sample is correct when every
-expected string appears in the answer as a whole word (RULER's string match, all or nothing);
+follows on its own line; pieces start at a word of the filler (a sentence start where one is within 5%
+of the filler). The model answers by greedy decoding through the KV cache (twice the reference answer's
+tokens + 8). A sample is correct when every expected string appears in the answer's first line as a
+whole word, in any case (RULER's string match, all or nothing);
 ``score`` keeps RULER's partial credit (the fraction found). Samples depend on the seed, task, length,
 depth and trial only, so every model sees the same prompts.
 """
@@ -23,8 +25,9 @@ DEPTH_TASKS = TASKS[:4]  # the asked needle sits at a stated depth; the other tw
 KEYS = ("apple", "badger", "cactus", "dolphin", "ember", "falcon", "glacier", "harbor", "iris", "jasmine",
         "kettle", "lantern", "meadow", "nectar", "orchid", "pepper", "quartz", "raven", "saffron", "tulip",
         "umber", "violet", "walnut", "yarrow", "zephyr", "anchor", "bramble", "cobalt", "dune", "ferret")
-NEEDLE = "The magic number for {key} is {value}. "
-VARIABLE = "VAR {name} = {value}. "
+SNAP = 0.05  # a piece moves by at most this fraction of the filler to start at a word (and a sentence if one is near)
+NEEDLE = " The magic number for {key} is {value}."  # spliced in before a word of the filler
+VARIABLE = " VAR {name} = {value}."
 
 
 class Skipped(Exception):
@@ -60,20 +63,20 @@ def _spread(rng, depth: float, count: int) -> list[float]:
 def niah_single(rng, depth, opts, haystack) -> Spec:
     key, [value] = rng.choice(KEYS), _values(rng, 1, opts.digits)
     return Spec([(depth, NEEDLE.format(key=key, value=value))],
-                f"What is the magic number for {key}? The magic number for {key} is", [value], f" {value}")
+                f"\nWhat is the magic number for {key}? The magic number for {key} is", [value], f" {value}")
 
 
 def niah_multikey(rng, depth, opts, haystack) -> Spec:
     keys, values = rng.sample(KEYS, opts.needles), _values(rng, opts.needles, opts.digits)
     pieces = [(d, NEEDLE.format(key=k, value=v)) for d, k, v in zip(_spread(rng, depth, opts.needles), keys, values)]
-    return Spec(pieces, f"What is the magic number for {keys[0]}? The magic number for {keys[0]} is",
+    return Spec(pieces, f"\nWhat is the magic number for {keys[0]}? The magic number for {keys[0]} is",
                 [values[0]], f" {values[0]}")
 
 
 def niah_multivalue(rng, depth, opts, haystack) -> Spec:
     key, values = rng.choice(KEYS), _values(rng, opts.needles, opts.digits)
     pieces = [(d, NEEDLE.format(key=key, value=v)) for d, v in zip(_spread(rng, depth, opts.needles), values)]
-    return Spec(pieces, f"What are all the magic numbers for {key}? The magic numbers for {key} are", values,
+    return Spec(pieces, f"\nWhat are all the magic numbers for {key}? The magic numbers for {key} are", values,
                 " " + ", ".join(values))
 
 
@@ -81,7 +84,7 @@ def niah_multiquery(rng, depth, opts, haystack) -> Spec:
     keys, values = rng.sample(KEYS, opts.queries), _values(rng, opts.queries, opts.digits)
     pieces = [(d, NEEDLE.format(key=k, value=v)) for d, k, v in zip(_spread(rng, depth, opts.queries), keys, values)]
     asked = ", ".join(keys)
-    return Spec(pieces, f"What are the magic numbers for {asked}? The magic numbers for {asked} are", values,
+    return Spec(pieces, f"\nWhat are the magic numbers for {asked}? The magic numbers for {asked} are", values,
                 " " + ", ".join(values))
 
 
@@ -92,7 +95,7 @@ def variable_tracking(rng, depth, opts, haystack) -> Spec:
     statements = [VARIABLE.format(name=names[0], value=value)]
     statements += [VARIABLE.format(name=name, value=prev) for prev, name in zip(names, names[1:])]
     depths = sorted(rng.random() for _ in statements)  # in order, so the chain reads forwards
-    return Spec(list(zip(depths, statements)), f"Which variables hold the value {value}? They are", names,
+    return Spec(list(zip(depths, statements)), f"\nWhich variables hold the value {value}? They are", names,
                 " " + " ".join(names))
 
 
@@ -144,15 +147,39 @@ class Haystack:
             raise ConfigError("eval=ruler: the test split is empty; nothing to cut haystacks from")
         self.stream = stream
         self.words = sorted(set(words) - set(KEYS))
+        self.texts = {}  # token id -> its text, to find word and sentence starts
+
+    def text(self, token: int) -> str:
+        if token not in self.texts:
+            self.texts[token] = self.tokenizer.decode([token])
+        return self.texts[token]
+
+    def snap(self, filler: list[int], cut: int, radius: int) -> int:
+        """The insertion point nearest ``cut`` (within ``radius`` tokens) before a word, preferring one after a
+        sentence or line end, so a piece never splits a word; ``cut`` itself if there is none."""
+        def rank(i):
+            if i in (0, len(filler)):
+                return 0
+            following, previous = self.text(filler[i]), self.text(filler[i - 1])
+            if not following[:1].isspace():
+                return None
+            return 0 if following.startswith("\n") or previous.rstrip(" ").endswith((".", "\n")) else 1
+
+        candidates = [(r, abs(i - cut), i) for i in range(max(0, cut - radius), min(len(filler), cut + radius) + 1)
+                      if (r := rank(i)) is not None]
+        return min(candidates)[2] if candidates else cut
 
     def encode(self, text: str) -> list[int]:
         return [int(i) for i in self.tokenizer.encode(text)]
 
     def window(self, rng, size: int) -> list[int]:
-        """``size`` consecutive tokens at a seeded offset (the stream repeated when it is shorter)."""
+        """``size`` consecutive tokens at a seeded offset, from a word start if one is within 64 tokens
+        (the stream repeated when it is shorter)."""
         repeats = -(-(size + 1) // len(self.stream))
         stream = self.stream * repeats if repeats > 1 else self.stream
-        start = rng.randrange(0, len(stream) - size + 1)
+        start, last = rng.randrange(0, len(stream) - size + 1), len(stream) - size
+        # start at a word: a piece put at the very start then precedes a whole word
+        start = next((i for i in range(start, min(start + 64, last + 1)) if self.text(stream[i])[:1].isspace()), start)
         return stream[start: start + size]
 
 
@@ -165,23 +192,25 @@ def make_sample(task: str, haystack: Haystack, length: int, depth, rng, opts) ->
         raise Skipped(f"the task's fixed parts need {length - room} tokens, more than the length {length}")
     filler = spec.fill(room) if spec.fill else haystack.window(rng, room)
     ids, spans, last = [], [None] * len(pieces), 0
+    radius = max(1, round(SNAP * room))
     for index in sorted(range(len(pieces)), key=lambda i: pieces[i][0]):
-        cut = round(pieces[index][0] * room)
+        cut = max(last, haystack.snap(filler, round(pieces[index][0] * room), radius))
         ids += filler[last:cut]
         last = cut
         spans[index] = (len(ids), len(ids) + len(pieces[index][1]))
         ids += pieces[index][1]
     ids += filler[last:] + question
     assert len(ids) == length, (len(ids), length)
-    return Sample(torch.tensor(ids, dtype=torch.long), spec.expected, len(haystack.encode(spec.answer)), spans)
+    return Sample(torch.tensor(ids, dtype=torch.long), spec.expected, 2 * len(haystack.encode(spec.answer)) + 8, spans)
 
 
 def matches(answer: str, expected: list[str]) -> list[bool]:
-    """Whether each expected string appears in the answer as a whole word."""
-    return [re.search(rf"(?<!\w){re.escape(e)}(?!\w)", answer) is not None for e in expected]
+    """Whether each expected string appears in the answer's first line as a whole word, in any case."""
+    first_line = answer.strip().split("\n")[0]
+    return [re.search(rf"(?<!\w){re.escape(e)}(?!\w)", first_line, re.IGNORECASE) is not None for e in expected]
 
 
-def ruler_grid(model, tokenizer, documents, lengths, opts, seed: int) -> list[dict]:
+def ruler_grid(model, tokenizer, documents, lengths, opts, seed: int, chunk_size: int | None = None) -> list[dict]:
     """One row per (task, length, depth): exact-match accuracy and RULER's score over ``opts.trials``
     samples; depth is null for the tasks that spread over the context. A cell that cannot be built
     at a length has null accuracy and says why in ``skipped``."""
@@ -201,7 +230,8 @@ def ruler_grid(model, tokenizer, documents, lengths, opts, seed: int) -> list[di
                     except Skipped as reason:
                         skipped = str(reason)
                         break
-                    answer = tokenizer.decode(greedy_answer(model, sample.prompt, sample.answer_tokens).tolist())
+                    generated = greedy_answer(model, sample.prompt, sample.answer_tokens, chunk_size)
+                    answer = tokenizer.decode(generated.tolist())
                     hits = matches(answer, sample.expected)
                     correct += all(hits)
                     score += sum(hits) / len(hits)

@@ -49,12 +49,12 @@ def protocols_line(labels) -> str:
                                                           if len(found) > 1 else "") + ".")
 
 
-def drop_nulls(value):
-    """A config without its null-valued keys: an option added later with a null default (the old
-    behaviour) leaves run names and variants of earlier runs unchanged."""
-    if isinstance(value, dict):
-        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
-    return value
+def drop_nulls(config: dict, depth: int = 2) -> dict:
+    """A config without its null-valued options (``key`` and ``section.key``): an option added later with a
+    null default (the old behaviour) leaves run names and variants of earlier runs unchanged. Deeper maps
+    are the user's own values (``data.splits={test: null}``: null means something there) and stay whole."""
+    return {k: drop_nulls(v, depth - 1) if isinstance(v, dict) and depth > 1 else v
+            for k, v in config.items() if v is not None}
 
 
 def variant_config(config: dict) -> dict:

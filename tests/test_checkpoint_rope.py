@@ -84,7 +84,31 @@ def test_abf_refuses_a_scaled_checkpoint_and_l0_is_its_extended_context(tmp_path
     model = checkpoint(tiny_llama, "yarn")
     with pytest.raises(ConfigError, match="strategy abf replaces the base of plain RoPE"):
         clex.patch_model(model, clex.build_strategy("abf", **clex.rotary_settings(model), new_base=5e5))
-    from clex.config import checkpoint_original_length
+    from clex.checkpoint import checkpoint_original_length
 
     model.save_pretrained(tmp_path)
     assert checkpoint_original_length(tmp_path) == L0
+
+
+@pytest.mark.parametrize("rope, max_position, expected", [
+    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}, 32768, 131072),  # Qwen2.5
+    ({"rope_type": "yarn", "factor": 4.0}, 4096, 16384),  # transformers: original = max_position_embeddings
+    ({"rope_type": "linear", "factor": 4.0}, 16384, 16384),  # a linear config that raised max_position already
+    ({"rope_type": "llama3", "factor": 32.0, "original_max_position_embeddings": 8192}, 131072, 131072),  # Llama 3.2
+    ({"rope_type": "longrope", "original_max_position_embeddings": 4096}, 131072, 131072),  # Phi-3
+    ({"rope_type": "default", "original_max_position_embeddings": 2048}, 4096, 2048),
+])
+def test_l0_is_the_context_the_checkpoint_rope_covers(rope, max_position, expected):
+    from clex.checkpoint import original_length
+
+    assert original_length(rope, max_position) == expected
+
+
+@torch.no_grad()
+def test_a_yarn_checkpoint_that_kept_its_max_position_is_not_scaled_twice():
+    original = tiny_llama({"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}, L0=16)  # covers 64 tokens
+    model = tiny_llama({"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}, L0=16)
+    settings = clex.rotary_settings(model)
+    assert settings["original_length"] == 64
+    clex.patch_model(model, clex.build_strategy("clex", **settings, max_scale=4))
+    torch.testing.assert_close(model(IDS[:, :48]).logits, original(IDS[:, :48]).logits, rtol=1e-5, atol=1e-5)

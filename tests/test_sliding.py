@@ -94,3 +94,10 @@ def test_longest_documents_keeps_only_those_long_enough_for_every_length(tmp_pat
     assert [k for k, _ in long_enough(Positions(), docs, 256)] == ["c", "d"]  # more than 256 tokens: 257 and up
     assert run.main([f"out_dir={tmp_path}", "eval.documents=all"]) == 2
     assert "eval.documents must be null" in capsys.readouterr().err
+
+
+def test_longest_documents_with_none_long_enough_is_refused_before_training(tmp_path, capsys):
+    assert run.main([f"out_dir={tmp_path}", "eval.documents=longest", "eval.lengths=[128,10000000]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "eval.documents =longest needs test documents of more than 10000000" in err
+    assert not any(tmp_path.iterdir())

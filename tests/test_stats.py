@@ -151,3 +151,11 @@ def test_analysis_imports_no_torch():
     code = "import sys, clex.analysis, clex.stats, clex.report; print('torch' in sys.modules, 'lightning' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_null_options_leave_names_alone_but_a_users_null_in_a_map_counts():
+    from clex.stats import drop_nulls
+
+    assert drop_nulls({"seed": 0, "threads": None, "eval": {"stride": None, "eps": 0.1}}) == {"seed": 0, "eval": {"eps": 0.1}}
+    skip_test = {"data": {"splits": {"test": None, "unsupervised": None}}}
+    assert variant_id(skip_test) != variant_id({"data": {"splits": {"unsupervised": None}}})
