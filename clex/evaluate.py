@@ -2,6 +2,7 @@
 sliding window) and the extrapolation-length metric."""
 import contextlib
 import inspect
+import logging
 import math
 
 import torch
@@ -112,6 +113,10 @@ def check_options(eval_cfg, lengths: list[int]):
     stride = eval_cfg.get("stride")
     require(stride is None or (isinstance(stride, int) and not isinstance(stride, bool) and 1 <= stride <= min(lengths)),
             "eval.stride", f"must be null or an integer from 1 to the shortest evaluation length ({min(lengths)})", stride)
+    if stride and eval_cfg.max_tokens <= max(lengths):
+        logging.getLogger("clex").warning(
+            "warning: eval.max_tokens %d is at most the longest evaluation length %d: with eval.stride that length "
+            "scores one window per document, with no overlap; raise eval.max_tokens", eval_cfg.max_tokens, max(lengths))
     if eval_cfg.get("passkey"):
         ruler.check_depths("eval.passkey.depths", OmegaConf.to_container(eval_cfg.passkey).get("depths"))
     if eval_cfg.get("ruler"):

@@ -14,7 +14,8 @@ def passkey_prompt(tokenizer, length: int, depth: float, passkey: int):
     """(prompt token ids of exactly ``length`` tokens, answer token ids): the key sentence sits at
     ``depth`` (0 = right after the intro, 1 = right before the question) of the filler."""
     key = tokenizer.encode(f"The pass key is {passkey}. Remember it. {passkey} is the pass key. ")
-    intro, question = tokenizer.encode(INTRO), tokenizer.encode(QUESTION)
+    intro = list(getattr(tokenizer, "prefix", [])) + list(tokenizer.encode(INTRO))  # a checkpoint's BOS first
+    question = tokenizer.encode(QUESTION)
     room = length - len(intro) - len(key) - len(question)
     if room < 0:
         raise ValueError(f"passkey length {length} is shorter than the prompt's fixed parts ({length - room} tokens)")
@@ -22,7 +23,7 @@ def passkey_prompt(tokenizer, length: int, depth: float, passkey: int):
     filler = list(unit) * (room // len(unit) + 1)
     filler = filler[:room]
     cut = int(round(depth * room))
-    ids = list(intro) + filler[:cut] + list(key) + filler[cut:] + list(question)
+    ids = intro + filler[:cut] + list(key) + filler[cut:] + list(question)
     return torch.tensor(ids, dtype=torch.long), torch.tensor(tokenizer.encode(f" {passkey}"), dtype=torch.long)
 
 

@@ -62,7 +62,7 @@ class ScaledRotaryEmbedding(nn.Module):
             positions = position_ids.float()
         inv_freq = self.strategy.inv_freq(scale)
         short = self.strategy.checkpoint_short  # a LongRoPE checkpoint: its short factors up to its original length
-        if short is not None and scale == 1 and length is not None and length <= short[1]:
+        if short is not None and scale == 1 and (length or float(positions.max()) + 1) <= short[1]:
             inv_freq = short[0]
         inv_freq = inv_freq.to(x.device)
         freqs = positions[..., None] * inv_freq

@@ -186,12 +186,12 @@ class Haystack:
 def make_sample(task: str, haystack: Haystack, length: int, depth, rng, opts) -> Sample:
     spec = BUILDERS[task](rng, depth, opts, haystack)
     pieces = [(d, haystack.encode(text)) for d, text in spec.pieces]
-    question = haystack.encode(spec.question)
-    room = length - sum(len(ids) for _, ids in pieces) - len(question)
+    question, prefix = haystack.encode(spec.question), list(getattr(haystack.tokenizer, "prefix", []))
+    room = length - len(prefix) - sum(len(ids) for _, ids in pieces) - len(question)
     if room < 0:
         raise Skipped(f"the task's fixed parts need {length - room} tokens, more than the length {length}")
     filler = spec.fill(room) if spec.fill else haystack.window(rng, room)
-    ids, spans, last = [], [None] * len(pieces), 0
+    ids, spans, last = list(prefix), [None] * len(pieces), 0  # a checkpoint's BOS first
     radius = max(1, round(SNAP * room))
     for index in sorted(range(len(pieces)), key=lambda i: pieces[i][0]):
         cut = max(last, haystack.snap(filler, round(pieces[index][0] * room), radius))

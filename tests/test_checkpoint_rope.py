@@ -112,3 +112,14 @@ def test_a_yarn_checkpoint_that_kept_its_max_position_is_not_scaled_twice():
     assert settings["original_length"] == 64
     clex.patch_model(model, clex.build_strategy("clex", **settings, max_scale=4))
     torch.testing.assert_close(model(IDS[:, :48]).logits, original(IDS[:, :48]).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_a_longrope_checkpoint_trains_within_its_original_length_on_its_short_factors():
+    model = checkpoint(tiny_llama, "longrope")
+    clex.patch_model(model, clex.build_strategy("rope", **clex.rotary_settings(model)))
+    rotary = clex.rotary_module(model)
+    short, _ = reference_rope(model)  # seq_len None: the short factors
+    x = torch.zeros(1, 12, 4)
+    with rotary.training_scale(1.0, torch.arange(12, dtype=torch.float32)):
+        cos, _ = rotary(x, torch.arange(12)[None])
+    torch.testing.assert_close(cos[0, 5, :8], torch.cos(5 * short) * cos[0, 0, 0])

@@ -141,3 +141,14 @@ def test_eval_ruler_end_to_end_writes_the_grid_and_its_heat_map(tmp_path):
     assert (run_dir / "ruler.png").stat().st_size > 1000
     summary = json.loads((run_dir / "results.json").read_text())["ruler"]
     assert set(summary["accuracy_by_task"]) == set(TASKS)
+
+
+class WithBOS(type(TOKENIZER)):
+    prefix = [256]  # like a Llama tokenizer's BOS
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_tokenizer_with_a_bos_starts_every_prompt_with_it_at_the_stated_length(task):
+    haystack = Haystack(WithBOS(), DOCUMENTS, 4000)
+    sample = make_sample(task, haystack, 400, 0.5 if task in DEPTH_TASKS else None, random.Random(2), OPTS)
+    assert sample.prompt[0] == 256 and len(sample.prompt) == 400

@@ -85,6 +85,7 @@ class ByteTokenizer:
     vocab_size = 257
     separator = 256
     name = "bytes"
+    prefix = []  # what starts a prompt (a checkpoint's BOS); bytes and our BPE have none
 
     def encode(self, text: str) -> np.ndarray:
         return np.frombuffer(text.encode("utf-8", "surrogateescape"), dtype=np.uint8).astype(np.int32)
@@ -110,6 +111,9 @@ class PretrainedTokenizer:
         self.vocab_size = len(self.tokenizer)
         self.separator = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         self.name = str(path)
+        # the special tokens the tokenizer puts before a text (Llama's BOS): prompts (passkey, RULER) start with them
+        plain, full = self.tokenizer("a", add_special_tokens=False)["input_ids"], self.tokenizer("a")["input_ids"]
+        self.prefix = full[: len(full) - len(plain)] if plain and full[len(full) - len(plain):] == plain else []
 
     def encode(self, text: str) -> np.ndarray:
         from clex.data.bpe import valid_utf8  # undecodable bytes (read with surrogateescape) -> U+FFFD

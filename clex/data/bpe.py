@@ -37,6 +37,8 @@ class BPETokenizer:
     """``encode`` / ``encode_batch`` to int32 ids; ``tokenizer`` is the transformers wrapper saved with
     every run's model, so ``model=hf model.path=runs/X/model`` reloads it."""
 
+    prefix = []  # no BOS: documents are separated by SEPARATOR
+
     def __init__(self, tokenizer, path: Path):
         from transformers import PreTrainedTokenizerFast
 
