@@ -38,25 +38,25 @@ def variant_table(variants: dict, labels: dict, lengths: list[int]) -> list[str]
 
 
 def reference_partners(variants: dict, labels: dict, reference: str) -> tuple[dict, str]:
-    """variant id -> the reference variant it is compared with, and how the reference was found:
-    the one variant labelled ``reference`` (a strategy with one variant, or a label like "clex");
-    else, per variant, the variant of strategy ``reference`` with the same other settings; else the
-    list's first variant."""
-    named = [vid for vid in variants if labels[vid] == reference]
-    if len(named) == 1:
-        return {vid: named[0] for vid in variants if vid != named[0]}, "label"
-
+    """variant id -> the reference variant it is compared with, and how the reference was found: per
+    variant, the variant of strategy ``reference`` with the same other settings, when every variant has
+    one (``rope,clex`` under two protocols: each protocol against its own rope); else the one variant
+    labelled ``reference`` (a label like "clex": CLEX's ablations against the default); else per variant
+    where there is one; else the list's first variant."""
     def rest(runs):  # what the run computes, but its strategy
         return {k: v for k, v in variant_config(runs[0]["config"]).items() if k != "strategy"}
 
     refs = {vid: runs for vid, runs in variants.items() if runs[0]["strategy"] == reference}
+    partners = {vid: next((rid for rid, ref in refs.items() if rest(ref) == rest(runs)), None)
+                for vid, runs in variants.items() if vid not in refs}
+    named = [vid for vid in variants if labels[vid] == reference]
+    if partners and all(partners.values()):
+        return partners, "strategy"
+    if len(named) == 1:
+        return {vid: named[0] for vid in variants if vid != named[0]}, "label"
     if not refs:
         first = next(iter(variants))
         return {vid: first for vid in variants if vid != first}, "first"
-    partners = {}
-    for vid, runs in variants.items():
-        if vid not in refs:
-            partners[vid] = next((rid for rid, ref in refs.items() if rest(ref) == rest(runs)), None)
     return partners, "strategy"
 
 

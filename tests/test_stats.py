@@ -159,3 +159,13 @@ def test_null_options_leave_names_alone_but_a_users_null_in_a_map_counts():
     assert drop_nulls({"seed": 0, "threads": None, "eval": {"stride": None, "eps": 0.1}}) == {"seed": 0, "eval": {"eps": 0.1}}
     skip_test = {"data": {"splits": {"test": None, "unsupervised": None}}}
     assert variant_id(skip_test) != variant_id({"data": {"splits": {"unsupervised": None}}})
+
+
+def test_a_strategy_reference_with_several_variants_pairs_setting_by_setting():
+    runs = [run(name, s, [p, p + 1], eval={"stride": stride} if stride else {})
+            for s in range(2) for name, p, stride in (("rope", 5.0, None), ("rope", 7.0, 64), ("clex", 4.0, None),
+                                                       ("clex", 5.0, 64))]
+    text = comparison_markdown(runs, reference="rope")
+    assert "| clex - rope | 2 | -1.00 ± 0.00* |" in text
+    assert "| clex eval={'stride': 64} - rope eval={'stride': 64} | 2 | -2.00 ± 0.00* |" in text or \
+        "- rope stride=64 | 2 | -2.00 ± 0.00* |" in text, text
