@@ -96,6 +96,16 @@ def sliding_windows(tokenizer, documents, window: int, stride: int, max_tokens: 
     return torch.stack(windows), torch.tensor(scored), used, skipped
 
 
+WARNED = set()
+
+
+def warn_once(message: str):
+    """A config warning once per process (a comma list checks every config before the first run)."""
+    if message not in WARNED:
+        WARNED.add(message)
+        logging.getLogger("clex").warning(message)
+
+
 def check_options(eval_cfg, lengths: list[int]):
     """``eval.*``, before anything runs: one line naming the key and what it allows."""
     from omegaconf import OmegaConf
@@ -114,9 +124,9 @@ def check_options(eval_cfg, lengths: list[int]):
     require(stride is None or (isinstance(stride, int) and not isinstance(stride, bool) and 1 <= stride <= min(lengths)),
             "eval.stride", f"must be null or an integer from 1 to the shortest evaluation length ({min(lengths)})", stride)
     if stride and eval_cfg.max_tokens <= max(lengths):
-        logging.getLogger("clex").warning(
-            "warning: eval.max_tokens %d is at most the longest evaluation length %d: with eval.stride that length "
-            "scores one window per document, with no overlap; raise eval.max_tokens", eval_cfg.max_tokens, max(lengths))
+        warn_once(f"warning: eval.max_tokens {eval_cfg.max_tokens} is at most the longest evaluation length "
+                  f"{max(lengths)}: with eval.stride that length scores one window per document, with no overlap; "
+                  "raise eval.max_tokens")
     if eval_cfg.get("passkey"):
         ruler.check_depths("eval.passkey.depths", OmegaConf.to_container(eval_cfg.passkey).get("depths"))
     if eval_cfg.get("ruler"):

@@ -20,13 +20,11 @@ from clex.data import load_corpus, packed_tokens
 from clex.models import build_model, build_tokenizer, checkpoint_dir
 from clex.registry import ConfigError
 from clex.results import write_results
-from clex.stats import drop_nulls
-from clex.training import TrainingDiverged, config_hash, fine_tune, pretrain_base, set_numerics
+from clex.training import TrainingDiverged, config_hash, fine_tune, pretrain_base, run_identity, set_numerics
 
 __all__ = ["Prepared", "TrainingDiverged", "prepare", "run_experiment", "run_name"]
 ROTARY_KEYS = ("name", "log_scale")  # strategy config keys that are not strategy options
 log = logging.getLogger("clex")
-RUN_IDENTITY_IGNORES = ("name", "out_dir", "choices", "resume", "compare")  # where and how, not what, a run computes
 
 
 @dataclass
@@ -100,10 +98,6 @@ def build_patched_model(cfg, tokenizer):
     """A fresh model with the configured strategy patched in (same structure as the trained one)."""
     model = build_model(cfg.model, tokenizer)
     return clex.patch_model(model, build_rotary_strategy(cfg, model), log_scale=bool(cfg.strategy.get("log_scale")))
-
-
-def run_identity(config: dict) -> dict:
-    return {k: v for k, v in drop_nulls(config).items() if k not in RUN_IDENTITY_IGNORES}
 
 
 def run_name(cfg) -> str:

@@ -1,5 +1,6 @@
 """Evaluation and what a run writes: perplexity against length (passkey, RULER-style tasks), the provenance and
 numerics that let a table be traced, results.json, the run's figure and its printed table."""
+import json
 import math
 import platform
 import subprocess
@@ -125,6 +126,17 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def training_summary(cfg, trained) -> dict:
+    """Stage 2 as results.json reports it; a run that reused another's fine-tuned model reports that run's."""
+    if trained.reused_from is not None:
+        reused = json.loads((trained.reused_from / "results.json").read_text())["train"]
+        return {**reused, "reused_from": trained.reused_from.name}
+    metrics = trained.trainer.callback_metrics
+    return {"steps": cfg.train.steps, "tokens": trained.tokens, "wall_seconds": trained.seconds,
+            "world_size": trained.trainer.world_size, "final_loss": float(metrics.get("train/loss", math.nan)),
+            "final_val_loss": float(metrics.get("val/loss", math.nan))}
+
+
 def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, started: float) -> dict:
     """Evaluate on the training device in its precision (Lightning moves the model to the CPU after
     fit), save the model, write results.json and the run's figure."""
@@ -148,10 +160,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         "eval": rows,
         "eval_protocol": protocol(cfg.eval),
         "extrapolation_length": extrapolation_length(rows, t.length, cfg.eval.eps),
-        "train": {"steps": t.steps, "tokens": trained.tokens, "wall_seconds": trained.seconds,
-                  "world_size": trainer.world_size,
-                  "final_loss": float(trainer.callback_metrics.get("train/loss", math.nan)),
-                  "final_val_loss": float(trainer.callback_metrics.get("val/loss", math.nan))},
+        "train": training_summary(cfg, trained),
         "base": base,
         "passkey": passkey,
         "ruler": ruler,

@@ -172,6 +172,35 @@ class Trained:
     trainer: L.Trainer
     seconds: float
     tokens: int
+    reused_from: Path | None = None  # the run whose fine-tuned model this one reused (trained_twin)
+
+
+RUN_IDENTITY_IGNORES = ("name", "out_dir", "choices", "resume", "compare")  # where and how, not what, a run computes
+
+
+def run_identity(config: dict) -> dict:
+    from clex.stats import drop_nulls
+
+    return {k: v for k, v in drop_nulls(config).items() if k not in RUN_IDENTITY_IGNORES}
+
+
+def trained_twin(cfg, run_dir: Path) -> str | None:
+    """The last.ckpt of a finished run in out_dir with this config but its ``eval`` (fine-tuning does not
+    read ``eval``): a run that only scores differently (another protocol, eval=ruler) reuses its
+    fine-tuned model instead of training it again."""
+    ours = {k: v for k, v in run_identity(OmegaConf.to_container(cfg, resolve=True)).items() if k != "eval"}
+    for saved in sorted(Path(cfg.out_dir).glob("*/results.json")):
+        checkpoint = saved.parent / "checkpoints" / "last.ckpt"
+        if saved.parent == run_dir or not checkpoint.is_file():
+            continue
+        try:
+            config = json.loads(saved.read_text()).get("config") or {}
+        except (OSError, ValueError):
+            continue
+        if {k: v for k, v in run_identity(config).items() if k != "eval"} == ours:
+            if checkpoint_step(checkpoint) == cfg.train.steps:
+                return str(checkpoint)
+    return None
 
 
 def resume_point(cfg, run_dir: Path) -> tuple[str | None, int]:
@@ -198,6 +227,10 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
     module = LongContextLM(prepared.model, optimiser_settings(t, t.ode_lr), cfg.sampler, seed=cfg.seed,
                            max_scale=getattr(prepared.strategy, "max_scale", None))
     resume_from, done_steps = resume_point(cfg, run_dir)
+    twin = trained_twin(cfg, run_dir) if resume_from is None and cfg.resume else None
+    if twin:
+        log.info("stage 2: %s has this config but eval: its fine-tuned model is reused, nothing to train", twin)
+        resume_from, done_steps = twin, t.steps
     log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps)
     start = time.time()
     trainer = make_trainer(cfg, t.steps, run_dir, checkpoints=True, val_every=min(t.val_every, t.steps),
@@ -215,4 +248,5 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
         from clex.experiment import build_patched_model
 
         prepared.model = distributed.gather_full_model(prepared.model, lambda: build_patched_model(cfg, prepared.tokenizer))
-    return Trained(trainer, module.seconds_before + time.time() - start, len(train_data) * t.length)
+    return Trained(trainer, module.seconds_before + time.time() - start, len(train_data) * t.length,
+                   Path(twin).parents[1] if twin else None)

@@ -324,3 +324,23 @@ def test_gradient_checkpointing_trains_the_same_model(tmp_path):
     plain, checkpointed = run_variants(tmp_path, args, plain=[], checkpointed=["train.gradient_checkpointing=true"])
     assert checkpointed["train"]["final_loss"] == pytest.approx(plain["train"]["final_loss"], rel=1e-5)
     assert checkpointed["eval"][0]["nll"] == pytest.approx(plain["eval"][0]["nll"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_run_that_only_scores_differently_reuses_the_fine_tuned_model(tmp_path, caplog):
+    from safetensors.torch import load_file
+
+    args = tiny_args(tmp_path, "strategy=clex", "base.steps=0", "train.steps=4", "train.val_every=2",
+                     "eval.multipliers=[1,2]")
+    assert run.main(args) == 0
+    with caplog.at_level("INFO", logger="clex"):
+        assert run.main(args + ["eval.stride=16"]) == 0  # another protocol: nothing to train
+        assert run.main(args + ["train.lr=1e-3"]) == 0  # another training setting: trained
+    runs = {(r["config"]["eval"].get("stride"), r["config"]["train"]["lr"]): r
+            for r in (json.loads(p.read_text()) for p in tmp_path.glob("*/results.json"))}
+    first, scored, retrained = runs[(None, 3.0e-4)], runs[(16, 3.0e-4)], runs[(None, 1e-3)]
+    assert scored["train"]["reused_from"] == first["name"] and "reused_from" not in retrained["train"]
+    assert caplog.text.count("its fine-tuned model is reused") == 1
+    weights = [load_file(str(next((tmp_path / r["name"] / "model").glob("*.safetensors")))) for r in (first, scored)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert [row["tokens"] for row in scored["eval"]] != [] and scored["eval_protocol"]["stride"] == 16
