@@ -1,6 +1,13 @@
 """What the command-line entry points share."""
 import logging
+import sys
 import warnings
+
+
+def fail(message, code: int = 2) -> int:
+    """A command's error: one line on stderr, and the exit code to return (2: bad input)."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 def quiet_libraries():

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 
+from clex.cli import fail
 from clex.registry import ConfigError
 
 
@@ -57,8 +58,7 @@ def main(argv=None) -> int:
         if not rows:
             raise ConfigError(f"no results.json under {', '.join(map(str, args.runs))}")
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     runs = {r["run"]: r for r in rows}.values()
     corpora = Counter(r["corpus"] for r in runs)
     if len(corpora) > 1:  # reported, not mixed silently: the corpus column tells them apart

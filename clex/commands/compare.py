@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from clex.cli import fail
 from clex.registry import ConfigError
 
 
@@ -37,8 +38,7 @@ def main(argv=None) -> int:
         if not results:
             raise ConfigError(f"no results.json under {', '.join(map(str, args.runs))}")
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     print(write_comparison(results, args.out, args.reference, runs=not args.no_runs))
     return 0
 

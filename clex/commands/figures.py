@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 
+from clex.cli import fail
 from clex.registry import ConfigError
 
 REQUIRED = ("run", "strategy", "variant", "variant_id", "seed", "train_length", "length", "ppl")
@@ -144,8 +145,7 @@ def main(argv=None) -> int:
         if args.study:
             study_figures(args.study, args.storage, args.out)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     ppl_figure(table, args.out)
     table_one(table, args.out, [row.get("protocol", "full") for row in rows])
     heat_maps(table, args.out)

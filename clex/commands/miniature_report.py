@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from clex.commands import ROOT
+from clex.cli import fail
 from clex.registry import ConfigError
 
 PARTS = {
@@ -69,8 +70,7 @@ def main(argv=None) -> int:
                 for name in PARTS[part]:
                     run_sweep(name, args.out_runs, overrides)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     from clex import io
     from clex.miniature import write_report
 

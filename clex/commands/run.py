@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 
-from clex.cli import quiet_libraries
+from clex.cli import fail, quiet_libraries
 from clex.config import compose, expand, group_options, load_defaults, parse_overrides
 from clex.registry import ConfigError
 
@@ -53,18 +53,15 @@ def main(argv=None) -> int:
         for cfg in configs:  # every config is checked before the first run starts
             prepare(cfg, load_weights=False)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     results = []
     for cfg in configs:
         try:
             result = run_experiment(cfg)
         except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            return fail(error)
         except TrainingDiverged as error:
-            print(f"error: {cfg.choices.strategy}: {error}", file=sys.stderr)
-            return 1
+            return fail(f"{cfg.choices.strategy}: {error}", 1)
         if result is None:  # a DDP rank other than 0
             continue
         print(format_table(result))

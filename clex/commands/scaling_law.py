@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 
+from clex.cli import fail
 from clex.registry import ConfigError
 
 REQUIRED = ("run", "strategy", "variant_id", "seed", "parameters", "train_length", "extrapolation_length", "censored")
@@ -89,8 +90,7 @@ def main(argv=None) -> int:
                             [r["extrapolation_length"] for r in chosen], censored=[bool(r["censored"]) for r in chosen],
                             groups=[r["variant_id"] for r in chosen], bootstrap=args.bootstrap)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     names = ("log a", "alpha (model size)", "beta (training length)")
     print(f"{args.strategy}: log E = log a + alpha log N + beta log L, {fit['samples']} runs of "
           f"{fit['configurations']} configurations, {int(fit['level'] * 100)}% bootstrap intervals "

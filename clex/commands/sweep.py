@@ -9,6 +9,7 @@ import os
 import sys
 
 
+from clex.cli import fail
 from clex.registry import ConfigError, TooManyFailures
 
 from clex.commands import CONFIG_DIR, ROOT
@@ -51,11 +52,9 @@ def main(argv=None) -> int:
             return 0
         ran = run_worker(sweep, CONFIG_DIR, STUDIES_DIR, channel)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(error)
     except TooManyFailures as error:
-        print(f"error: worker stopped: {error}", file=sys.stderr)
-        return 1
+        return fail(f"worker stopped: {error}", 1)
     print(f"worker done: ran {ran} trial(s)")
     print(summary(sweep, STUDIES_DIR))
     return 0
