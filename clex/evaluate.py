@@ -1,6 +1,7 @@
 """Perplexity against length (docs/design.md, section 5) under three protocols (full sequences, KV-chunked,
 sliding window) and the extrapolation-length metric."""
 import contextlib
+import functools
 import inspect
 import logging
 import math
@@ -14,11 +15,17 @@ def _nll_sum(logits, targets) -> float:
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum").item()
 
 
+@functools.lru_cache(maxsize=None)
+def forward_parameters(model_type) -> frozenset:
+    """The argument names of a model class's forward (read once, not at every decoding step)."""
+    return frozenset(inspect.signature(model_type.forward).parameters)
+
+
 def forward_cached(model, input_ids, cache=None, last_only: bool = False):
     """One forward through the KV cache: (logits, cache). Recent transformers 5.x name the argument and
     the output ``cache``, earlier 5.x releases ``past_key_values``. ``last_only``: the last position's
     logits only (a 128k-token prompt's full logits would take tens of GB)."""
-    parameters = inspect.signature(model.forward).parameters
+    parameters = forward_parameters(type(model))
     name = "cache" if "cache" in parameters else "past_key_values"
     options = {name: cache} if cache is not None else {}
     if last_only and "logits_to_keep" in parameters:
@@ -142,10 +149,13 @@ def long_enough(tokenizer, documents, length: int) -> list:
 def protocol(eval_cfg) -> dict:
     """How perplexity was scored, for results.json and every table header."""
     chunk, stride = eval_cfg.get("chunk_size"), eval_cfg.get("stride")
-    same = {"documents": "longest"} if eval_cfg.get("documents") == "longest" else {}
+    entry = {"name": "sliding_window" if stride else "kv_chunked" if chunk else "full",
+             "window": "the evaluation length", "chunk_size": chunk}
     if stride:
-        return {"name": "sliding_window", "window": "the evaluation length", "stride": stride, "chunk_size": chunk, **same}
-    return {"name": "kv_chunked" if chunk else "full", "window": "the evaluation length", "chunk_size": chunk, **same}
+        entry["stride"] = stride
+    if eval_cfg.get("documents") == "longest":
+        entry["documents"] = "longest"
+    return entry
 
 
 def extrapolation_length(rows: list[dict], train_length: int, eps: float) -> dict:

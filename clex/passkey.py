@@ -14,7 +14,7 @@ def passkey_prompt(tokenizer, length: int, depth: float, passkey: int):
     """(prompt token ids of exactly ``length`` tokens, answer token ids): the key sentence sits at
     ``depth`` (0 = right after the intro, 1 = right before the question) of the filler."""
     key = tokenizer.encode(f"The pass key is {passkey}. Remember it. {passkey} is the pass key. ")
-    intro = list(getattr(tokenizer, "prefix", [])) + list(tokenizer.encode(INTRO))  # a checkpoint's BOS first
+    intro = list(tokenizer.prefix) + list(tokenizer.encode(INTRO))  # a checkpoint's BOS first
     question = tokenizer.encode(QUESTION)
     room = length - len(intro) - len(key) - len(question)
     if room < 0:

@@ -12,6 +12,7 @@ whole word, in any case (RULER's string match, all or nothing);
 ``score`` keeps RULER's partial credit (the fraction found). Samples depend on the seed, task, length,
 depth and trial only, so every model sees the same prompts.
 """
+import functools
 import random
 import re
 from dataclasses import dataclass, field
@@ -109,21 +110,24 @@ def common_words(rng, depth, opts, haystack) -> Spec:
     def fill(room: int) -> list[int]:
         """The common words ``common_frequency`` times each, the others at most one time fewer, shuffled;
         the tokens left over (less than one word) are haystack tokens in front."""
+        @functools.lru_cache(maxsize=None)  # each word's tokens, encoded once
+        def tokens(word):
+            return haystack.encode(f" {word}")
+
         listed = [w for w in common for _ in range(opts.common_frequency)]
-        budget = room - sum(len(haystack.encode(f" {w}")) for w in listed)
+        budget = room - sum(len(tokens(w)) for w in listed)
         if budget < 0:
             raise Skipped(f"{opts.common} common words x {opts.common_frequency} need {room - budget} tokens, "
                           f"the room is {room}")
         for _ in range(opts.common_frequency - 1):
             for word in rare:
-                size = len(haystack.encode(f" {word}"))
-                if size <= budget:
+                if len(tokens(word)) <= budget:
                     listed.append(word)
-                    budget -= size
-        if budget > max(len(haystack.encode(f" {w}")) for w in rare[:50] or common):
+                    budget -= len(tokens(word))
+        if budget > max(len(tokens(w)) for w in rare[:50] or common):
             raise Skipped(f"the test split's {len(haystack.words)} distinct words cannot fill {room} tokens")
         rng.shuffle(listed)
-        return haystack.window(rng, budget) + [i for w in listed for i in haystack.encode(f" {w}")]
+        return haystack.window(rng, budget) + [i for w in listed for i in tokens(w)]
 
     return Spec([], f"\nWhat are the {opts.common} most common words in the list above? They are", common,
                 " " + " ".join(common), fill)
@@ -186,7 +190,7 @@ class Haystack:
 def make_sample(task: str, haystack: Haystack, length: int, depth, rng, opts) -> Sample:
     spec = BUILDERS[task](rng, depth, opts, haystack)
     pieces = [(d, haystack.encode(text)) for d, text in spec.pieces]
-    question, prefix = haystack.encode(spec.question), list(getattr(haystack.tokenizer, "prefix", []))
+    question, prefix = haystack.encode(spec.question), list(haystack.tokenizer.prefix)
     room = length - len(prefix) - sum(len(ids) for _, ids in pieces) - len(question)
     if room < 0:
         raise Skipped(f"the task's fixed parts need {length - room} tokens, more than the length {length}")
