@@ -1,6 +1,5 @@
 """Evaluation and what a run writes: perplexity against length (passkey, RULER-style tasks), the provenance and
 numerics that let a table be traced, results.json, the run's figure and its printed table."""
-import json
 import math
 import platform
 import subprocess
@@ -128,9 +127,8 @@ def format_table(results: dict) -> str:
 
 def training_summary(cfg, trained) -> dict:
     """Stage 2 as results.json reports it; a run that reused another's fine-tuned model reports that run's."""
-    if trained.reused_from is not None:
-        reused = json.loads((trained.reused_from / "results.json").read_text())["train"]
-        return {**reused, "reused_from": trained.reused_from.name}
+    if trained.reused is not None:
+        return trained.reused
     metrics = trained.trainer.callback_metrics
     return {"steps": cfg.train.steps, "tokens": trained.tokens, "wall_seconds": trained.seconds,
             "world_size": trained.trainer.world_size, "final_loss": float(metrics.get("train/loss", math.nan)),

@@ -21,6 +21,7 @@ from clex.data import RandomWindows, ResumeSampler, packed_tokens
 from clex.lit import LongContextLM
 from clex.models import build_model
 from clex.registry import ConfigError
+from clex.stats import drop_nulls
 
 log = logging.getLogger("clex")
 
@@ -172,34 +173,36 @@ class Trained:
     trainer: L.Trainer
     seconds: float
     tokens: int
-    reused_from: Path | None = None  # the run whose fine-tuned model this one reused (trained_twin)
+    reused: dict | None = None  # the train section of the run whose fine-tuned model this one reused
 
 
 RUN_IDENTITY_IGNORES = ("name", "out_dir", "choices", "resume", "compare")  # where and how, not what, a run computes
 
 
 def run_identity(config: dict) -> dict:
-    from clex.stats import drop_nulls
-
     return {k: v for k, v in drop_nulls(config).items() if k not in RUN_IDENTITY_IGNORES}
 
 
-def trained_twin(cfg, run_dir: Path) -> str | None:
-    """The last.ckpt of a finished run in out_dir with this config but its ``eval`` (fine-tuning does not
-    read ``eval``): a run that only scores differently (another protocol, eval=ruler) reuses its
-    fine-tuned model instead of training it again."""
-    ours = {k: v for k, v in run_identity(OmegaConf.to_container(cfg, resolve=True)).items() if k != "eval"}
+def training_identity(config: dict) -> dict:
+    """What fine-tuning reads: the run's identity without ``eval``."""
+    return {k: v for k, v in run_identity(config).items() if k != "eval"}
+
+
+def trained_twin(cfg, run_dir: Path) -> tuple[Path, dict] | None:
+    """A finished run in out_dir with this config but its ``eval``, with its last.ckpt at the last step, and
+    its results' ``train`` section: a run that only scores differently (another protocol, eval=ruler)
+    reuses its fine-tuned model instead of training it again."""
+    ours = training_identity(OmegaConf.to_container(cfg, resolve=True))
     for saved in sorted(Path(cfg.out_dir).glob("*/results.json")):
         checkpoint = saved.parent / "checkpoints" / "last.ckpt"
         if saved.parent == run_dir or not checkpoint.is_file():
             continue
         try:
-            config = json.loads(saved.read_text()).get("config") or {}
+            results = json.loads(saved.read_text())
         except (OSError, ValueError):
             continue
-        if {k: v for k, v in run_identity(config).items() if k != "eval"} == ours:
-            if checkpoint_step(checkpoint) == cfg.train.steps:
-                return str(checkpoint)
+        if training_identity(results.get("config") or {}) == ours and checkpoint_step(checkpoint) == cfg.train.steps:
+            return saved.parent, {**results["train"], "reused_from": saved.parent.name}
     return None
 
 
@@ -229,8 +232,8 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
     resume_from, done_steps = resume_point(cfg, run_dir)
     twin = trained_twin(cfg, run_dir) if resume_from is None and cfg.resume else None
     if twin:
-        log.info("stage 2: %s has this config but eval: its fine-tuned model is reused, nothing to train", twin)
-        resume_from, done_steps = twin, t.steps
+        log.info("stage 2: %s has this config but eval: its fine-tuned model is reused, nothing to train", twin[0])
+        resume_from, done_steps = str(twin[0] / "checkpoints" / "last.ckpt"), t.steps
     log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps)
     start = time.time()
     trainer = make_trainer(cfg, t.steps, run_dir, checkpoints=True, val_every=min(t.val_every, t.steps),
@@ -249,4 +252,4 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
 
         prepared.model = distributed.gather_full_model(prepared.model, lambda: build_patched_model(cfg, prepared.tokenizer))
     return Trained(trainer, module.seconds_before + time.time() - start, len(train_data) * t.length,
-                   Path(twin).parents[1] if twin else None)
+                   twin[1] if twin else None)
