@@ -47,10 +47,13 @@ def main(argv=None) -> int:
         launched = (int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("NODE_RANK", 0))) != (0, 0)
         rank = srun_rank()  # srun started every rank, maybe on several nodes
         channel = TrialChannel(rank)
-        if rank or (launched and TRIAL_ENV in os.environ):  # a rank > 0: no Optuna here
-            follow_rank_zero(sweep, CONFIG_DIR, channel)
-            return 0
-        ran = run_worker(sweep, CONFIG_DIR, STUDIES_DIR, channel)
+        try:
+            if rank or (launched and TRIAL_ENV in os.environ):  # a rank > 0: no Optuna here
+                follow_rank_zero(sweep, CONFIG_DIR, channel)
+                return 0
+            ran = run_worker(sweep, CONFIG_DIR, STUDIES_DIR, channel)
+        finally:
+            channel.close()
     except ConfigError as error:
         return fail(error)
     except TooManyFailures as error:

@@ -64,3 +64,12 @@ class TrialChannel:
             message = json.loads(os.environ[TRIAL_ENV])
         self.count += 1
         return message
+
+    def close(self):
+        """Shut the process group and the store down before the interpreter exits: their threads, still
+        running at exit, can abort the process ("terminate called without an active exception")."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        self.store = None
