@@ -5,7 +5,7 @@ side in one process, and each solver setting's cost and error against a dopri5 r
 
 The step table splits CLEX's overhead: ``clex at t=1`` (no solve, no graph into the frequencies),
 ``rope, inv_freq trained`` (plain RoPE whose inv_freq is a trained leaf: the cost of back-propagating into
-cos and sin in every layer, with no ODE) and ``clex`` (that plus the ODE solve and its backward).
+the rotation angles in every layer, with no ODE) and ``clex`` (that plus the ODE solve and its backward).
 """
 import argparse
 import math
@@ -35,8 +35,7 @@ def build(name, cfg, **options):
 
 
 def step_times(cfg, steps: int):
-    """Median seconds per optimiser step (forward, backward, AdamW) for rope and clex, interleaved.
-    ``clex at t=1`` needs no solve: it isolates the cost of back-propagating into cos/sin in every layer."""
+    """Median seconds per optimiser step (forward, backward, AdamW) for rope and clex, interleaved."""
     clex_options = {k: v for k, v in cfg.strategy.items() if k not in ("name", "log_scale")}
     models = {"rope": build("rope", cfg), "clex": build("clex", cfg, **clex_options),
               "clex at t=1": build("clex", cfg, **clex_options), "rope, inv_freq trained": build("rope", cfg)}

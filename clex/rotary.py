@@ -5,6 +5,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from clex import rotary_grad
 from clex.checkpoint import STARTING_ROPES, original_length
 from clex.registry import ConfigError
 
@@ -71,7 +72,8 @@ class ScaledRotaryEmbedding(nn.Module):
         if self.log_scale:
             length = length or float(positions.max()) + 1
             multiplier *= math.sqrt(max(1.0, math.log(length) / math.log(self.strategy.original_length)))
-        return (emb.cos() * multiplier).to(x.dtype), (emb.sin() * multiplier).to(x.dtype)
+        cos = rotary_grad.mark((emb.cos() * multiplier).to(x.dtype), freqs)
+        return cos, (emb.sin() * multiplier).to(x.dtype)
 
 
 def _locate(model):
@@ -134,6 +136,7 @@ def patch_model(model, strategy, log_scale: bool = False):
         strategy.start_from(**checkpoint_rope(model.config))
     device = next(model.parameters()).device
     setattr(owner, attr, ScaledRotaryEmbedding(strategy, log_scale=log_scale).to(device))
+    rotary_grad.install(model)
     return model
 
 
