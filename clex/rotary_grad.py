@@ -66,11 +66,11 @@ class _AngleRotary(torch.autograd.Function):
 
 def _rotate_back(grad, cos, sin):
     """The gradient of x cos + rotate_half(x) sin with respect to x: rotate_half's transpose takes
-    [a, b] to [b, -a]; channels past the rotated ones pass through."""
+    [a, b] to [b, -a]; channels past the rotated ones pass through. The same products and sums as
+    autograd's, so with fixed frequencies training is bit for bit what it was through autograd."""
     half = cos.shape[-1] // 2
-    rotated = grad[..., :2 * half] * cos
-    rotated[..., :half].addcmul_(grad[..., half:2 * half], sin[..., half:])
-    rotated[..., half:].addcmul_(grad[..., :half], sin[..., :half], value=-1)
+    rotated, by_sin = grad[..., :2 * half] * cos, grad[..., :2 * half] * sin
+    rotated = rotated + torch.cat((by_sin[..., half:], -by_sin[..., :half]), -1)
     return torch.cat((rotated, grad[..., 2 * half:]), -1) if grad.shape[-1] > 2 * half else rotated
 
 
