@@ -52,7 +52,9 @@ def step_times(cfg, steps: int):
     for step in range(steps + 3):
         t = scale_sampler(generator)
         positions = position_sampler(L, t, cfg.model.original_length, generator)
-        for name, model in models.items():
+        names = list(models)
+        for name in names[step % len(names):] + names[:step % len(names)]:  # each model in each slot equally often
+            model = models[name]
             rotary = clex.rotary_module(model)
             scale = t if name == "clex" else 1.0
             start = time.perf_counter()
