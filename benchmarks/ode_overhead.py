@@ -41,7 +41,7 @@ def step_times(cfg, steps: int):
               "clex at t=1": build("clex", cfg, **clex_options), "rope, inv_freq trained": build("rope", cfg)}
     leaf = clex.rotary_module(models["rope, inv_freq trained"]).strategy
     inv_freq = leaf._buffers.pop("base_inv_freq")
-    leaf.base_inv_freq = torch.nn.Parameter(inv_freq)  # rope's inv_freq(t) returns it: a graph into cos and sin
+    leaf.base_inv_freq = torch.nn.Parameter(inv_freq)  # rope's inv_freq(t) returns it: a graph into the angles
     optimisers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
     L, B = cfg.train.length, cfg.train.batch_size
     batch = torch.randint(0, 257, (B, L + 1), generator=torch.Generator().manual_seed(0))

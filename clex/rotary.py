@@ -54,7 +54,7 @@ class ScaledRotaryEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor):
         if self._train is not None:
             scale, positions = self._train
-            # one row broadcast over the batch: cos/sin (and their gradient) are computed once, not B times
+            # one row broadcast over the batch: the angles (and their gradient) are computed once, not B times
             positions = positions.to(x.device, torch.float32)[None]
             length = None  # only log_scale needs it: spare a device sync per step
         else:

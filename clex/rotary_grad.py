@@ -8,9 +8,10 @@ cos = m cos([f, f]), sin = m sin([f, f]) for a constant m (the attention factor)
     dy1/df = -y2,   dy2/df = y1,   so   dL/df = sum over batch and heads of (g2 * y1 - g1 * y2)
 
 for q and k together: half the products, one reduction, and only the outputs saved (which attention
-saves anyway) instead of q, k and their rotations. ``ScaledRotaryEmbedding`` marks the cos it returns
-with its angles f when they carry a gradient; the model family's ``apply_rotary_pos_emb`` is wrapped to
-take this path for marked cos and to call the original otherwise. transformers has no per-model hook
+saves anyway) instead of q, k and their rotations; the gradient into q and k is autograd's, product
+for product. ``ScaledRotaryEmbedding`` marks the cos it returns with its angles f while autograd
+records; the model family's ``apply_rotary_pos_emb`` is wrapped to take this path for marked cos and
+to call the original otherwise. transformers has no per-model hook
 for that function (only the optional ``kernels`` package swaps it), so the wrapper replaces the module
 global, once per model family, after checking on a random input that the family's function computes
 the rotation above (the first ``rotary_dim`` channels, rotate_half layout); where it does not, nothing

@@ -159,7 +159,7 @@ class Clex(Strategy):
         t = float(t)
         if not t >= 1:
             raise ValueError(f"CLEX needs t >= 1, got {t}")
-        if t == 1.0:  # z(1) is the plain RoPE basis: no parameter, no graph into cos and sin
+        if t == 1.0:  # z(1) is the plain RoPE basis: no parameter, no graph into the angles
             return torch.exp(torch.log(self.base_inv_freq))  # exp(z(1)), bit for bit what a solve returns
         if torch.is_grad_enabled() and self.up.weight.requires_grad:  # training: one solve from 1 to t
             return torch.exp(self._solve(torch.tensor([1.0, t], device=self.base_inv_freq.device))[-1])
