@@ -72,8 +72,10 @@ class ScaledRotaryEmbedding(nn.Module):
         if self.log_scale:
             length = length or float(positions.max()) + 1
             multiplier *= math.sqrt(max(1.0, math.log(length) / math.log(self.strategy.original_length)))
-        cos = rotary_grad.mark((emb.cos() * multiplier).to(x.dtype), freqs)
-        return cos, (emb.sin() * multiplier).to(x.dtype)
+        cos, sin = (emb.cos() * multiplier).to(x.dtype), (emb.sin() * multiplier).to(x.dtype)
+        if not torch.is_tensor(multiplier):  # the angle backward holds the attention factor constant
+            rotary_grad.mark(cos, freqs)
+        return cos, sin
 
 
 def _locate(model):
