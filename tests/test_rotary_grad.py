@@ -48,7 +48,8 @@ def test_the_angle_backward_matches_autograd_through_the_original_function(famil
 
 
 def test_the_angle_gradient_is_the_analytic_one():
-    """dL/df for y = x cos f + rotate_half(x) sin f against torch.autograd.gradcheck in float64."""
+    """dL/df for y = x cos f + rotate_half(x) sin f against torch.autograd.gradcheck: float64 angles
+    accumulate in float64."""
     function = sys.modules[type(tiny_llama()).__module__].apply_rotary_pos_emb
     apply = rotary_grad._wrap(getattr(function, "clex_original", function))
     generator = torch.Generator().manual_seed(0)
@@ -58,7 +59,8 @@ def test_the_angle_gradient_is_the_analytic_one():
 
     def rotate(q, k, angles):
         emb = torch.cat((angles, angles), -1)
-        cos = rotary_grad.mark(emb.cos() * 0.7, angles)  # an attention factor: a constant multiplier
+        cos = emb.cos() * 0.7  # an attention factor: a constant multiplier
+        rotary_grad.mark(cos, angles)
         return apply(q, k, cos, emb.sin() * 0.7)
 
     assert torch.autograd.gradcheck(rotate, (q, k, angles))
@@ -77,7 +79,8 @@ def test_a_family_whose_function_rotates_otherwise_keeps_it():
     model_class = type("InterleavedModel", (), {"__module__": "interleaved_family"})
     sys.modules["interleaved_family"] = family
     try:
-        assert not rotary_grad.install(model_class())
+        with pytest.warns(UserWarning, match="back-propagates through cos and sin"):
+            assert not rotary_grad.install(model_class())
         assert family.apply_rotary_pos_emb is interleaved
     finally:
         del sys.modules["interleaved_family"]
@@ -93,3 +96,32 @@ def test_cos_is_marked_only_while_autograd_records():
     with rotary.training_scale(2.0, torch.arange(8, dtype=torch.float32)):
         cos, _ = rotary(x, position_ids)
     assert getattr(cos, rotary_grad.ANGLES).requires_grad
+
+
+def test_under_bf16_autocast_fixed_frequencies_train_bit_for_bit(monkeypatch):
+    """bf16 q and k against a float32 cos: autograd rounds each product to bf16 before the sum; so do we."""
+    model = clex.patch_model(tiny_llama().train(), clex.build_strategy("rope", **clex.rotary_settings(tiny_llama())))
+    module = sys.modules[type(model).__module__]
+    ids = torch.randint(0, 97, (2, 24), generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused_loss, fused = loss_and_grads(model, ids, 1.0, torch.arange(24, dtype=torch.float32))
+        monkeypatch.setattr(module, "apply_rotary_pos_emb", module.apply_rotary_pos_emb.clex_original)
+        loss, reference = loss_and_grads(model, ids, 1.0, torch.arange(24, dtype=torch.float32))
+    assert torch.equal(fused_loss, loss)
+    assert all(torch.equal(fused[key], reference[key]) for key in reference)
+
+
+def test_other_signatures_reach_the_original_function():
+    """A family whose function also takes q alone (k=None, cos and sin by keyword) is called as it was."""
+    def apply(q, k=None, cos=None, sin=None, unsqueeze_dim=1):
+        cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+        rotate = torch.cat((-q[..., 2:], q[..., :2]), -1) * sin
+        return (q * cos + rotate, None) if k is None else (q * cos + rotate, k * cos + torch.cat((-k[..., 2:], k[..., :2]), -1) * sin)
+
+    wrapped = rotary_grad._wrap(apply)
+    q, angles = torch.randn(1, 2, 3, 4, requires_grad=True), torch.randn(1, 3, 2)
+    emb = torch.cat((angles, angles), -1)
+    cos = emb.cos()
+    rotary_grad.mark(cos, angles)
+    got, _ = wrapped(q, cos=cos, sin=emb.sin())
+    torch.testing.assert_close(got, apply(q, cos=cos, sin=emb.sin())[0], rtol=0, atol=0)
