@@ -49,10 +49,10 @@ def step_times(cfg, steps: int):
     position_sampler = POSITION_SAMPLERS.get(cfg.sampler.position)()
     generator = torch.Generator().manual_seed(0)
     times = {k: [] for k in models}
+    names = list(models)
     for step in range(steps + 3):
         t = scale_sampler(generator)
         positions = position_sampler(L, t, cfg.model.original_length, generator)
-        names = list(models)
         for name in names[step % len(names):] + names[:step % len(names)]:  # each model in each slot equally often
             model = models[name]
             rotary = clex.rotary_module(model)

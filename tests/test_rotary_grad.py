@@ -18,6 +18,16 @@ def loss_and_grads(model, ids, scale, positions):
     return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
+def wrapped_and_original(model, ids, scale, positions, monkeypatch):
+    """(loss, gradients) through the wrapped function, then through the family's original."""
+    module = sys.modules[type(model).__module__]
+    wrapped = module.apply_rotary_pos_emb
+    assert wrapped.clex_original is not None
+    fused = loss_and_grads(model, ids, scale, positions)
+    monkeypatch.setattr(module, "apply_rotary_pos_emb", wrapped.clex_original)
+    return fused, loss_and_grads(model, ids, scale, positions)
+
+
 @pytest.mark.parametrize("name", ["clex", "rope"])
 def test_the_angle_backward_matches_autograd_through_the_original_function(family, name, monkeypatch):
     """Llama with grouped-query heads, GPT-NeoX rotating half of each head; every weight's gradient,
@@ -27,15 +37,10 @@ def test_the_angle_backward_matches_autograd_through_the_original_function(famil
     if name == "clex":
         torch.nn.init.normal_(strategy.down.weight, std=0.1)  # a learned term, so the ODE weights get a gradient
     clex.patch_model(model, strategy)
-    module = sys.modules[type(model).__module__]
-    wrapped = module.apply_rotary_pos_emb
-    assert wrapped.clex_original is not None
     ids = torch.randint(0, 97, (3, 40), generator=torch.Generator().manual_seed(1))
     positions = torch.arange(40, dtype=torch.float32) * 1.5  # position extrapolation's gaps
     scale = 3.0 if name == "clex" else 1.0
-    fused_loss, fused = loss_and_grads(model, ids, scale, positions)
-    monkeypatch.setattr(module, "apply_rotary_pos_emb", wrapped.clex_original)
-    loss, reference = loss_and_grads(model, ids, scale, positions)
+    (fused_loss, fused), (loss, reference) = wrapped_and_original(model, ids, scale, positions, monkeypatch)
     assert torch.equal(fused_loss, loss)
     assert fused.keys() == reference.keys()
     if name == "clex":
@@ -101,12 +106,10 @@ def test_cos_is_marked_only_while_autograd_records():
 def test_under_bf16_autocast_fixed_frequencies_train_bit_for_bit(monkeypatch):
     """bf16 q and k against a float32 cos: autograd rounds each product to bf16 before the sum; so do we."""
     model = clex.patch_model(tiny_llama().train(), clex.build_strategy("rope", **clex.rotary_settings(tiny_llama())))
-    module = sys.modules[type(model).__module__]
     ids = torch.randint(0, 97, (2, 24), generator=torch.Generator().manual_seed(2))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        fused_loss, fused = loss_and_grads(model, ids, 1.0, torch.arange(24, dtype=torch.float32))
-        monkeypatch.setattr(module, "apply_rotary_pos_emb", module.apply_rotary_pos_emb.clex_original)
-        loss, reference = loss_and_grads(model, ids, 1.0, torch.arange(24, dtype=torch.float32))
+        (fused_loss, fused), (loss, reference) = wrapped_and_original(
+            model, ids, 1.0, torch.arange(24, dtype=torch.float32), monkeypatch)
     assert torch.equal(fused_loss, loss)
     assert all(torch.equal(fused[key], reference[key]) for key in reference)
 
