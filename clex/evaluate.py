@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 
-def _nll_sum(logits, targets) -> float:
-    """Summed NLL of the targets; -100 marks a target that is not scored."""
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum").item()
+def _token_nll(logits, targets) -> torch.Tensor:
+    """NLL of each target [B, T]; -100 marks a target that is not scored (its NLL is 0)."""
+    return F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,24 +43,26 @@ def _chunked_nll(model, inputs, targets, chunk_size: int) -> float:
 
     # an unpatched model keeps its own rotary module: nothing to fix
     fixed = rotary_module(model).evaluation_length(inputs.shape[1]) if is_patched(model) else contextlib.nullcontext()
-    total, cache = 0.0, DynamicCache()
+    pieces, cache = [], DynamicCache()
     with fixed:
         for start in range(0, inputs.shape[1], chunk_size):
             logits, cache = forward_cached(model, inputs[:, start: start + chunk_size], cache)
-            total += _nll_sum(logits, targets[:, start: start + chunk_size])
-    return total
+            pieces.append(_token_nll(logits, targets[:, start: start + chunk_size]))
+    return torch.cat(pieces, dim=1)
 
 
 @torch.no_grad()
 def sequence_nll(model, sequences: torch.Tensor, tokens_per_batch: int, chunk_size: int | None = None,
-                 scored: torch.Tensor | None = None):
+                 scored: torch.Tensor | None = None, by_position: bool = False):
     """Sum of next-token NLL over the scored tokens of every sequence, and their count. ``scored[i]``:
     only the last scored[i] predictions of sequence i count (sliding windows); None: every one.
-    ``chunk_size``: each sequence in chunks through the KV cache instead of one forward."""
+    ``chunk_size``: each sequence in chunks through the KV cache instead of one forward.
+    ``by_position``: also the NLL summed over sequences at each input position [length] (float64)."""
     model.eval()
     device = next(model.parameters()).device
     batch_size = max(1, tokens_per_batch // sequences.shape[1])
     total, count = 0.0, 0
+    per_position = torch.zeros(sequences.shape[1] - 1, dtype=torch.float64)
     for start in range(0, len(sequences), batch_size):
         ids = sequences[start: start + batch_size].to(device)
         inputs, targets = ids[:, :-1], ids[:, 1:].clone()
@@ -68,11 +70,43 @@ def sequence_nll(model, sequences: torch.Tensor, tokens_per_batch: int, chunk_si
             first = targets.shape[1] - scored[start: start + batch_size].to(device)
             targets[torch.arange(targets.shape[1], device=device)[None] < first[:, None]] = -100
         if chunk_size and chunk_size < inputs.shape[1]:
-            total += _chunked_nll(model, inputs, targets, chunk_size)
+            nll = _chunked_nll(model, inputs, targets, chunk_size)
         else:
-            total += _nll_sum(model(input_ids=inputs).logits, targets)
+            nll = _token_nll(model(input_ids=inputs).logits, targets)
+        total += nll.sum().item()
+        if by_position:
+            per_position += nll.sum(0).double().cpu()
         count += int((targets != -100).sum())
-    return total, count
+    return (total, count, per_position) if by_position else (total, count)
+
+
+def position_bins(original_length: int, length: int) -> list[tuple[int, int]]:
+    """The bins of ``eval.position_bins``: [0, L0), [L0, 2 L0), [2 L0, 4 L0), ... up to ``length``."""
+    bins, start, end = [], 0, original_length
+    while start < length:
+        bins.append((start, min(end, length)))
+        start, end = end, 2 * end
+    return bins
+
+
+def binned_nll(per_position: torch.Tensor, sequences: int, original_length: int) -> list[dict]:
+    """Mean NLL of the predictions made at input positions [start, end), for each bin."""
+    rows = []
+    for start, end in position_bins(original_length, len(per_position)):
+        tokens = (end - start) * sequences
+        rows.append({"start": start, "end": end, "tokens": tokens,
+                     "nll": float(per_position[start:end].sum()) / tokens if tokens else None})
+    return rows
+
+
+def shared_sequences(longest: torch.Tensor, length: int) -> torch.Tensor:
+    """``eval.same_tokens``: each window of the longest length cut into consecutive pieces of ``length``
+    (+1) tokens that overlap by one, so every length predicts exactly the same tokens, only with less
+    context; [N, longest + 1] -> [N * longest / length, length + 1]."""
+    total = longest.shape[1] - 1
+    if total % length:
+        raise ValueError(f"{length} does not divide the longest evaluation length {total}")
+    return torch.cat([longest[:, k * length: (k + 1) * length + 1] for k in range(total // length)])
 
 
 def sliding_windows(tokenizer, documents, window: int, stride: int, max_tokens: int, seed: int):
@@ -128,6 +162,14 @@ def check_options(eval_cfg, lengths: list[int]):
             "documents long enough for it) or longest (every length: those long enough for the longest)",
             eval_cfg.get("documents"))
     stride = eval_cfg.get("stride")
+    same_tokens, bins = eval_cfg.get("same_tokens", False), eval_cfg.get("position_bins", False)
+    require(isinstance(same_tokens, bool), "eval.same_tokens", "must be true or false", same_tokens)
+    require(isinstance(bins, bool), "eval.position_bins", "must be true or false", bins)
+    require(not ((same_tokens or bins) and stride), "eval.same_tokens / eval.position_bins",
+            "score full sequences; they do not combine with eval.stride", stride)
+    require(not same_tokens or all(max(lengths) % n == 0 for n in lengths), "eval.same_tokens",
+            f"cuts the longest length's windows into pieces of each length, so every length must divide the longest "
+            f"({max(lengths)}); got lengths", lengths)
     require(stride is None or (isinstance(stride, int) and not isinstance(stride, bool) and 1 <= stride <= min(lengths)),
             "eval.stride", f"must be null or an integer from 1 to the shortest evaluation length ({min(lengths)})", stride)
     if stride and eval_cfg.max_tokens <= max(lengths):
@@ -155,6 +197,8 @@ def protocol(eval_cfg) -> dict:
         entry["stride"] = stride
     if eval_cfg.get("documents") == "longest":
         entry["documents"] = "longest"
+    if eval_cfg.get("same_tokens"):
+        entry["same_tokens"] = True
     return entry
 
 

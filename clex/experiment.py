@@ -23,7 +23,7 @@ from clex.results import write_results
 from clex.training import TrainingDiverged, config_hash, fine_tune, pretrain_base, run_identity, set_numerics
 
 __all__ = ["Prepared", "TrainingDiverged", "prepare", "run_experiment", "run_name"]
-ROTARY_KEYS = ("name", "log_scale")  # strategy config keys that are not strategy options
+ROTARY_KEYS = ("name", "log_scale", "log_scale_clamp")  # strategy config keys that are not strategy options
 log = logging.getLogger("clex")
 
 
@@ -39,6 +39,10 @@ class Prepared:
 
 def strategy_options(cfg) -> dict:
     return {k: v for k, v in OmegaConf.to_container(cfg.strategy).items() if k not in ROTARY_KEYS}
+
+
+def rotary_options(cfg) -> dict:
+    return {"log_scale": bool(cfg.strategy.get("log_scale")), "log_scale_clamp": bool(cfg.strategy.get("log_scale_clamp", True))}
 
 
 def prepare(cfg, load_weights: bool = True) -> Prepared:
@@ -97,7 +101,7 @@ def build_rotary_strategy(cfg, model):
 def build_patched_model(cfg, tokenizer):
     """A fresh model with the configured strategy patched in (same structure as the trained one)."""
     model = build_model(cfg.model, tokenizer)
-    return clex.patch_model(model, build_rotary_strategy(cfg, model), log_scale=bool(cfg.strategy.get("log_scale")))
+    return clex.patch_model(model, build_rotary_strategy(cfg, model), **rotary_options(cfg))
 
 
 def run_name(cfg) -> str:
@@ -147,6 +151,8 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
         log.info("reusing the finished run %s (resume=false runs it again)", run_dir)
         return finished
     prepared = prepared or prepare(cfg)
+    log.info("run %s: strategy %s, L0 = %d (the base model's length), L = %d (fine-tuning)", run_dir.name,
+             cfg.strategy.name, prepared.original_length, cfg.train.length)
     try:
         with run_lock(run_dir, wait):
             finished = finished_results(cfg, run_dir)  # another process may have finished it meanwhile
@@ -159,7 +165,7 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
             L.seed_everything(cfg.seed, workers=True, verbose=False)
             train_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["train"])
             base = pretrain_base(cfg, prepared, train_tokens) if cfg.model.name != "hf" and cfg.base.steps > 0 else None
-            clex.patch_model(prepared.model, prepared.strategy, log_scale=bool(cfg.strategy.get("log_scale")))
+            clex.patch_model(prepared.model, prepared.strategy, **rotary_options(cfg))
             trained = fine_tune(cfg, prepared, run_dir, train_tokens, callbacks)
             if not trained.trainer.is_global_zero:
                 return None  # DDP: rank 0 evaluates and writes

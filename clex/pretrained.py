@@ -27,7 +27,7 @@ def save_pretrained(model, directory, tokenizer=None):
     strategy = rotary.strategy
     model.config.clex_strategy = {
         "version": FORMAT_VERSION, "name": strategy.name, "options": dict(strategy.options),
-        "log_scale": rotary.log_scale, "rotary_dim": strategy.rotary_dim, "base": strategy.base,
+        "log_scale": rotary.log_scale, "log_scale_clamp": rotary.log_scale_clamp, "rotary_dim": strategy.rotary_dim, "base": strategy.base,
         "original_length": strategy.original_length}
     tmp = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -59,4 +59,4 @@ def load_pretrained(directory, **from_pretrained_options):
                               original_length=entry["original_length"], **entry["options"])
     if (directory / STRATEGY_WEIGHTS).is_file():
         strategy.load_state_dict(load_file(str(directory / STRATEGY_WEIGHTS)))
-    return patch_model(model, strategy, log_scale=entry["log_scale"])
+    return patch_model(model, strategy, log_scale=entry["log_scale"], log_scale_clamp=entry.get("log_scale_clamp", True))

@@ -13,22 +13,30 @@ from omegaconf import OmegaConf
 import clex
 from clex import io
 from clex.data import evaluation_sequences
-from clex.evaluate import extrapolation_length, long_enough, protocol, sequence_nll, sliding_windows
+from clex.evaluate import (binned_nll, extrapolation_length, long_enough, protocol, sequence_nll, shared_sequences,
+                           sliding_windows)
 from clex.stats import describe_protocol
 
 
-def evaluate_lengths(cfg, prepared) -> list[dict]:
-    """Perplexity at each evaluation length under the configured protocol (evaluate.protocol)."""
-    rows, documents = [], prepared.corpus.documents["test"]
+def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
+    """Perplexity at each evaluation length under the configured protocol (evaluate.protocol), and with
+    ``eval.position_bins`` the mean NLL per position bin at the longest length (else None)."""
+    rows, documents, bins = [], prepared.corpus.documents["test"], None
+    lengths = prepared.eval_lengths
     if cfg.eval.get("documents") == "longest":
-        documents = long_enough(prepared.tokenizer, documents, max(prepared.eval_lengths))
+        documents = long_enough(prepared.tokenizer, documents, max(lengths))
     too_short = len(prepared.corpus.documents["test"]) - len(documents)  # counted as skipped at every length
-    for length in prepared.eval_lengths:
+    if cfg.eval.get("same_tokens"):  # the longest length's windows, cut into pieces for every other length
+        longest, used, skipped = evaluation_sequences(prepared.tokenizer, documents, max(lengths), cfg.eval.max_tokens,
+                                                      cfg.eval.seed)
+    for length in lengths:
+        scored = None
         if cfg.eval.get("stride"):
             sequences, scored, used, skipped = sliding_windows(prepared.tokenizer, documents, length, cfg.eval.stride,
                                                                cfg.eval.max_tokens, cfg.eval.seed)
+        elif cfg.eval.get("same_tokens"):
+            sequences = shared_sequences(longest, length)
         else:
-            scored = None
             sequences, used, skipped = evaluation_sequences(prepared.tokenizer, documents, length, cfg.eval.max_tokens,
                                                             cfg.eval.seed)
         row = {"length": length, "ppl": None, "nll": None, "tokens": 0, "documents": used,
@@ -38,13 +46,18 @@ def evaluate_lengths(cfg, prepared) -> list[dict]:
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             start = time.time()
-            total, count = sequence_nll(prepared.model, sequences, cfg.eval.tokens_per_batch, cfg.eval.chunk_size, scored)
+            by_position = bool(cfg.eval.get("position_bins")) and length == max(lengths)
+            out = sequence_nll(prepared.model, sequences, cfg.eval.tokens_per_batch, cfg.eval.chunk_size, scored,
+                               by_position=by_position)
+            total, count = out[:2]
+            if by_position:
+                bins = binned_nll(out[2], len(sequences), prepared.original_length)
             nll = total / count
             row.update(nll=nll, ppl=math.exp(nll) if nll < 700 else math.inf, tokens=count,
                        tokens_per_second=count / max(time.time() - start, 1e-9),
                        peak_memory_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None)
         rows.append(row)
-    return rows
+    return rows, bins
 
 
 def run_passkey(cfg, prepared, run_dir: Path) -> dict:
@@ -114,6 +127,9 @@ def format_table(results: dict) -> str:
         ppl = f"{row['ppl']:.3f}" if row["ppl"] is not None else "-"
         nll = f"{row['nll']:.4f}" if row["nll"] is not None else "-"
         lines.append(f"{row['length']:>8} {ppl:>9} {nll:>8} {row['tokens']:>8} {row['documents']:>5}")
+    if results.get("position_nll"):
+        lines.append(f"NLL by position at {results['eval'][-1]['length']}: " + ", ".join(
+            f"{b['start']}-{b['end']}: {b['nll']:.4f}" for b in results["position_nll"]))
     ext = results["extrapolation_length"]
     if ext["value"] is not None:
         bound = " (lower bound: every length stayed within)" if ext["censored"] else ""
@@ -141,7 +157,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
     trainer, t = trained.trainer, cfg.train
     prepared.model.to(trainer.strategy.root_device)
     with trainer.precision_plugin.forward_context():
-        rows = evaluate_lengths(cfg, prepared)
+        rows, bins = evaluate_lengths(cfg, prepared)
         passkey = run_passkey(cfg, prepared, run_dir) if cfg.eval.get("passkey") else None
         ruler = run_ruler(cfg, prepared, run_dir) if cfg.eval.get("ruler") else None
     tokenizer = getattr(prepared.tokenizer, "tokenizer", None)  # a pretrained model's own tokenizer
@@ -158,6 +174,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         "eval": rows,
         "eval_protocol": protocol(cfg.eval),
         "extrapolation_length": extrapolation_length(rows, t.length, cfg.eval.eps),
+        "position_nll": bins,
         "train": training_summary(cfg, trained),
         "base": base,
         "passkey": passkey,

@@ -22,14 +22,17 @@ class ScaledRotaryEmbedding(nn.Module):
     model's contiguous ones (the model itself keeps contiguous position_ids: transformers reads gaps
     in position_ids as packed sequences and would mask across them).
 
-    ``log_scale``: the official ablation that multiplies queries by max(1, log(len) / log(L0)); we scale
-    cos and sin by its square root, which multiplies q.k by it on the rotary dimensions.
+    ``log_scale``: the official ablation that multiplies queries by max(1, log(len) / log(L0)) (``log_scale_clamp``,
+    the default) or by log(len) / log(L0) unclamped, below 1 under L0 (the official code); we scale cos and sin
+    by its square root, which multiplies q.k by it on the rotary dimensions (every dimension of a fully rotary
+    head, as the official code does). len counts the cached keys too.
     """
 
-    def __init__(self, strategy, log_scale: bool = False):
+    def __init__(self, strategy, log_scale: bool = False, log_scale_clamp: bool = True):
         super().__init__()
         self.strategy = strategy
         self.log_scale = log_scale
+        self.log_scale_clamp = log_scale_clamp
         self._train = None  # (t, positions [T]) while inside training_scale
         self._length = None  # the full length while inside evaluation_length
 
@@ -71,7 +74,8 @@ class ScaledRotaryEmbedding(nn.Module):
         multiplier = self.strategy.attention_factor(scale) * self.strategy.base_attention
         if self.log_scale:
             length = length or float(positions.max()) + 1
-            multiplier *= math.sqrt(max(1.0, math.log(length) / math.log(self.strategy.original_length)))
+            factor = math.log(length) / math.log(self.strategy.original_length)
+            multiplier *= math.sqrt(max(1.0, factor) if self.log_scale_clamp else factor)
         cos, sin = (emb.cos() * multiplier).to(x.dtype), (emb.sin() * multiplier).to(x.dtype)
         if not torch.is_tensor(multiplier):  # the angle backward holds the attention factor constant
             rotary_grad.mark(cos, freqs)
@@ -119,7 +123,7 @@ def checkpoint_rope(config) -> dict:
     return {"inv_freq": long_freq, "attention_factor": attention, "short": (init(config)[0], short_length)}
 
 
-def patch_model(model, strategy, log_scale: bool = False):
+def patch_model(model, strategy, log_scale: bool = False, log_scale_clamp: bool = True):
     """Replace the rotary module of a transformers causal LM in place; returns the model."""
     owner, attr = _locate(model)
     current = getattr(owner, attr)
@@ -137,7 +141,7 @@ def patch_model(model, strategy, log_scale: bool = False):
     if rope_type != "default":
         strategy.start_from(**checkpoint_rope(model.config))
     device = next(model.parameters()).device
-    setattr(owner, attr, ScaledRotaryEmbedding(strategy, log_scale=log_scale).to(device))
+    setattr(owner, attr, ScaledRotaryEmbedding(strategy, log_scale=log_scale, log_scale_clamp=log_scale_clamp).to(device))
     rotary_grad.install(model)
     return model
 

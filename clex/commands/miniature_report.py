@@ -19,6 +19,7 @@ from clex.cli import fail
 from clex.registry import ConfigError
 
 PARTS = {
+    "table1_4x": ["miniature_table1_4x", "miniature_table1_4x_yarn16", "miniature_table1_4x_clex"],
     "table1": ["miniature_table1"],
     "ablations": ["clex_dynamics", "clex_positions", "clex_max_scale", "clex_amplification", "clex_log_scale",
                   "clex_eval_rule", "baseline_eval_rule"],
@@ -55,7 +56,7 @@ def study_results(name: str, out: Path) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="table1,ablations,scaling")
+    parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--out-runs", type=Path, default=ROOT / "runs" / "miniature")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "miniature")
     parser.add_argument("--analyse-only", action="store_true", help="write the report from what is finished")

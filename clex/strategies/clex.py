@@ -33,7 +33,8 @@ class Clex(Strategy):
     the xi term is gone with the stiff 1/(2t-1) near t = 1, so a few fixed rk4 steps match a dopri5
     solve at 1e-9 tolerance (see benchmarks/ode_overhead.py), and W_up . log ntk(t) is affine in s, so
     each evaluation is seven small ops.
-    We use the model's base b inside ntk(t); the official code uses 10000 whatever the model.
+    ``ntk_base``: the b inside ntk(t); by default the model's base (z(t) starts on log ntk(t)). The official
+    code uses 10000 whatever the model's base (Mixtral's is 1e6): ``ntk_base=10000`` reproduces it.
 
     ``dynamics="discrete"`` is the ablation that only knows integer t:
     z(k+1) = z(k) + [log ntk(k+1) - log ntk(k)] + W_down . act(W_up . (z(k) + log ntk(k))); a
@@ -47,7 +48,7 @@ class Clex(Strategy):
                  dynamics: str = "continuous", method: str = "rk4", step_size: float = 0.5,
                  max_step_t: float = 1.0,
                  rtol: float = 1e-6, atol: float = 1e-8, beyond_max: str = "clamp",
-                 eval_scale: str = "ceil", **kwargs):
+                 eval_scale: str = "ceil", ntk_base: float | None = None, **kwargs):
         super().__init__(*args, eval_scale=eval_scale, **kwargs)
         if not max_scale >= 1:
             raise ConfigError(f"strategy.max_scale (t_max) must be >= 1, got {max_scale}")
@@ -62,6 +63,8 @@ class Clex(Strategy):
             raise ConfigError(f"strategy.beyond_max must be one of {', '.join(BEYOND_MAX)}, got {beyond_max!r}")
         if not (step_size > 0 and max_step_t > 0):
             raise ConfigError(f"strategy.step_size and strategy.max_step_t must be > 0, got {step_size}, {max_step_t}")
+        if ntk_base is not None and not ntk_base > 1:
+            raise ConfigError(f"strategy.ntk_base must be > 1 or null (the model's base), got {ntk_base}")
         width = int(projection_width) if projection_width else int(round(amplification * self.rotary_dim))
         if width < 1:
             raise ConfigError(f"strategy.projection_width / amplification give width {width}; it must be >= 1")
@@ -75,6 +78,7 @@ class Clex(Strategy):
         self.max_step_t = float(max_step_t)
         self.rtol, self.atol = float(rtol), float(atol)
         self.beyond_max = beyond_max
+        self.ntk_base = float(ntk_base) if ntk_base is not None else self.base
         self.up = nn.Linear(half, width, bias=False)  # kaiming-uniform(a=sqrt 5), nn.Linear's default
         self.down = nn.Linear(width, half, bias=False)
         nn.init.zeros_(self.down.weight)
@@ -95,7 +99,7 @@ class Clex(Strategy):
     # --- the dynamics -------------------------------------------------------------------------
     def log_ntk(self, log_alpha: torch.Tensor) -> torch.Tensor:
         """log ntk(t) as a function of log alpha = log(2t - 1)."""
-        return self.exponent * math.log(self.base) + self.slope * log_alpha
+        return self.exponent * math.log(self.ntk_base) + self.slope * log_alpha
 
     def learned_term(self, z: torch.Tensor, log_alpha: torch.Tensor) -> torch.Tensor:
         """W_down . act(W_up . (z + log ntk(t)))."""
@@ -110,7 +114,7 @@ class Clex(Strategy):
             s = torch.log(2 * ts.double() - 1).float()
             if len(ts) == 1 or float(ts[-1]) == 1.0:
                 return z0.expand(len(ts), -1)
-            offset = self.exponent * math.log(self.base)  # log ntk(t) = offset + slope * s
+            offset = self.exponent * math.log(self.ntk_base)  # log ntk(t) = offset + slope * s
             # W_up . 2 log ntk(t) = shift + s * tilt, once per solve: the solve is hundreds of ops on
             # d/2-vectors, and their count, not their size, is its cost (so mv, not Linear)
             shift, tilt = torch.mv(self.up.weight, 2 * offset), torch.mv(self.up.weight, 2 * self.slope)
@@ -180,4 +184,4 @@ class Clex(Strategy):
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, max_scale={self.max_scale:g}, width={self.width}, "
                 f"activation={self.activation}, dynamics={self.dynamics}, method={self.method}, "
-                f"step_size={self.step_size:g}, beyond_max={self.beyond_max}")
+                f"step_size={self.step_size:g}, beyond_max={self.beyond_max}, ntk_base={self.ntk_base:g}")
