@@ -7,6 +7,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from clex.registry import ConfigError
+
 SCHEMA_VERSION = 1  # of results.json
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -36,6 +38,40 @@ def write_json(path, data):
     write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
 
 
+FORCE_UNSAFE_LOADS = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+@contextmanager
+def weights_only_loads():
+    """Every torch.load in the block unpickles tensors and plain containers only. Torch versions differ on
+    whether TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD overrides an explicit weights_only=True (2.6+: it does not), so
+    it is held unset here whatever the version: a planted pickle in a cache or checkpoint never runs."""
+    saved = os.environ.pop(FORCE_UNSAFE_LOADS, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[FORCE_UNSAFE_LOADS] = saved
+
+
+def load_tensors(path, what: str, remedy: str):
+    """The one way the project reads a checkpoint or cache file: its tensors and plain containers, never
+    its code. A truncated, corrupt or code-holding file is a ConfigError naming it, ``what`` it was read as
+    and the ``remedy``."""
+    import pickle
+
+    import torch
+
+    try:
+        with weights_only_loads():
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's own message would advise weights_only=False
+        why = "it holds objects other than tensors and plain containers, which are never unpickled: they could run code"
+    except Exception as error:  # truncated or corrupt
+        why = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+    raise ConfigError(f"{path} cannot be read as {what} ({why}); {remedy}")
+
+
 class Busy(RuntimeError):
     """Another live process holds the lock; the message names its pid."""
 
@@ -61,3 +97,24 @@ def exclusive(path, what: str, wait: bool = False):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def replaced_directory(directory):
+    """Yield a sibling temporary directory to fill; on success it replaces ``directory`` in two renames, so
+    a killed save leaves the old directory or the new one, never half of one."""
+    import shutil
+
+    directory = Path(directory)
+    tmp, old = directory.with_name(f".{directory.name}.tmp"), directory.with_name(f".{directory.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)

@@ -98,11 +98,12 @@ def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: 
 def checkpoint_step(path: Path) -> int:
     """The global step of a Lightning checkpoint: a file, or a directory (FSDP's sharded format)."""
     meta = path / "meta.pt" if path.is_dir() else path
-    try:  # weights_only: tensors and plain containers only, never code a planted pickle would run
-        return int(torch.load(meta, map_location="cpu", weights_only=True)["global_step"])
-    except Exception as error:  # truncated, corrupt, or holding objects we do not unpickle
-        raise ConfigError(f"{meta} cannot be read as a checkpoint ({type(error).__name__}: "
-                          f"{' '.join(str(error).split())[:200]}); resume=false deletes it and starts this run over") from None
+    checkpoint = io.load_tensors(meta, "a checkpoint", "resume=false deletes it and starts this run over")
+    try:
+        return int(checkpoint["global_step"])
+    except (TypeError, KeyError, ValueError):
+        raise ConfigError(f"{meta} is not a Lightning checkpoint (no global_step); resume=false deletes it and "
+                          "starts this run over") from None
 
 
 def _loader(dataset, batch_size, start_batch: int = 0):
@@ -140,7 +141,7 @@ def pretrain_base(cfg, prepared, train_tokens: torch.Tensor) -> dict:
 def _pretrain_base(cfg, prepared, train_tokens: torch.Tensor, root: Path) -> dict:
     weights, info_path = root / "model.pt", root / "base.json"
     if weights.is_file() and info_path.is_file():
-        prepared.model.load_state_dict(torch.load(weights, map_location="cpu"))
+        prepared.model.load_state_dict(io.load_tensors(weights, "a cached base model", f"delete {root} to train it again"))
         info = json.loads(info_path.read_text())
         log.info("stage 1: reusing the cached base model %s", root)
         return {**info, "cached": True, "path": str(root)}
@@ -245,8 +246,9 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
     train_data = RandomWindows(train_tokens, t.length, t.steps * t.batch_size * per_step, cfg.seed + 2)
     val_data = RandomWindows(val_tokens, t.length, t.val_batches * t.batch_size * trainer.world_size, cfg.seed + 3,
                              split="validation")
-    trainer.fit(module, _loader(train_data, t.batch_size, done_steps * per_step), _loader(val_data, t.batch_size),
-                ckpt_path=resume_from, weights_only=True)  # a checkpoint's tensors, never its code
+    with io.weights_only_loads():  # Lightning's own load of the checkpoint: its tensors, never its code
+        trainer.fit(module, _loader(train_data, t.batch_size, done_steps * per_step), _loader(val_data, t.batch_size),
+                    ckpt_path=resume_from, weights_only=True)
     if distributed.is_sharded(trainer):  # FSDP: the weights are spread over the ranks
         from clex.experiment import build_patched_model
 
