@@ -27,8 +27,45 @@ def storage_for(study_cfg, studies_dir: Path):
     if lock.is_symlink():
         print(f"the journal lock {lock} exists: another worker is writing, or a killed one left it (Optuna "
               "removes a lock that has not changed for 30 s); waiting for it")
+    cut_incomplete_record(path)
     backend = optuna.storages.journal.JournalFileBackend(str(path))
     return optuna.storages.JournalStorage(backend), path
+
+
+def cut_incomplete_record(path: Path):
+    """A worker killed while appending leaves an incomplete last record; Optuna skips it until the next
+    record is appended onto it, and from then on every read fails. It is cut off here, saying so, under
+    Optuna's own write lock (so a record a live worker is writing is never taken for a dead one's). An
+    unreadable record before the last is real damage: refused, naming the line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        complete, last = lines[:-1], lines[-1]  # last: what follows the final newline (b"" when none)
+        if not last and complete and not _is_record(complete[-1]):
+            complete, last = complete[:-1], complete[-1]
+        for number, line in enumerate(complete, 1):
+            if not _is_record(line):
+                raise ConfigError(f"study journal {path}:{number} is not a JSON record (damaged by hand or by the "
+                                  "file system); repair or remove that line, or give study.name=<a new study>")
+        if last:
+            keep = sum(len(line) + 1 for line in complete)
+            with open(path, "r+b") as handle:
+                handle.truncate(keep)
+            print(f"study journal {path}: dropped its incomplete last record ({len(last)} bytes, line "
+                  f"{len(complete) + 1}: a worker killed while writing); every record before it is kept")
+    finally:
+        lock.release()
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 class CountedGridSampler(optuna.samplers.GridSampler):

@@ -1,0 +1,62 @@
+"""A study's journal and settings: a record cut by a killed worker loses nothing else; a worker with other
+experiment overrides does not join a study silently."""
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from clex import experiment
+from clex.registry import ConfigError
+from clex.sweeps import STUDY_DEFAULTS, open_study, run_worker, summary
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+
+
+def sweep_of(tmp_path, n_trials, *experiment_overrides):
+    return {"study": {**STUDY_DEFAULTS, "name": "unit", "storage": str(tmp_path / "unit.journal"), "pruner": "none",
+                      "sampler": "random", "n_trials": n_trials, "objectives": [{"metric": "ppl@1", "direction": "minimize"}]},
+            "experiment": ["strategy=clex", "train.steps=6", f"out_dir={tmp_path}", *experiment_overrides],
+            "space": {"strategy.amplification": {"type": "float", "low": 1.0, "high": 2.0}}}
+
+
+@pytest.fixture
+def instant_runs(monkeypatch):
+    """Trials that 'train' in no time: their PPL is the amplification suggested."""
+    def run(cfg, prepared=None, callbacks=(), wait=False):
+        return {"run_dir": str(cfg.name), "seed": 0, "eval": [{"length": 128, "ppl": cfg.strategy.amplification}],
+                "train_length": 128, "extrapolation_length": {"value": 128}, "parameters": 1}
+
+    monkeypatch.setattr(experiment, "run_experiment", run)
+    monkeypatch.setattr(experiment, "prepare", lambda cfg: None)
+
+
+def trials(tmp_path):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "unit.journal")))
+    return optuna.load_study(study_name="unit", storage=storage).get_trials()
+
+
+def test_a_journal_cut_mid_record_resumes_with_every_finished_trial(tmp_path, instant_runs, capsys):
+    run_worker(sweep_of(tmp_path, 2), CONFIG_DIR, tmp_path)
+    summary(sweep_of(tmp_path, 2), tmp_path)  # what --summary does: its record (the study's objectives) comes last
+    before = [(t.number, t.state, t.params) for t in trials(tmp_path)]
+    journal = tmp_path / "unit.journal"
+    data = journal.read_bytes()
+    journal.write_bytes(data[: len(data) - 20])  # the last record cut: a worker killed while writing it
+    capsys.readouterr()
+    assert "states: complete 2" in summary(sweep_of(tmp_path, 2), tmp_path)  # --summary reads it
+    out = capsys.readouterr().out
+    assert out.count("dropped its incomplete last record") == 1 and str(journal) in out, out
+    assert run_worker(sweep_of(tmp_path, 3), CONFIG_DIR, tmp_path) == 1  # resumes: one more trial to its 3
+    after = trials(tmp_path)
+    assert [(t.number, t.state, t.params) for t in after[:2]] == before and after[2].state == TrialState.COMPLETE
+    assert "dropped" not in capsys.readouterr().out  # said once: the journal is whole again
+
+
+def test_a_damaged_record_before_the_last_is_one_line_naming_it(tmp_path, instant_runs):
+    run_worker(sweep_of(tmp_path, 1), CONFIG_DIR, tmp_path)
+    journal = tmp_path / "unit.journal"
+    lines = journal.read_bytes().split(b"\n")
+    journal.write_bytes(b"\n".join([lines[0], b"{garbage", *lines[1:]]))
+    with pytest.raises(ConfigError, match=f"study journal {journal}:2 is not a JSON record"):
+        open_study(sweep_of(tmp_path, 1), tmp_path)
