@@ -1,5 +1,6 @@
 """A study's journal and settings: a record cut by a killed worker loses nothing else; a worker with other
 experiment overrides does not join a study silently."""
+import time
 from pathlib import Path
 
 import optuna
@@ -38,18 +39,21 @@ def trials(tmp_path):
 
 def test_a_journal_cut_mid_record_resumes_with_every_finished_trial(tmp_path, instant_runs, capsys):
     run_worker(sweep_of(tmp_path, 2), CONFIG_DIR, tmp_path)
-    summary(sweep_of(tmp_path, 2), tmp_path)  # what --summary does: its record (the study's objectives) comes last
     before = [(t.number, t.state, t.params) for t in trials(tmp_path)]
-    journal = tmp_path / "unit.journal"
+    study, journal = open_study(sweep_of(tmp_path, 2), tmp_path)
+    started = study.ask()  # a worker starts its next trial and is killed while writing a record of it
+    started.set_user_attr("heartbeat", time.time() - 3600)
+    started.set_user_attr("overrides", ["strategy=clex"])
     data = journal.read_bytes()
-    journal.write_bytes(data[: len(data) - 20])  # the last record cut: a worker killed while writing it
+    journal.write_bytes(data[: len(data) - 20])
     capsys.readouterr()
-    assert "states: complete 2" in summary(sweep_of(tmp_path, 2), tmp_path)  # --summary reads it
+    assert "states: running 1, complete 2" in summary(sweep_of(tmp_path, 2), tmp_path)  # --summary reads it
     out = capsys.readouterr().out
     assert out.count("dropped its incomplete last record") == 1 and str(journal) in out, out
-    assert run_worker(sweep_of(tmp_path, 3), CONFIG_DIR, tmp_path) == 1  # resumes: one more trial to its 3
+    assert run_worker(sweep_of(tmp_path, 3), CONFIG_DIR, tmp_path) == 1  # the killed worker's trial retried
     after = trials(tmp_path)
-    assert [(t.number, t.state, t.params) for t in after[:2]] == before and after[2].state == TrialState.COMPLETE
+    assert [(t.number, t.state, t.params) for t in after[:2]] == before
+    assert [t.state for t in after[2:]] == [TrialState.FAIL, TrialState.COMPLETE]
     assert "dropped" not in capsys.readouterr().out  # said once: the journal is whole again
 
 
@@ -60,3 +64,17 @@ def test_a_damaged_record_before_the_last_is_one_line_naming_it(tmp_path, instan
     journal.write_bytes(b"\n".join([lines[0], b"{garbage", *lines[1:]]))
     with pytest.raises(ConfigError, match=f"study journal {journal}:2 is not a JSON record"):
         open_study(sweep_of(tmp_path, 1), tmp_path)
+
+
+def test_a_worker_with_other_experiment_overrides_is_refused_and_the_study_untouched(tmp_path, instant_runs):
+    run_worker(sweep_of(tmp_path, 1), CONFIG_DIR, tmp_path)
+    journal = tmp_path / "unit.journal"
+    before = journal.read_bytes()
+    longer = sweep_of(tmp_path, 2, "train.steps=10", "seed=3")
+    with pytest.raises(ConfigError, match=r"study 'unit' was made with other experiment overrides \(seed=\(unset\) in "
+                                          r"the study, 3 here; train.steps=6 in the study, 10 here\); .*study.name="):
+        run_worker(longer, CONFIG_DIR, tmp_path)
+    assert journal.read_bytes() == before
+    assert run_worker(sweep_of(tmp_path, 2, f"out_dir={tmp_path / 'elsewhere'}"), CONFIG_DIR, tmp_path) == 1  # where, not what
+    longer["study"]["name"] = "longer"
+    assert run_worker(longer, CONFIG_DIR, tmp_path) == 2

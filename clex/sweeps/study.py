@@ -127,11 +127,45 @@ def open_study(sweep: dict, studies_dir: Path):
     if isinstance(storage, tuple):
         storage, journal = storage
     directions = [o["direction"] for o in study_cfg["objectives"]]
-    study = optuna.create_study(study_name=study_cfg["name"], storage=storage, directions=directions,
-                                sampler=make_sampler(study_cfg, sweep["space"]), pruner=make_pruner(study_cfg),
-                                load_if_exists=True)
-    study.set_user_attr("objectives", [o["metric"] for o in study_cfg["objectives"]])
+    options = dict(study_name=study_cfg["name"], storage=storage, sampler=make_sampler(study_cfg, sweep["space"]),
+                   pruner=make_pruner(study_cfg))
+    try:  # loaded first: a journal's create_study appends a record even when the study exists
+        study = optuna.load_study(**options)
+    except KeyError:
+        study = optuna.create_study(**options, directions=directions, load_if_exists=True)
+    attrs = {"objectives": [o["metric"] for o in study_cfg["objectives"]], "experiment": experiment_settings(sweep)}
+    check_same_experiment(study, attrs["experiment"])
+    for key, value in attrs.items():
+        if study.user_attrs.get(key) != value:  # written once: a worker joining the study leaves it as it is
+            study.set_user_attr(key, value)
     return study, journal
+
+
+WHERE_NOT_WHAT = ("name", "out_dir", "resume")  # overrides that move a trial's runs, not what they compute
+
+
+def experiment_settings(sweep: dict) -> dict:
+    """The experiment overrides a study's trials run with (the sweep file's, then the command line's):
+    key -> value as written, the last of a key winning as in config composition."""
+    settings = {}
+    for override in sweep["experiment"]:
+        key, value = override.split("=", 1)
+        if key.lstrip("+") not in WHERE_NOT_WHAT:
+            settings[key.lstrip("+")] = value
+    return settings
+
+
+def check_same_experiment(study, ours: dict):
+    """A worker joins a study only with the settings its trials ran with: otherwise its trials (say, trained
+    longer) would rank against the others' for a reason that is not their parameters. A study made before
+    the settings were recorded takes this worker's."""
+    recorded = study.user_attrs.get("experiment")
+    if recorded is None or recorded == ours:
+        return
+    differ = [f"{key}={recorded.get(key, '(unset)')} in the study, {ours.get(key, '(unset)')} here"
+              for key in sorted(set(recorded) | set(ours)) if recorded.get(key) != ours.get(key)]
+    raise ConfigError(f"study {study.study_name!r} was made with other experiment overrides ({'; '.join(differ)}); "
+                      "give the same ones, or study.name=<a new name> for a new study with these")
 
 
 def suggest(trial, space: dict) -> list[str]:
