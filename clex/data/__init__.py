@@ -42,6 +42,8 @@ def load_corpus(cfg) -> Corpus:
     ``position`` (every document cut by position; automatic for fewer documents than splits). A
     source may name a document's split itself (explicit test or validation paths)."""
     source = DATASETS.get(cfg.name)
+    if cfg.get("on_bad_file", "error") not in ("error", "skip"):
+        raise ConfigError(f"data.on_bad_file must be error or skip, got {cfg.on_bad_file!r}")
     docs = sorted(source(cfg), key=lambda doc: doc[0])
     if cfg.get("max_documents"):  # caps the documents split by key; those a source puts in a split stay whole
         given = [doc for doc in docs if len(doc) > 2 and doc[2]]
