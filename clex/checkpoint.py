@@ -1,20 +1,107 @@
-"""What a checkpoint's config.json says about its rope: the rope types a strategy can start from and
-the checkpoint's L0 (no torch: config composition reads it before anything is built)."""
+"""What a checkpoint's config.json says about its rope: the rope types a strategy can start from, the
+checkpoint's L0, and the settings of a released CLEX checkpoint (no torch: config composition reads them
+before anything is built)."""
 import json
+import math
 from pathlib import Path
 
+from clex.registry import ConfigError
 
-def checkpoint_original_length(path) -> int | None:
-    """L0 from a checkpoint's config.json (as clex.rotary_settings reads it), or None if there is none."""
+
+def read_config(path) -> dict | None:
+    """A checkpoint folder's config.json as a dict (None if there is none); invalid JSON (released configs
+    with a trailing comma exist) is refused in one line naming the file and where."""
     config_file = Path(str(path)) / "config.json" if path else None
     if config_file is None or not config_file.is_file():
         return None
     try:
         config = json.loads(config_file.read_text())
-    except ValueError:
+    except (ValueError, UnicodeDecodeError) as error:
+        where = f"line {error.lineno} column {error.colno}: {error.msg}" if isinstance(error, json.JSONDecodeError) else error
+        raise ConfigError(f"{config_file}: not valid JSON ({where}); fix the file (e.g. drop a trailing comma)") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
+def checkpoint_original_length(path) -> int | None:
+    """L0 from a checkpoint's config.json (as clex.rotary_settings reads it), or None if there is none."""
+    config = read_config(path)
+    if config is None:
         return None
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     return original_length(rope, config.get("max_position_embeddings"))
+
+
+# --- released CLEX checkpoints (DAMO-NLP-SG/CLEX) ---------------------------------------------------
+OFFICIAL_FAMILIES = ("llama", "mixtral", "phi")
+OFFICIAL_TIME_DT = 0.01  # the 2023 release's rk4 step in t (no time_dt key)
+OFFICIAL_NTK_BASE = 10000.0  # the official ntk(t) uses 10000 whatever rope_theta is
+# our solver for an import: rk4 in s = log(2t - 1) with steps small enough to match the official rk4 at dt 0.01
+IMPORT_SOLVER = {"method": "rk4", "step_size": 0.05, "max_step_t": 0.1}
+STRUCTURAL = ("amplification", "projection_width", "activation", "dynamics")  # fixed by the ODE weights
+
+
+def official_clex(path) -> dict | None:
+    """The settings of a released CLEX checkpoint (rope_scaling type clex), or None for any other checkpoint:
+    {family, release (2023: no act key), max_factor, param_factor, act, time_dt, log_scale (as its code
+    applies it: 2023 Llama in every attention path, 2024 Llama only under use_flashattn, 2024 Mixtral and
+    Phi-2 never), original_length, config (config.json)}."""
+    config = read_config(path)
+    rope = (config or {}).get("rope_scaling") or {}
+    if not isinstance(rope, dict) or rope.get("type", rope.get("rope_type")) != "clex":
+        return None
+    where = f"{Path(str(path)) / 'config.json'}: rope_scaling"
+    family = config.get("model_type")
+    if family not in OFFICIAL_FAMILIES:
+        raise ConfigError(f"{where} is CLEX but model_type is {family!r}; released CLEX checkpoints are "
+                          f"{', '.join(OFFICIAL_FAMILIES)}")
+    release = 2024 if "act" in rope else 2023
+    settings = {"family": family, "release": release, "act": rope.get("act", "silu"),
+                "time_dt": rope.get("time_dt", OFFICIAL_TIME_DT), "config": config}
+    for key in ("max_factor", "param_factor"):
+        value = rope.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
+            raise ConfigError(f"{where}.{key} must be a number >= 1, got {value!r}")
+        settings[key] = value
+    if settings["act"] not in ("tanh", "silu"):
+        raise ConfigError(f"{where}.act must be tanh or silu, got {settings['act']!r}")
+    if not isinstance(settings["time_dt"], (int, float)) or not settings["time_dt"] > 0:
+        raise ConfigError(f"{where}.time_dt must be a number > 0, got {settings['time_dt']!r}")
+    if not isinstance(config.get("max_position_embeddings"), int) or config["max_position_embeddings"] < 1:
+        raise ConfigError(f"{where}: max_position_embeddings (L0) must be a positive integer, got "
+                          f"{config.get('max_position_embeddings')!r}")
+    log_scale = bool(config.get("log_scale", False))
+    if release == 2024:
+        log_scale = log_scale and family == "llama" and bool(config.get("use_flashattn", True))
+    settings.update(log_scale=log_scale, original_length=config["max_position_embeddings"])
+    return settings
+
+
+def official_strategy(settings: dict) -> dict:
+    """The CLEX strategy section that reproduces a released checkpoint's evaluation."""
+    return {"name": "clex", "max_scale": float(settings["max_factor"]), "amplification": float(settings["param_factor"]),
+            "projection_width": None, "activation": settings["act"], "dynamics": "continuous", "beyond_max": "clamp",
+            "eval_scale": "ceil", "ntk_base": OFFICIAL_NTK_BASE, "log_scale": settings["log_scale"],
+            "log_scale_clamp": False, **IMPORT_SOLVER}
+
+
+def apply_official(cfg, given: set):
+    """``model=hf`` on a released CLEX checkpoint: the strategy section takes the checkpoint's settings
+    (the keys the command line gives win, except those the ODE weights fix, which must agree)."""
+    settings = official_clex(cfg.model.get("path"))
+    if settings is None:
+        return
+    if cfg.strategy.name != "clex":
+        raise ConfigError(f"model.path {cfg.model.path} is a released CLEX checkpoint (its rope is CLEX, trained "
+                          f"with it): run it with strategy=clex, got strategy={cfg.choices.strategy}")
+    for key, value in official_strategy(settings).items():
+        if f"strategy.{key}" in given:
+            if key in STRUCTURAL and cfg.strategy[key] != value:
+                raise ConfigError(f"strategy.{key}={cfg.strategy[key]!r} does not fit the checkpoint's ODE weights "
+                                  f"(its value: {value!r}); leave it unset")
+            continue
+        cfg.strategy[key] = value
 
 
 STARTING_ROPES = ("linear", "llama3", "yarn", "longrope")  # checkpoint rope types a strategy scales on from

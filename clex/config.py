@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from clex.checkpoint import checkpoint_original_length
+from clex.checkpoint import apply_official, checkpoint_original_length
 from clex.registry import ConfigError
 
 
@@ -189,6 +189,8 @@ def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
         original = cfg.model.get("original_length") or checkpoint_original_length(cfg.model.get("path"))
         if original:
             cfg.train.length = int(original)
+    if cfg.model.name == "hf":
+        apply_official(cfg, given)
     return cfg
 
 
@@ -261,7 +263,9 @@ def validate(cfg):
     check_attention(cfg.model.get("attn_implementation", "sdpa"), str(cfg.trainer.get("precision", "32-true")))
     SCALE_SAMPLERS.get(cfg.sampler.scale)
     POSITION_SAMPLERS.get(cfg.sampler.position)
-    eval_lengths(cfg)
+    from clex.cost import check_cost
+
+    check_cost(cfg, max(eval_lengths(cfg)))  # last: every value it reads is checked
 
 
 def check_attention(name: str, precision: str):

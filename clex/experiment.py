@@ -15,9 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 import clex
 from clex import io
+from clex.checkpoint import official_clex
 from clex.config import eval_lengths, require, validate
 from clex.data import load_corpus, packed_tokens
 from clex.models import build_model, build_tokenizer, checkpoint_dir
+from clex.models.hf import check_checkpoint
 from clex.registry import ConfigError
 from clex.results import write_results
 from clex.training import TrainingDiverged, config_hash, fine_tune, pretrain_base, run_identity, set_numerics
@@ -59,14 +61,21 @@ def prepare(cfg, load_weights: bool = True) -> Prepared:
         require(bool(long_enough(tokenizer, corpus.documents["test"], longest)), "eval.documents",
                 f"=longest needs test documents of more than {longest} tokens (the longest evaluation length) and "
                 "the test split has none; evaluate shorter lengths or drop eval.documents, got", "longest")
+    if cfg.model.name == "hf":
+        check_checkpoint(checkpoint_dir(cfg.model))
     torch.manual_seed(cfg.seed)  # the initial weights (model and ODE) depend on the seed only
     if load_weights or cfg.model.name != "hf":
         model = build_model(cfg.model, tokenizer)
     else:
         from transformers import AutoConfig
 
+        from clex.checkpoint import official_clex
+        from clex.official import transformers_config
+
         try:
-            model = AutoConfig.from_pretrained(checkpoint_dir(cfg.model), local_files_only=True)
+            official = official_clex(checkpoint_dir(cfg.model))
+            model = transformers_config(official) if official else AutoConfig.from_pretrained(
+                checkpoint_dir(cfg.model), local_files_only=True)
         except (OSError, ValueError) as error:
             raise ConfigError(f"model.path: {cfg.model.path} has no config.json transformers can read: "
                               f"{' '.join(str(error).split())[:200]}") from None
@@ -95,7 +104,13 @@ def build_rotary_strategy(cfg, model):
     settings = clex.rotary_settings(model)
     if cfg.model.get("original_length"):
         settings["original_length"] = int(cfg.model.original_length)
-    return clex.build_strategy(cfg.strategy.name, **settings, **strategy_options(cfg))
+    strategy = clex.build_strategy(cfg.strategy.name, **settings, **strategy_options(cfg))
+    official = official_clex(cfg.model.path) if cfg.model.name == "hf" else None
+    if official is not None and isinstance(model, torch.nn.Module):  # a released CLEX checkpoint: its ODE weights
+        from clex.official import load_ode
+
+        load_ode(strategy, cfg.model.path, official)
+    return strategy
 
 
 def build_patched_model(cfg, tokenizer):

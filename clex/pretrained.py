@@ -6,11 +6,12 @@ plain transformers loads it as the unscaled model), plus a ``clex_strategy`` ent
 ``clex_strategy.safetensors``. We do not register a rope type: a checkpoint naming an unregistered
 rope type fails to load in a process that has not imported us.
 """
-import os
-import shutil
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
+
+from clex.checkpoint import official_clex
+from clex.io import replaced_directory
 
 from clex.rotary import patch_model, rotary_module
 from clex.strategies import build_strategy
@@ -19,38 +20,43 @@ STRATEGY_WEIGHTS = "clex_strategy.safetensors"
 FORMAT_VERSION = 1
 
 
-def save_pretrained(model, directory, tokenizer=None):
+def save_pretrained(model, directory, tokenizer=None, format: str = "clex"):
     """Write ``model`` (patched by clex.patch_model) to ``directory``, atomically: a sibling temporary
-    directory renamed into place, so a killed save never leaves a half-written checkpoint."""
-    directory = Path(directory)
+    directory renamed into place, so a killed save never leaves a half-written checkpoint.
+    ``format="official"``: the released CLEX checkpoints' format (clex.official.save_official)."""
+    if format not in ("clex", "official"):
+        raise ValueError(f"format must be 'clex' or 'official', got {format!r}")
+    if format == "official":
+        from clex.official import save_official
+
+        return save_official(model, directory, tokenizer)
     rotary = rotary_module(model)
     strategy = rotary.strategy
     model.config.clex_strategy = {
         "version": FORMAT_VERSION, "name": strategy.name, "options": dict(strategy.options),
-        "log_scale": rotary.log_scale, "log_scale_clamp": rotary.log_scale_clamp, "rotary_dim": strategy.rotary_dim, "base": strategy.base,
-        "original_length": strategy.original_length}
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    state = {k: v for k, v in model.state_dict().items() if ".rotary_emb." not in k}
-    model.save_pretrained(tmp, state_dict=state)
-    strategy_state = {k: v.detach().contiguous() for k, v in strategy.state_dict().items()}
-    if strategy_state:
-        save_file(strategy_state, str(tmp / STRATEGY_WEIGHTS))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    old = directory.with_name(f".{directory.name}.old")
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
-    return directory
+        "log_scale": rotary.log_scale, "log_scale_clamp": rotary.log_scale_clamp, "rotary_dim": strategy.rotary_dim,
+        "base": strategy.base, "original_length": strategy.original_length}
+    with replaced_directory(directory) as tmp:
+        state = {k: v for k, v in model.state_dict().items() if ".rotary_emb." not in k}
+        model.save_pretrained(tmp, state_dict=state)
+        strategy_state = {k: v.detach().contiguous() for k, v in strategy.state_dict().items()}
+        if strategy_state:
+            save_file(strategy_state, str(tmp / STRATEGY_WEIGHTS))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return Path(directory)
 
 
 def load_pretrained(directory, **from_pretrained_options):
-    """A checkpoint written by ``save_pretrained``, patched with its strategy, ready to evaluate."""
+    """A checkpoint written by ``save_pretrained`` or a released CLEX checkpoint (clex.official), patched with
+    its strategy, ready to evaluate."""
     from transformers import AutoModelForCausalLM
 
     directory = Path(directory)
+    if official_clex(directory) is not None:
+        from clex.official import load_official
+
+        return load_official(directory, **from_pretrained_options)
     model = AutoModelForCausalLM.from_pretrained(directory, **from_pretrained_options)
     entry = getattr(model.config, "clex_strategy", None)
     if not entry:

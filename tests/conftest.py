@@ -23,3 +23,19 @@ def tiny_neox(rope_parameters=None, L0=64, seed=0):
 @pytest.fixture(params=["llama", "neox"])
 def family(request):
     return {"llama": tiny_llama, "neox": tiny_neox}[request.param]
+
+
+def save_tiny_tokenizer(path):
+    """A byte-level BPE (300 tokens, <eos>) trained here, saved as a transformers tokenizer in ``path``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(["def f(x):\n    return x + 1\n"] * 50, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>")
+    fast.save_pretrained(path)
+    return fast

@@ -4,12 +4,43 @@ from clex.registry import ConfigError
 
 @MODELS.register("hf")
 def pretrained(cfg, tokenizer):
-    """A local transformers checkpoint directory (``model.path``); no hub access is attempted."""
+    """A local transformers checkpoint directory (``model.path``); no hub access is attempted. A released
+    CLEX checkpoint gives its family's plain model (its ODE goes into the strategy: clex.official)."""
     from transformers import AutoModelForCausalLM
 
+    from clex.checkpoint import official_clex
+
     try:
+        if official_clex(checkpoint_dir(cfg)) is not None:
+            from clex.official import load_model
+
+            return load_model(cfg.path, attn_implementation=cfg.attn_implementation)
         return AutoModelForCausalLM.from_pretrained(checkpoint_dir(cfg), local_files_only=True,
                                                     attn_implementation=cfg.attn_implementation)
     except (OSError, ValueError) as error:
         raise ConfigError(f"model.path: {cfg.path} holds no model transformers can load: "
                           f"{' '.join(str(error).split())[:200]}") from None
+
+
+def check_checkpoint(path):
+    """Before anything is built: a rope type that neither transformers nor clex knows is refused in one
+    line (transformers would raise KeyError while building the model), and a released CLEX checkpoint's
+    ODE tensors must be there with the shapes its config gives."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from clex.checkpoint import official_clex, read_config
+
+    config = read_config(path) or {}
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    kind = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else rope
+    known = sorted({"default", "clex", *ROPE_INIT_FUNCTIONS})
+    if kind not in known:
+        key = "rope_parameters.rope_type" if "rope_parameters" in config else "rope_scaling.type"
+        raise ConfigError(f"{path}/config.json: {key} {kind!r} is not a rope type transformers or clex knows; "
+                          f"known: {', '.join(known)}")
+    settings = official_clex(path)
+    if settings is not None:
+        from clex.official import ode_tensors, transformers_config
+        from clex.rotary import rotary_settings
+
+        ode_tensors(path, settings, rotary_settings(transformers_config(settings))["rotary_dim"])
