@@ -180,6 +180,10 @@ def check_options(eval_cfg, lengths: list[int]):
         ruler.check_depths("eval.passkey.depths", OmegaConf.to_container(eval_cfg.passkey).get("depths"))
     if eval_cfg.get("ruler"):
         ruler.check_options(OmegaConf.to_container(eval_cfg.ruler))
+    if eval_cfg.get("harness"):
+        from clex import harness
+
+        harness.check(OmegaConf.to_container(eval_cfg.harness), lengths)
 
 
 def long_enough(tokenizer, documents, length: int) -> list:

@@ -94,3 +94,17 @@ def accuracy_map(grid, columns: list, rows: list, xlabel: str, ylabel: str, titl
         ax.set_title(title)
         fig.colorbar(image, ax=ax).set_label("accuracy")
         save(fig, path)
+
+
+def plot_position_nll(curves: dict, original_length: int, path, formats=("png",)):
+    """curves: label -> {bin end: Interval of the mean NLL in that bin}; L0 multiples on the x axis."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        draw_curves(ax, curves)
+        ends = sorted({n for curve in curves.values() for n in curve})
+        ax.set_xticks(ends, [f"{n // original_length}" for n in ends])
+        ax.set_xlabel(f"position bin end (x L0 = {original_length}; bins [0, L0), [L0, 2 L0), [2 L0, 4 L0), ...)")
+        ax.set_ylabel("mean NLL in the bin")
+        ax.set_title("loss by position at the longest length; bands: 95% CI over seeds")
+        ax.legend(frameon=False)
+        save(fig, path, formats)

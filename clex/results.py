@@ -91,6 +91,15 @@ def run_ruler(cfg, prepared, run_dir: Path) -> dict:
     return summary
 
 
+def run_harness(cfg, prepared, run_dir: Path) -> dict:
+    """lm-eval tasks on the patched model (clex/harness.py): harness.json, harness.png, the summary."""
+    from clex.harness import write_harness
+
+    opts = OmegaConf.to_container(cfg.eval.harness)
+    lengths = list(opts["lengths"]) if opts.get("lengths") is not None else prepared.eval_lengths
+    return write_harness(prepared.model, prepared.tokenizer, opts, lengths, run_dir, cfg.strategy.name)
+
+
 def provenance() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
@@ -138,6 +147,10 @@ def format_table(results: dict) -> str:
         by_length = results["ruler"]["accuracy_by_length"]
         lines.append("RULER-style accuracy (mean over the tasks that fit; ruler.json per task): "
                      + ", ".join(f"{n}: {a:.2f}" for n, a in by_length.items()))
+    if results.get("harness"):
+        lines.append("lm-eval tasks (harness.json per task and length): " + ", ".join(
+            f"{task} " + " ".join(f"{n}: {s:.2f}" for n, s in cells.items())
+            for task, cells in results["harness"]["score_by_task"].items()))
     return "\n".join(lines)
 
 
@@ -160,6 +173,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         rows, bins = evaluate_lengths(cfg, prepared)
         passkey = run_passkey(cfg, prepared, run_dir) if cfg.eval.get("passkey") else None
         ruler = run_ruler(cfg, prepared, run_dir) if cfg.eval.get("ruler") else None
+        harness = run_harness(cfg, prepared, run_dir) if cfg.eval.get("harness") else None
     tokenizer = getattr(prepared.tokenizer, "tokenizer", None)  # a pretrained model's own tokenizer
     clex.save_pretrained(prepared.model, run_dir / "model", tokenizer=tokenizer)
     results = {
@@ -179,6 +193,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         "base": base,
         "passkey": passkey,
         "ruler": ruler,
+        "harness": harness,
         "parameters": sum(p.numel() for p in prepared.model.parameters()),
         "attn_implementation": prepared.model.config._attn_implementation,
         "precision": str(cfg.trainer.get("precision")),

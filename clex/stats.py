@@ -26,6 +26,9 @@ def describe_protocol(entry: dict | None) -> str:
     written before the protocol was recorded scored full sequences."""
     entry = entry or {"name": "full"}
     same = "; every length on the documents long enough for the longest" if entry.get("documents") == "longest" else ""
+    if entry.get("same_tokens"):
+        same = ("; the same tokens at every length (the longest length's windows, each cut into pieces of the "
+                "shorter length)")
     if entry["name"] == "full":
         return "full sequences (non-overlapping, every token scored, one forward each)" + same
     if entry["name"] == "kv_chunked":
@@ -39,7 +42,8 @@ def protocol_label(entry: dict | None) -> str:
     entry = entry or {"name": "full"}
     label = "full" if entry["name"] == "full" else \
         f"{entry['name']}({entry['chunk_size'] if entry['name'] == 'kv_chunked' else entry['stride']})"
-    return label + (" same-documents" if entry.get("documents") == "longest" else "")
+    return label + (" same-documents" if entry.get("documents") == "longest" else "") + (
+        " same-tokens" if entry.get("same_tokens") else "")
 
 
 def protocols_line(labels) -> str:
