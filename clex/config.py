@@ -231,7 +231,8 @@ def validate(cfg):
     check_finite(cfg)
     t = cfg.train
     require(isinstance(t.length, int) and t.length >= 2, "train.length", "must be an integer >= 2", t.length)
-    for key in ("steps", "batch_size", "val_every", "val_batches"):
+    require(t.steps >= 0, "train.steps", "must be >= 0 (0: evaluate without fine-tuning)", t.steps)
+    for key in ("batch_size", "val_every", "val_batches"):
         require(t[key] >= 1, f"train.{key}", "must be >= 1", t[key])
     require(cfg.base.steps >= 0, "base.steps", "must be >= 0", cfg.base.steps)
     name = cfg.get("name")

@@ -22,7 +22,8 @@ from clex.models import build_model, build_tokenizer, checkpoint_dir
 from clex.models.hf import check_checkpoint
 from clex.registry import ConfigError
 from clex.results import write_results
-from clex.training import TrainingDiverged, config_hash, fine_tune, pretrain_base, run_identity, set_numerics
+from clex.training import (TrainingDiverged, Trained, config_hash, fine_tune, make_trainer, pretrain_base, run_identity,
+                           set_numerics)
 
 __all__ = ["Prepared", "TrainingDiverged", "prepare", "run_experiment", "run_name"]
 ROTARY_KEYS = ("name", "log_scale", "log_scale_clamp")  # strategy config keys that are not strategy options
@@ -181,7 +182,11 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
             train_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["train"])
             base = pretrain_base(cfg, prepared, train_tokens) if cfg.model.name != "hf" and cfg.base.steps > 0 else None
             clex.patch_model(prepared.model, prepared.strategy, **rotary_options(cfg))
-            trained = fine_tune(cfg, prepared, run_dir, train_tokens, callbacks)
+            if cfg.train.steps == 0:  # evaluate as it is (a released checkpoint, or the base with the strategy)
+                log.info("stage 2: train.steps=0, no fine-tuning: evaluating the model as it is")
+                trained = Trained(make_trainer(cfg, 1, run_dir, checkpoints=False, val_every=None), 0.0, 0)
+            else:
+                trained = fine_tune(cfg, prepared, run_dir, train_tokens, callbacks)
             if not trained.trainer.is_global_zero:
                 return None  # DDP: rank 0 evaluates and writes
             return write_results(cfg, prepared, run_dir, trained, base, started)

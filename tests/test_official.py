@@ -200,3 +200,18 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path, capsys, damage, message):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and ("config.json" in err or "safetensors" in err), err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_train_steps_0_evaluates_an_import_as_released(tmp_path):
+    official_checkpoint(tmp_path / "ckpt", "llama-2024")
+    args = [f"out_dir={tmp_path / 'runs'}", "model=hf", f"model.path={tmp_path / 'ckpt'}", "train.steps=0",
+            "eval.lengths=[16,48]", "eval.max_tokens=96", "data.max_documents=60", "trainer.enable_progress_bar=false"]
+    assert run.main(args) == 0
+    [path] = (tmp_path / "runs").glob("*/results.json")
+    result = json.loads(path.read_text())
+    assert result["train"]["tokens"] == 0 and not (path.parent / "checkpoints" / "last.ckpt").exists()
+    saved = clex.load_pretrained(path.parent / "model").eval()  # the model evaluated is the import, untouched
+    ids = torch.randint(0, VOCAB, (1, 48), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        assert torch.equal(saved(ids).logits, clex.load_pretrained(tmp_path / "ckpt").eval()(ids).logits)
