@@ -126,6 +126,38 @@ def accuracy_sections(variants: dict, labels: dict) -> list[str]:
     return lines
 
 
+def harness_by_seed(runs: list[dict], task: str, length: str) -> dict:
+    """seed -> the run's lm-eval score of ``task`` at ``length`` ("all": a task without lengths)."""
+    return {r["seed"]: cells[length] for r in runs if r.get("harness")
+            and (cells := r["harness"]["score_by_task"].get(task)) and cells.get(length) is not None}
+
+
+def harness_sections(variants: dict, labels: dict, reference: str) -> list[str]:
+    """lm-eval tasks (harness.json): per task and length, mean ± 95% CI over seeds, then each variant's paired
+    differences against the reference (the same pairing as perplexity's)."""
+    cells = {(task, n) for runs in variants.values() for r in runs if r.get("harness")
+             for task, by_length in r["harness"]["score_by_task"].items() for n in by_length}
+    if not cells:
+        return []
+    columns = sorted(cells, key=lambda c: (c[0], c[1] == "all", int(c[1]) if c[1] != "all" else 0))
+    header = " | ".join(f"{task} @ {n}" for task, n in columns)
+    lines = ["", "## lm-eval tasks: score per task @ length (each run's harness.json)", "",
+             f"| variant | n | {header} |", "|---" * (len(columns) + 2) + "|"]
+    for vid, runs in variants.items():
+        row = [mean_ci(list(v.values())).format() if (v := harness_by_seed(runs, *c)) else "-" for c in columns]
+        lines.append(f"| {labels[vid]} | {sum(bool(r.get('harness')) for r in runs)} | " + " | ".join(row) + " |")
+    partners, _ = reference_partners(variants, labels, reference)
+    pairs = {vid: rid for vid, rid in partners.items() if rid is not None}
+    if pairs:
+        lines += ["", "Paired: mean over seeds of score(variant) - score(reference) ± 95% t-interval; * excludes 0.", "",
+                  f"| variant - reference | {header} |", "|---" * (len(columns) + 1) + "|"]
+        for vid, rid in pairs.items():
+            diffs = [difference_cell(paired_difference(harness_by_seed(variants[vid], *c),
+                                                       harness_by_seed(variants[rid], *c))) for c in columns]
+            lines.append(f"| {labels[vid]} - {labels[rid]} | " + " | ".join(diffs) + " |")
+    return lines
+
+
 def runs_section(variants: dict, labels: dict, lengths: list[int]) -> list[str]:
     lines = ["", "## Runs", "", "| variant | seed | " + " | ".join(map(str, lengths)) + " | extrapolation length | run |",
              "|---" * (len(lengths) + 4) + "|"]
@@ -169,6 +201,7 @@ def comparison_markdown(results: list[dict], reference: str = "rope", runs: bool
              "within at every evaluated length, a lower bound).",
              *paired_section(variants, labels, lengths, reference),
              *accuracy_sections(variants, labels),
+             *harness_sections(variants, labels, reference),
              *(runs_section(variants, labels, lengths) if runs else [])]
     return "\n".join(lines) + "\n"
 
