@@ -8,12 +8,13 @@ import difflib
 import importlib.util
 import itertools
 import math
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from clex.checkpoint import apply_official, checkpoint_original_length
-from clex.registry import ConfigError
+from clex.registry import ConfigError, require
 
 
 def group_options(config_dir: Path, group: str) -> list[str]:
@@ -108,11 +109,16 @@ def _flat_keys(node, prefix="") -> dict:
     return keys
 
 
+INTERPOLATION = re.compile(r"\$\{[A-Za-z_][\w.]*\}")
+
+
 def parse_value(raw: str, key: str = "value"):
     """A command-line value as OmegaConf reads it (numbers, booleans, lists, null), NaN included.
     YAML tags (``!!python/...``, ``!!set``) are refused, not constructed."""
     if raw.lstrip().startswith("!"):
         raise ConfigError(f"{key}={raw}: YAML tags are not read; give a plain value")
+    if INTERPOLATION.fullmatch(raw.strip()):  # another key's value, e.g. model.original_length=${train.length}
+        return raw.strip()
     try:
         value = OmegaConf.from_dotlist([f"value={raw}"]).value
     except Exception as error:  # yaml's and OmegaConf's own errors: an unsupported value
@@ -123,6 +129,8 @@ def parse_value(raw: str, key: str = "value"):
 
 
 def _check_type(key: str, old, new):
+    if isinstance(new, str) and INTERPOLATION.fullmatch(new):
+        return new  # resolved when the config is read, then checked like any value
     if new is None and old is not None:
         raise ConfigError(f"{key} cannot be null (its default is {old!r})")
     if old is None or new is None:
@@ -200,11 +208,6 @@ def check_finite(cfg: DictConfig, prefix: str = ""):
         node = value._value() if hasattr(value, "_value") else value
         if isinstance(node, float) and not math.isfinite(node):
             raise ConfigError(f"{prefix}{key} must be a finite number, got {node}")
-
-
-def require(condition: bool, key: str, why: str, value):
-    if not condition:
-        raise ConfigError(f"{key} {why}, got {value!r}")
 
 
 # --- experiment checks that need no model or data -------------------------------------------

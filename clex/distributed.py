@@ -8,7 +8,7 @@ import inspect
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 
-from clex.config import require
+from clex.registry import require
 from clex.registry import ConfigError
 from clex.rotary import rotary_module
 

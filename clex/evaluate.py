@@ -1,8 +1,6 @@
 """Perplexity against length (docs/design.md, section 5) under three protocols (full sequences, KV-chunked,
 sliding window) and the extrapolation-length metric."""
 import contextlib
-import functools
-import inspect
 import logging
 import math
 
@@ -15,30 +13,12 @@ def _token_nll(logits, targets) -> torch.Tensor:
     return F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
 
 
-@functools.lru_cache(maxsize=None)
-def forward_parameters(model_type) -> frozenset:
-    """The argument names of a model class's forward (read once, not at every decoding step)."""
-    return frozenset(inspect.signature(model_type.forward).parameters)
-
-
-def forward_cached(model, input_ids, cache=None, last_only: bool = False):
-    """One forward through the KV cache: (logits, cache). Recent transformers 5.x name the argument and
-    the output ``cache``, earlier 5.x releases ``past_key_values``. ``last_only``: the last position's
-    logits only (a 128k-token prompt's full logits would take tens of GB)."""
-    parameters = forward_parameters(type(model))
-    name = "cache" if "cache" in parameters else "past_key_values"
-    options = {name: cache} if cache is not None else {}
-    if last_only and "logits_to_keep" in parameters:
-        options["logits_to_keep"] = 1
-    out = model(input_ids=input_ids, use_cache=True, **options)
-    return out.logits, getattr(out, name)
-
-
 def _chunked_nll(model, inputs, targets, chunk_size: int) -> float:
     """The official long-context protocol: the input in chunks, each attending to the previous ones
     through the KV cache; t is fixed to that of the whole input, so it equals one full forward."""
     from transformers import DynamicCache
 
+    from clex.decoding import forward_cached
     from clex.rotary import is_patched, rotary_module
 
     # an unpatched model keeps its own rotary module: nothing to fix
@@ -152,7 +132,7 @@ def check_options(eval_cfg, lengths: list[int]):
     from omegaconf import OmegaConf
 
     from clex import ruler
-    from clex.config import require
+    from clex.registry import require
 
     require(eval_cfg.max_tokens >= 1, "eval.max_tokens", "must be >= 1", eval_cfg.max_tokens)
     require(eval_cfg.chunk_size is None or eval_cfg.chunk_size >= 1, "eval.chunk_size", "must be >= 1 or null",

@@ -13,15 +13,16 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import clex
 from clex import io
 from clex.checkpoint import official_clex
-from clex.config import eval_lengths, require, validate
+from clex.config import eval_lengths, validate
 from clex.data import load_corpus, packed_tokens
 from clex.models import build_model, build_tokenizer, checkpoint_dir
 from clex.models.hf import check_checkpoint
-from clex.registry import ConfigError
+from clex.registry import ConfigError, require
 from clex.results import write_results
+from clex.rotary import patch_model, rotary_settings
+from clex.strategies import build_strategy
 from clex.training import (TrainingDiverged, Trained, config_hash, fine_tune, make_trainer, pretrain_base, run_identity,
                            set_numerics)
 
@@ -102,10 +103,10 @@ def warn_unexercised(cfg, original_length: int):
 def build_rotary_strategy(cfg, model):
     """The configured strategy for ``model`` (or its config): rotary_dim and base from the model,
     L0 from ``model.original_length`` when set, else from the model."""
-    settings = clex.rotary_settings(model)
+    settings = rotary_settings(model)
     if cfg.model.get("original_length"):
         settings["original_length"] = int(cfg.model.original_length)
-    strategy = clex.build_strategy(cfg.strategy.name, **settings, **strategy_options(cfg))
+    strategy = build_strategy(cfg.strategy.name, **settings, **strategy_options(cfg))
     official = official_clex(cfg.model.path) if cfg.model.name == "hf" else None
     if official is not None and isinstance(model, torch.nn.Module):  # a released CLEX checkpoint: its ODE weights
         from clex.official import load_ode
@@ -117,7 +118,7 @@ def build_rotary_strategy(cfg, model):
 def build_patched_model(cfg, tokenizer):
     """A fresh model with the configured strategy patched in (same structure as the trained one)."""
     model = build_model(cfg.model, tokenizer)
-    return clex.patch_model(model, build_rotary_strategy(cfg, model), **rotary_options(cfg))
+    return patch_model(model, build_rotary_strategy(cfg, model), **rotary_options(cfg))
 
 
 def run_name(cfg) -> str:
@@ -181,12 +182,13 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
             L.seed_everything(cfg.seed, workers=True, verbose=False)
             train_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["train"])
             base = pretrain_base(cfg, prepared, train_tokens) if cfg.model.name != "hf" and cfg.base.steps > 0 else None
-            clex.patch_model(prepared.model, prepared.strategy, **rotary_options(cfg))
+            patch_model(prepared.model, prepared.strategy, **rotary_options(cfg))
             if cfg.train.steps == 0:  # evaluate as it is (a released checkpoint, or the base with the strategy)
                 log.info("stage 2: train.steps=0, no fine-tuning: evaluating the model as it is")
                 trained = Trained(make_trainer(cfg, 1, run_dir, checkpoints=False, val_every=None), 0.0, 0)
-            else:
-                trained = fine_tune(cfg, prepared, run_dir, train_tokens, callbacks)
+            else:  # under FSDP the trained weights are gathered into a model built afresh
+                trained = fine_tune(cfg, prepared, run_dir, train_tokens, callbacks,
+                                    rebuild=lambda: build_patched_model(cfg, prepared.tokenizer))
             if not trained.trainer.is_global_zero:
                 return None  # DDP: rank 0 evaluates and writes
             return write_results(cfg, prepared, run_dir, trained, base, started)

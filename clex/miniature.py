@@ -92,7 +92,7 @@ def scaling_section(results: list[dict], out: Path) -> tuple[list[str], dict]:
             lines.append(f"| {n / 1e6:.2f}M | " + " | ".join(row) + " |")
         lines.append("")
     if fits:
-        from clex.commands.scaling_law import plot_fit
+        from clex.plots import plot_fit
 
         for strategy, fit in fits.items():
             rows = [{"parameters": r["parameters"], "train_length": r["train_length"], "censored": r["extrapolation_length"]["censored"],

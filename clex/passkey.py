@@ -1,8 +1,8 @@
 """Passkey retrieval (Mohtashami & Jaggi 2023; the CLEX paper's protocol): a 5-digit key hidden at a
 given depth of filler text, then asked for; accuracy over a length x depth grid, greedy decoding."""
-import contextlib
-
 import torch
+
+from clex.decoding import greedy_answer
 
 INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
          "I will quiz you about the important information there. ")
@@ -25,28 +25,6 @@ def passkey_prompt(tokenizer, length: int, depth: float, passkey: int):
     cut = int(round(depth * room))
     ids = intro + filler[:cut] + list(key) + filler[cut:] + list(question)
     return torch.tensor(ids, dtype=torch.long), torch.tensor(tokenizer.encode(f" {passkey}"), dtype=torch.long)
-
-
-@torch.no_grad()
-def greedy_answer(model, prompt: torch.Tensor, answer_length: int, chunk_size: int | None = None) -> torch.Tensor:
-    """``answer_length`` greedy tokens after ``prompt``, through the KV cache; ``chunk_size``: the prompt is
-    read in chunks (as ``eval.chunk_size`` scores perplexity). A patched model keeps the prompt's t for the
-    answer too: the cached keys and the new queries rotate with the same frequencies."""
-    from clex.evaluate import forward_cached
-    from clex.rotary import is_patched, rotary_module
-
-    device = next(model.parameters()).device
-    fixed = rotary_module(model).evaluation_length(len(prompt)) if is_patched(model) else contextlib.nullcontext()
-    generated, cache, step_size = [], None, chunk_size or len(prompt)
-    with fixed:
-        for start in range(0, len(prompt), step_size):
-            logits, cache = forward_cached(model, prompt[None, start: start + step_size].to(device), cache, last_only=True)
-        for step in range(answer_length):
-            token = logits[:, -1].argmax(-1, keepdim=True)
-            generated.append(int(token))
-            if step + 1 < answer_length:
-                logits, cache = forward_cached(model, token, cache, last_only=True)
-    return torch.tensor(generated)
 
 
 def passkey_grid(model, tokenizer, lengths, depths, trials: int, seed: int, chunk_size: int | None = None) -> list[dict]:

@@ -108,3 +108,31 @@ def plot_position_nll(curves: dict, original_length: int, path, formats=("png",)
         ax.set_title("loss by position at the longest length; bands: 95% CI over seeds")
         ax.legend(frameon=False)
         save(fig, path, formats)
+
+
+def plot_fit(runs, fit, strategy, out):
+    """A fitted scaling law E = a N^alpha L^beta over its runs: one colour per training length, lower bounds open."""
+    import numpy as np
+
+    lengths = sorted({r["train_length"] for r in runs})
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        for index, length in enumerate(lengths):
+            group = [r for r in runs if r["train_length"] == length]
+            colour = OKABE_ITO[index % len(OKABE_ITO)]
+            measured = [r for r in group if not r["censored"]]
+            bounds = [r for r in group if r["censored"]]
+            ax.scatter([r["parameters"] for r in measured], [r["extrapolation_length"] for r in measured], color=colour,
+                       s=16, label=f"L = {length}", marker="o")
+            ax.scatter([r["parameters"] for r in bounds], [r["extrapolation_length"] for r in bounds], s=22,
+                       marker="^", facecolors="none", edgecolors=colour)  # lower bounds
+            sizes = np.geomspace(min(r["parameters"] for r in runs), max(r["parameters"] for r in runs), 50)
+            log_a, alpha, beta = fit["coef"]
+            ax.plot(sizes, np.exp(log_a) * sizes ** alpha * length ** beta, color=colour, lw=1.2)
+        ax.set_xscale("log")
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("model size (parameters)")
+        ax.set_ylabel("extrapolation length (tokens)")
+        ax.set_title(f"{strategy} (open triangles: lower bounds): $E \\propto N^{{{fit['coef'][1]:.2f}}} L^{{{fit['coef'][2]:.2f}}}$")
+        ax.legend(frameon=False)
+        save(fig, out / f"scaling_law_{strategy}", formats=("png", "pdf"))

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-import clex
 from clex import io
 from clex.data import evaluation_sequences
 from clex.evaluate import (binned_nll, extrapolation_length, long_enough, protocol, sequence_nll, shared_sequences,
                            sliding_windows)
+from clex.pretrained import save_pretrained
 from clex.stats import describe_protocol
 
 
@@ -175,7 +175,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         ruler = run_ruler(cfg, prepared, run_dir) if cfg.eval.get("ruler") else None
         harness = run_harness(cfg, prepared, run_dir) if cfg.eval.get("harness") else None
     tokenizer = getattr(prepared.tokenizer, "tokenizer", None)  # a pretrained model's own tokenizer
-    clex.save_pretrained(prepared.model, run_dir / "model", tokenizer=tokenizer)
+    save_pretrained(prepared.model, run_dir / "model", tokenizer=tokenizer)
     results = {
         "schema_version": io.SCHEMA_VERSION,
         "name": run_dir.name,

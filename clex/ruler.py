@@ -218,7 +218,7 @@ def ruler_grid(model, tokenizer, documents, lengths, opts, seed: int, chunk_size
     """One row per (task, length, depth): exact-match accuracy and RULER's score over ``opts.trials``
     samples; depth is null for the tasks that spread over the context. A cell that cannot be built
     at a length has null accuracy and says why in ``skipped``."""
-    from clex.passkey import greedy_answer
+    from clex.decoding import greedy_answer
 
     model.eval()
     haystack = Haystack(tokenizer, documents, 4 * max(lengths))

@@ -15,13 +15,14 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
-import clex
 from clex import distributed, io
 from clex.data import RandomWindows, ResumeSampler, packed_tokens
 from clex.lit import LongContextLM
 from clex.models import build_model
 from clex.registry import ConfigError
+from clex.rotary import patch_model, rotary_settings
 from clex.stats import drop_nulls
+from clex.strategies import build_strategy
 
 log = logging.getLogger("clex")
 
@@ -148,7 +149,7 @@ def _pretrain_base(cfg, prepared, train_tokens: torch.Tensor, root: Path) -> dic
     L0, b = prepared.original_length, cfg.base
     log.info("stage 1: pre-training the base model with plain RoPE at L0=%d for %d steps", L0, b.steps)
     def with_rope(model):
-        return clex.patch_model(model, clex.build_strategy("rope", **clex.rotary_settings(model) | {"original_length": L0}))
+        return patch_model(model, build_strategy("rope", **rotary_settings(model) | {"original_length": L0}))
 
     with_rope(prepared.model)
     optim = optimiser_settings(OmegaConf.merge({"weight_decay": cfg.train.weight_decay, "betas": cfg.train.betas}, b))
@@ -223,8 +224,9 @@ def resume_point(cfg, run_dir: Path) -> tuple[str | None, int]:
     return str(newest), steps[newest]
 
 
-def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callbacks=()) -> Trained:
-    """Stage 2: the patched model trained at L with the strategy's sampled t and positions."""
+def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callbacks=(), rebuild=None) -> Trained:
+    """Stage 2: the patched model trained at L with the strategy's sampled t and positions. ``rebuild``: a
+    fresh patched model of the same structure (FSDP gathers the trained weights into it)."""
     t = cfg.train
     if t.gradient_checkpointing:  # recompute each layer's activations in the backward pass
         prepared.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -250,8 +252,6 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
         trainer.fit(module, _loader(train_data, t.batch_size, done_steps * per_step), _loader(val_data, t.batch_size),
                     ckpt_path=resume_from, weights_only=True)
     if distributed.is_sharded(trainer):  # FSDP: the weights are spread over the ranks
-        from clex.experiment import build_patched_model
-
-        prepared.model = distributed.gather_full_model(prepared.model, lambda: build_patched_model(cfg, prepared.tokenizer))
+        prepared.model = distributed.gather_full_model(prepared.model, rebuild)
     return Trained(trainer, module.seconds_before + time.time() - start, len(train_data) * t.length,
                    twin[1] if twin else None)

@@ -4,7 +4,7 @@ import torch
 from conftest import tiny_llama
 
 import clex
-from clex.evaluate import forward_cached
+from clex.decoding import forward_cached
 from clex.registry import ConfigError
 
 L0 = 64
