@@ -68,10 +68,12 @@ def offline(allowed: bool = False):
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
 
 
-def task_manager(include_path=None):
+def task_manager(include_path=None, metadata=None):
+    """lm-eval's task index; ``metadata`` (RULER's tokenizer and max_seq_lengths) reaches the tasks only
+    through the manager that builds them, not through simple_evaluate's argument once a manager is given."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=include_path)
+    return TaskManager(include_path=include_path, metadata=metadata)
 
 
 def leaf_tasks(manager, name: str) -> list:
@@ -258,8 +260,9 @@ def run_tasks(model, tokenizer, opts: dict, lengths: list[int]) -> tuple[list[di
                 metadata = {"tokenizer": folder, **({"max_seq_lengths": [length]} if sized else {})}
                 row = {"task": task, "length": length, "metric": None, "score": None, "stderr": None, "skipped": None}
                 try:
-                    out = simple_evaluate(model=lm, tasks=[task], limit=opts.get("limit"), task_manager=manager,
-                                          metadata=metadata, log_samples=False, **(opts.get("options") or {}))
+                    out = simple_evaluate(model=lm, tasks=[task], limit=opts.get("limit"), log_samples=False,
+                                          task_manager=task_manager(opts.get("include_path"), metadata),
+                                          **(opts.get("options") or {}))
                 except ValueError as reason:
                     row["skipped"] = " ".join(str(reason).split())[:300]
                     rows.append(row)
