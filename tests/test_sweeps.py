@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "sweeps" / "run.py"
 
+from clex.commands import CONFIG_DIR, SWEEP_DIR
 from clex.commands import sweep as sweep_cli
 
 TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
@@ -144,7 +145,7 @@ def test_malformed_sweep_file_is_one_line_and_exit_2(tmp_path, monkeypatch, caps
 def test_unknown_sweep_names_the_choices(capsys):
     assert sweep_cli.main(["sweep=nope"]) == 2
     err = capsys.readouterr().err
-    shipped = ", ".join(sorted(p.stem for p in (ROOT / "sweeps" / "configs").glob("*.yaml")))
+    shipped = ", ".join(sorted(p.stem for p in SWEEP_DIR.glob("*.yaml")))
     assert f"choices: {shipped}" in err and "clex_lambda" in shipped and "miniature_table1" in shipped
 
 
@@ -197,11 +198,11 @@ def test_a_worker_whose_ranks_srun_started_on_two_nodes_runs_each_trial_across_b
     assert_two_trials_of_two_ranks(tmp_path)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "sweeps" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(SWEEP_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_sweep_file_loads(path):
     from clex.sweeps import load_sweep
 
-    sweep = load_sweep(path, [], ROOT / "experiments" / "configs")
+    sweep = load_sweep(path, [], CONFIG_DIR)
     assert sweep["space"] and sweep["study"]["objectives"]
 
 
@@ -263,7 +264,7 @@ def test_a_worker_stops_after_consecutive_failures(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "run_experiment", broken)
     monkeypatch.setattr(experiment, "prepare", lambda cfg: None)
     with pytest.raises(TooManyFailures, match="the last 3 trials failed .* out of memory"):
-        worker.run_worker(in_process_sweep(tmp_path, n_trials=10, max_failures=3), ROOT / "experiments" / "configs", tmp_path)
+        worker.run_worker(in_process_sweep(tmp_path, n_trials=10, max_failures=3), CONFIG_DIR, tmp_path)
     assert [t.state for t in load_unit(tmp_path).get_trials()] == [TrialState.FAIL] * 3
 
 
@@ -287,7 +288,7 @@ def test_a_live_worker_declared_dead_says_so_and_goes_on(tmp_path, monkeypatch, 
     monkeypatch.setattr(experiment, "prepare", lambda cfg: None)
     study, _ = study.open_study(in_process_sweep(tmp_path), tmp_path)
     trial = study.ask()
-    assert worker.run_trial(study, trial, in_process_sweep(tmp_path), ROOT / "experiments" / "configs",
+    assert worker.run_trial(study, trial, in_process_sweep(tmp_path), CONFIG_DIR,
                            ranks.TrialChannel()) is None
     assert "was marked failed by another worker" in capsys.readouterr().out
 
@@ -309,6 +310,6 @@ def test_a_failed_grid_point_is_run_again_not_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "prepare", lambda cfg: None)
     sweep = in_process_sweep(tmp_path, n_trials=3, sampler="grid")
     sweep["space"] = {"strategy.amplification": {"type": "categorical", "choices": [1.0, 2.0, 3.0]}}
-    worker.run_worker(sweep, ROOT / "experiments" / "configs", tmp_path)
+    worker.run_worker(sweep, CONFIG_DIR, tmp_path)
     complete = [t.params["strategy.amplification"] for t in load_unit(tmp_path).get_trials() if t.state == TrialState.COMPLETE]
     assert sorted(complete) == [1.0, 2.0, 3.0] and len(calls) == 4

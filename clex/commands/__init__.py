@@ -3,5 +3,7 @@ files that call these, and pyproject.toml installs them as ``clex-run``, ``clex-
 ``clex-compare``, ``clex-figures``, ``clex-scaling-law`` and ``clex-miniature-report``."""
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]  # the clone: experiments/configs and sweeps/configs live here
-CONFIG_DIR = ROOT / "experiments" / "configs"
+PACKAGE = Path(__file__).resolve().parents[1]
+# shipped inside the package (package data), so an installed wheel finds them wherever it runs
+CONFIG_DIR = PACKAGE / "configs"
+SWEEP_DIR = PACKAGE / "sweeps" / "configs"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from clex.commands import ROOT
+from clex.commands import SWEEP_DIR
 from clex.cli import fail
 from clex.registry import ConfigError
 
@@ -29,7 +29,7 @@ PARTS = {
 
 def run_sweep(name: str, out: Path, overrides: list[str]) -> float:
     start = time.time()
-    done = subprocess.run([sys.executable, ROOT / "sweeps" / "run.py", f"sweep={name}", f"out_dir={out}",
+    done = subprocess.run([sys.executable, "-m", "clex.commands.sweep", f"sweep={name}", f"out_dir={out}",
                            f"study.storage={out / 'studies' / (name + '.journal')}", "trainer.enable_progress_bar=false",
                            *overrides])
     if done.returncode:
@@ -45,7 +45,7 @@ def study_results(name: str, out: Path) -> list[dict]:
     if not journal.is_file():
         return []
     study = load_study(name, str(journal))
-    space = yaml.safe_load((ROOT / "sweeps" / "configs" / f"{name}.yaml").read_text())["space"]
+    space = yaml.safe_load((SWEEP_DIR / f"{name}.yaml").read_text())["space"]
 
     def order(trial):  # the first choices first: they are the reference of the paired tables
         return [space[k]["choices"].index(trial.params[k]) for k in space if trial.params.get(k) in space[k]["choices"]]
@@ -57,8 +57,8 @@ def study_results(name: str, out: Path) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default=",".join(PARTS))
-    parser.add_argument("--out-runs", type=Path, default=ROOT / "runs" / "miniature")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "miniature")
+    parser.add_argument("--out-runs", type=Path, default=Path("runs") / "miniature")
+    parser.add_argument("--out", type=Path, default=Path("docs") / "miniature")
     parser.add_argument("--analyse-only", action="store_true", help="write the report from what is finished")
     args, overrides = parser.parse_known_args(argv)
     parts = [p.strip() for p in args.parts.split(",")]

@@ -7,15 +7,15 @@ Start the same command in several processes (or cluster jobs) to share one study
 """
 import os
 import sys
+from pathlib import Path
 
 
 from clex.cli import fail
 from clex.registry import ConfigError, TooManyFailures
 
-from clex.commands import CONFIG_DIR, ROOT
+from clex.commands import CONFIG_DIR, SWEEP_DIR
 
-SWEEP_DIR = ROOT / "sweeps" / "configs"
-STUDIES_DIR = ROOT / "sweeps" / "studies"
+STUDIES_DIR = Path("sweeps") / "studies"  # the default storage folder, under the folder it runs from
 
 
 def main(argv=None) -> int:

@@ -120,7 +120,9 @@ def make_pruner(study_cfg):
     return optuna.pruners.NopPruner()
 
 
-def open_study(sweep: dict, studies_dir: Path):
+def open_study(sweep: dict, studies_dir: Path, joining: bool = True):
+    """The sweep's study, created or loaded; ``joining`` (a worker): its experiment overrides must be the
+    study's, and a new study records them. A reader (``--summary``) neither checks nor writes them."""
     study_cfg = sweep["study"]
     storage = storage_for(study_cfg, studies_dir)
     journal = None
@@ -134,6 +136,8 @@ def open_study(sweep: dict, studies_dir: Path):
     except KeyError:
         study = optuna.create_study(**options, directions=directions, load_if_exists=True)
     attrs = {"objectives": [o["metric"] for o in study_cfg["objectives"]], "experiment": experiment_settings(sweep)}
+    if not joining:
+        return study, journal
     check_same_experiment(study, attrs["experiment"])
     for key, value in attrs.items():
         if study.user_attrs.get(key) != value:  # written once: a worker joining the study leaves it as it is
@@ -182,7 +186,7 @@ def suggest(trial, space: dict) -> list[str]:
 
 
 def summary(sweep: dict, studies_dir: Path, top: int = 5) -> str:
-    study, _ = open_study(sweep, studies_dir)
+    study, _ = open_study(sweep, studies_dir, joining=False)
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
     objectives = ", ".join(f"{o['direction']} {o['metric']}" for o in sweep["study"]["objectives"])
