@@ -12,6 +12,7 @@ ACTIVATIONS = {"tanh": torch.tanh, "silu": nn.functional.silu}
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 BEYOND_MAX = ("clamp", "extrapolate")
+MAX_SOLVER_STEPS = 10_000  # fixed-step solver steps over [1, t_max]: the defaults take ~12, 1e4 take seconds per solve
 
 
 @STRATEGIES.register("clex")
@@ -63,6 +64,12 @@ class Clex(Strategy):
             raise ConfigError(f"strategy.beyond_max must be one of {', '.join(BEYOND_MAX)}, got {beyond_max!r}")
         if not (step_size > 0 and max_step_t > 0):
             raise ConfigError(f"strategy.step_size and strategy.max_step_t must be > 0, got {step_size}, {max_step_t}")
+        # a fixed-step solve over t in [1, t_max] takes about this many steps (each bounded in s and in t)
+        steps = math.log(2 * max_scale - 1) / step_size + (max_scale - 1) / max_step_t
+        if method in FIXED_STEP_METHODS and steps > MAX_SOLVER_STEPS:
+            raise ConfigError(f"strategy.step_size={step_size:g}, strategy.max_step_t={max_step_t:g}: the ODE solve over t "
+                              f"in [1, {max_scale:g}] would take about {steps:.3g} steps, more than the {MAX_SOLVER_STEPS} "
+                              f"allowed; raise strategy.step_size (default 0.5) or strategy.max_step_t (default 1.0)")
         if ntk_base is not None and not ntk_base > 1:
             raise ConfigError(f"strategy.ntk_base must be > 1 or null (the model's base), got {ntk_base}")
         width = int(projection_width) if projection_width else int(round(amplification * self.rotary_dim))
