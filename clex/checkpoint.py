@@ -86,22 +86,42 @@ def official_strategy(settings: dict) -> dict:
             "log_scale_clamp": False, **IMPORT_SOLVER}
 
 
-def apply_official(cfg, given: set):
-    """``model=hf`` on a released CLEX checkpoint: the strategy section takes the checkpoint's settings
-    (the keys the command line gives win, except those the ODE weights fix, which must agree)."""
-    settings = official_clex(cfg.model.get("path"))
-    if settings is None:
+def checkpoint_strategy(path) -> tuple[str, dict, int] | None:
+    """(what it is, its strategy section, its L0) for a checkpoint that carries a strategy: a released CLEX
+    checkpoint, or one written by clex.save_pretrained (its ``clex_strategy`` entry); None for any other."""
+    settings = official_clex(path)
+    if settings is not None:
+        return "a released CLEX checkpoint", official_strategy(settings), settings["original_length"]
+    entry = (read_config(path) or {}).get("clex_strategy")
+    if not isinstance(entry, dict) or not entry.get("name"):
+        return None
+    section = {"name": entry["name"], **entry.get("options", {}), "log_scale": entry.get("log_scale", False),
+               "log_scale_clamp": entry.get("log_scale_clamp", True)}
+    return "saved by clex.save_pretrained", section, entry["original_length"]
+
+
+def apply_checkpoint_strategy(cfg, given: set):
+    """``model=hf`` on a checkpoint that carries a strategy (a released CLEX checkpoint, or a run's saved model):
+    the strategy section and L0 take the checkpoint's settings, so it is evaluated or fine-tuned as it was
+    trained; the keys the command line gives win, except those its weights fix (the ODE's), which must agree."""
+    found = checkpoint_strategy(cfg.model.get("path"))
+    if found is None:
         return
-    if cfg.strategy.name != "clex":
-        raise ConfigError(f"model.path {cfg.model.path} is a released CLEX checkpoint (its rope is CLEX, trained "
-                          f"with it): run it with strategy=clex, got strategy={cfg.choices.strategy}")
-    for key, value in official_strategy(settings).items():
+    what, section, L0 = found
+    if cfg.strategy.name != section["name"]:
+        raise ConfigError(f"model.path {cfg.model.path} is {what} with strategy {section['name']!r}: run it with "
+                          f"strategy={section['name']}, got strategy={cfg.choices.strategy}")
+    for key, value in section.items():
+        if key not in cfg.strategy:
+            continue
         if f"strategy.{key}" in given:
             if key in STRUCTURAL and cfg.strategy[key] != value:
-                raise ConfigError(f"strategy.{key}={cfg.strategy[key]!r} does not fit the checkpoint's ODE weights "
+                raise ConfigError(f"strategy.{key}={cfg.strategy[key]!r} does not fit the checkpoint's weights "
                                   f"(its value: {value!r}); leave it unset")
             continue
         cfg.strategy[key] = value
+    if "model.original_length" not in given:
+        cfg.model.original_length = int(L0)
 
 
 STARTING_ROPES = ("linear", "llama3", "yarn", "longrope")  # checkpoint rope types a strategy scales on from

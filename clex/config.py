@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from clex.checkpoint import apply_official, checkpoint_original_length
+from clex.checkpoint import apply_checkpoint_strategy, checkpoint_original_length
 from clex.registry import ConfigError, require
 
 
@@ -193,12 +193,12 @@ def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
             new = _check_type(key, OmegaConf.select(cfg, key), new)
         OmegaConf.update(cfg, key, new, force_add=True)
     given = {key.lstrip("+") for key, _ in overrides}
+    if cfg.model.name == "hf":  # a checkpoint that carries a strategy runs with it
+        apply_checkpoint_strategy(cfg, given)
     if cfg.model.name == "hf" and "train.length" not in given:  # a pretrained model trains at its own L0
         original = cfg.model.get("original_length") or checkpoint_original_length(cfg.model.get("path"))
         if original:
             cfg.train.length = int(original)
-    if cfg.model.name == "hf":
-        apply_official(cfg, given)
     return cfg
 
 

@@ -20,6 +20,7 @@ from clex.data import load_corpus, packed_tokens
 from clex.models import build_model, build_tokenizer, checkpoint_dir
 from clex.models.hf import check_checkpoint
 from clex.registry import ConfigError, require
+from clex.pretrained import load_strategy_weights
 from clex.results import write_results
 from clex.rotary import patch_model, rotary_settings
 from clex.strategies import build_strategy
@@ -107,12 +108,14 @@ def build_rotary_strategy(cfg, model):
     if cfg.model.get("original_length"):
         settings["original_length"] = int(cfg.model.original_length)
     strategy = build_strategy(cfg.strategy.name, **settings, **strategy_options(cfg))
-    official = official_clex(cfg.model.path) if cfg.model.name == "hf" else None
-    if official is not None and isinstance(model, torch.nn.Module):  # a released CLEX checkpoint: its ODE weights
+    if cfg.model.name != "hf" or not isinstance(model, torch.nn.Module):
+        return strategy
+    official = official_clex(cfg.model.path)
+    if official is not None:  # a released CLEX checkpoint: its ODE weights
         from clex.official import load_ode
 
-        load_ode(strategy, cfg.model.path, official)
-    return strategy
+        return load_ode(strategy, cfg.model.path, official)
+    return load_strategy_weights(strategy, cfg.model.path)  # a run's saved model: its strategy's weights
 
 
 def build_patched_model(cfg, tokenizer):

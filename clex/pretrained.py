@@ -63,6 +63,13 @@ def load_pretrained(directory, **from_pretrained_options):
         raise ValueError(f"{directory} has no clex_strategy entry in config.json: not saved by clex.save_pretrained")
     strategy = build_strategy(entry["name"], rotary_dim=entry["rotary_dim"], base=entry["base"],
                               original_length=entry["original_length"], **entry["options"])
-    if (directory / STRATEGY_WEIGHTS).is_file():
-        strategy.load_state_dict(load_file(str(directory / STRATEGY_WEIGHTS)))
+    load_strategy_weights(strategy, directory)
     return patch_model(model, strategy, log_scale=entry["log_scale"], log_scale_clamp=entry.get("log_scale_clamp", True))
+
+
+def load_strategy_weights(strategy, directory):
+    """The strategy's parameters (CLEX's ODE) as save_pretrained wrote them, where it wrote any."""
+    path = Path(directory) / STRATEGY_WEIGHTS
+    if path.is_file():
+        strategy.load_state_dict(load_file(str(path)))
+    return strategy

@@ -215,3 +215,21 @@ def test_train_steps_0_evaluates_an_import_as_released(tmp_path):
     ids = torch.randint(0, VOCAB, (1, 48), generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         assert torch.equal(saved(ids).logits, clex.load_pretrained(tmp_path / "ckpt").eval()(ids).logits)
+
+
+@pytest.mark.slow
+def test_a_runs_saved_model_runs_again_with_its_strategy_and_ode(tmp_path):
+    from tests.test_run import tiny_args
+
+    assert run.main(tiny_args(tmp_path / "runs", "data.tokenizer=bpe", "data.vocab_size=300", "train.steps=6")) == 0
+    [first] = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/results.json")]
+    model_dir = tmp_path / "runs" / first["name"] / "model"
+    again = [f"out_dir={tmp_path / 'again'}", "model=hf", f"model.path={model_dir}", "train.steps=0",
+             "eval.multipliers=[1,2,4]", "eval.max_tokens=256", "data.max_documents=300",
+             "trainer.enable_progress_bar=false"]
+    assert run.main(again) == 0
+    [second] = [json.loads(p.read_text()) for p in (tmp_path / "again").glob("*/results.json")]
+    assert second["config"]["strategy"]["max_scale"] == 4.0 and second["original_length"] == 32
+    for a, b in zip(first["eval"], second["eval"]):  # the same model, strategy and ODE: the same perplexities
+        assert (a["length"], a["tokens"]) == (b["length"], b["tokens"]) and b["ppl"] == pytest.approx(a["ppl"], rel=1e-4)
+    assert run.main(again + ["strategy=pi"]) == 2  # saved with clex: another strategy is refused
