@@ -93,15 +93,20 @@ def available_memory(cfg) -> tuple[float, str]:
 
 
 def check_clex(cfg):
-    """CLEX's own checks, its cap on the solver's steps among them, before the corpus is read (with a
-    stand-in head size: none of them depends on it)."""
+    """CLEX's own checks, its cap on the solver's steps among them, before the corpus is read: its own
+    options, with a stand-in head size (none of those checks depends on it)."""
     if cfg.strategy.name != "clex":
         return
-    import clex
-    from clex.experiment import strategy_options
+    import inspect
 
-    clex.build_strategy("clex", rotary_dim=64, base=float(cfg.model.get("rope_base") or 1e4),
-                        original_length=int(cfg.model.get("original_length") or 128), **strategy_options(cfg))
+    from omegaconf import OmegaConf
+
+    from clex.strategies.clex import Clex
+
+    own = inspect.signature(Clex.__init__).parameters
+    options = {k: v for k, v in OmegaConf.to_container(cfg.strategy).items() if k in own}
+    Clex(rotary_dim=64, base=float(cfg.model.get("rope_base") or 1e4),
+         original_length=int(cfg.model.get("original_length") or 128), **options)
 
 
 def check_cost(cfg, max_length: int):
