@@ -18,6 +18,8 @@ from clex.registry import ConfigError
 
 GiB = 2 ** 30
 PROCESS_BYTES = 0.6 * GiB  # python, torch, transformers and Lightning themselves
+TRAIN_REMEDY = "train.length or train.batch_size (or train.gradient_checkpointing=true)"
+EVAL_REMEDY = "the longest of eval.lengths / eval.multipliers (or set eval.chunk_size)"
 
 
 def precision_bytes(precision: str) -> tuple[int, int]:
@@ -56,7 +58,8 @@ def peak_memory(cfg, max_length: int) -> tuple[float, str]:
     eager = cfg.model.get("attn_implementation", "sdpa") == "eager"
     parameters = 2 * vocab * h + layers * (4 * h * h + 3 * h * inter)
     sharded = isinstance(cfg.trainer.get("strategy"), Mapping)  # fsdp / deepspeed split them over the ranks
-    ranks = (cfg.trainer.get("devices") if isinstance(cfg.trainer.get("devices"), int) else 1) * cfg.trainer.get("num_nodes", 1)
+    devices = cfg.trainer.get("devices")
+    ranks = (devices if isinstance(devices, int) else 1) * cfg.trainer.get("num_nodes", 1)
     weights = 4 * weight * parameters / (ranks if sharded else 1)  # weights, gradients, AdamW's two moments
 
     def forward(batch, length, saved):
@@ -74,8 +77,8 @@ def peak_memory(cfg, max_length: int) -> tuple[float, str]:
     chunk = cfg.eval.get("chunk_size") or max_length
     evaluation = forward(eval_batch, min(chunk, max_length), saved=False)
     if training >= evaluation:
-        return PROCESS_BYTES + weights + training, "train.length or train.batch_size (or train.gradient_checkpointing=true)"
-    return PROCESS_BYTES + weights + evaluation, "the longest of eval.lengths / eval.multipliers (or set eval.chunk_size)"
+        return PROCESS_BYTES + weights + training, TRAIN_REMEDY
+    return PROCESS_BYTES + weights + evaluation, EVAL_REMEDY
 
 
 def available_memory(cfg) -> tuple[float, str]:
@@ -115,7 +118,7 @@ def check_cost(cfg, max_length: int):
     need, lower = peak_memory(cfg, max_length)
     have, where = available_memory(cfg)
     if need > have:
-        key = "train.length" if lower.startswith("train") else "eval.lengths"
+        key = "train.length" if lower == TRAIN_REMEDY else "eval.lengths"
         value = cfg.train.length if key == "train.length" else max_length
         raise ConfigError(f"{key}={value}: this config needs an estimated {need / GiB:.1f} GiB of memory at its peak, "
                           f"more than the {have / GiB:.1f} GiB of {where}; lower {lower}")
