@@ -1,17 +1,15 @@
 """A study's journal and settings: a record cut by a killed worker loses nothing else; a worker with other
 experiment overrides does not join a study silently."""
 import time
-from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from clex import experiment
+from clex.commands import CONFIG_DIR
 from clex.registry import ConfigError
 from clex.sweeps import STUDY_DEFAULTS, open_study, run_worker, summary
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
 
 def sweep_of(tmp_path, n_trials, *experiment_overrides):
