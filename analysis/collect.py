@@ -1,4 +1,5 @@
 """Runs (and a study's trials) into one tidy CSV and a per-variant summary (see clex/commands/collect.py)."""
+
 import sys
 
 from clex.commands.collect import main

@@ -1,4 +1,5 @@
 """comparison.md from finished runs (see clex/commands/compare.py)."""
+
 import sys
 
 from clex.commands.compare import main

@@ -1,4 +1,5 @@
 """Paper figures and Table 1 from a collected table (see clex/commands/figures.py)."""
+
 import sys
 
 from clex.commands.figures import main

@@ -1,4 +1,5 @@
 """The scaling-law fit of the extrapolation length (see clex/commands/scaling_law.py)."""
+
 import sys
 
 from clex.commands.scaling_law import main

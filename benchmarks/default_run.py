@@ -3,6 +3,7 @@ the base model cached, in a temporary out_dir, side by side in one invocation.
 
     python benchmarks/default_run.py [extra overrides...]
 """
+
 import subprocess
 import sys
 import tempfile
@@ -16,8 +17,11 @@ RUN = Path(__file__).resolve().parents[1] / "experiments" / "run.py"
 
 def timed(out_dir, extra):
     start = time.time()
-    done = subprocess.run([sys.executable, RUN, f"out_dir={out_dir}", "trainer.enable_progress_bar=false", *extra],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, RUN, f"out_dir={out_dir}", "trainer.enable_progress_bar=false", *extra],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         sys.exit(done.stderr[-2000:])
     return time.time() - start

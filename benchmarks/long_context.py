@@ -10,19 +10,19 @@ sequence, or chunked through the KV cache with --chunk-size). Meant for a GPU; r
 Extra arguments are experiment overrides (model group and size, strategy.max_scale). Peak memory is
 CUDA only. Single runs on a shared 2-core CPU vary by ~10%.
 """
+
 import argparse
 import statistics
 import time
 from contextlib import nullcontext
 
 import torch
-
+from ode_overhead import CONFIGS, build
 
 import clex
 from clex.config import single_config
 from clex.evaluate import sequence_nll
 from clex.lit import next_token_loss
-from ode_overhead import CONFIGS, build
 
 
 def autocast(device: str, precision: str):
@@ -105,9 +105,11 @@ def main():
     size = sum(p.numel() for p in models["rope"].parameters())
     vocab = models["rope"].config.vocab_size
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    print(f"{device_name}, {args.precision}, {cfg.model.name} {cfg.model.num_layers}x{cfg.model.hidden_size} "
-          f"({size / 1e6:.1f}M parameters), L={args.train_length}, batch {args.batch_size}, "
-          f"attention {models['rope'].config._attn_implementation}, chunk {args.chunk_size or 'none'}")
+    print(
+        f"{device_name}, {args.precision}, {cfg.model.name} {cfg.model.num_layers}x{cfg.model.hidden_size} "
+        f"({size / 1e6:.1f}M parameters), L={args.train_length}, batch {args.batch_size}, "
+        f"attention {models['rope'].config._attn_implementation}, chunk {args.chunk_size or 'none'}"
+    )
     train = train_throughput(models, args, vocab, int(cfg.strategy.max_scale))
     print("\n| training at L | tokens/s | peak MiB | / rope tokens/s |\n|---|---|---|---|")
     for name, (speed, peak) in train.items():

@@ -7,6 +7,7 @@ The step table splits CLEX's overhead: ``clex at t=1`` (no solve, no graph into 
 ``rope, inv_freq trained`` (plain RoPE whose inv_freq is a trained leaf: the cost of back-propagating into
 the rotation angles in every layer, with no ODE) and ``clex`` (that plus the ODE solve and its backward).
 """
+
 import argparse
 import math
 import statistics
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import torch
 from torchdiffeq import odeint
-
 
 import clex
 from clex.config import single_config
@@ -37,8 +37,12 @@ def build(name, cfg, **options):
 def step_times(cfg, steps: int):
     """Median seconds per optimiser step (forward, backward, AdamW) for rope and clex, interleaved."""
     clex_options = {k: v for k, v in cfg.strategy.items() if k not in ("name", "log_scale")}
-    models = {"rope": build("rope", cfg), "clex": build("clex", cfg, **clex_options),
-              "clex at t=1": build("clex", cfg, **clex_options), "rope, inv_freq trained": build("rope", cfg)}
+    models = {
+        "rope": build("rope", cfg),
+        "clex": build("clex", cfg, **clex_options),
+        "clex at t=1": build("clex", cfg, **clex_options),
+        "rope, inv_freq trained": build("rope", cfg),
+    }
     leaf = clex.rotary_module(models["rope, inv_freq trained"]).strategy
     inv_freq = leaf._buffers.pop("base_inv_freq")
     leaf.base_inv_freq = torch.nn.Parameter(inv_freq)  # rope's inv_freq(t) returns it: a graph into the angles
@@ -53,7 +57,7 @@ def step_times(cfg, steps: int):
     for step in range(steps + 3):
         t = scale_sampler(generator)
         positions = position_sampler(L, t, cfg.model.original_length, generator)
-        for name in names[step % len(names):] + names[:step % len(names)]:  # each model in each slot equally often
+        for name in names[step % len(names) :] + names[: step % len(names)]:  # each model in each slot equally often
             model = models[name]
             rotary = clex.rotary_module(model)
             scale = t if name == "clex" else 1.0
@@ -86,6 +90,7 @@ def reference(strategy, t: float) -> torch.Tensor:
 
 def official_style(strategy, t: float) -> torch.Tensor:
     """The official code's solve: rk4 with step 0.01 in t, every forward."""
+
     def g(t, z):
         log_alpha = torch.log(2 * t - 1)
         return strategy.learned_term(z, log_alpha) + strategy.slope * 2 / (2 * t - 1)
@@ -98,21 +103,37 @@ def official_style(strategy, t: float) -> torch.Tensor:
 
 def solver_table(cfg, repeats: int):
     t_max = float(cfg.strategy.max_scale)
-    settings = [("rk4", {"step_size": 0.5, "max_step_t": 1.0}), ("rk4", {"step_size": 0.5, "max_step_t": 2.0}),
-                ("rk4", {"step_size": 0.25, "max_step_t": 1.0}),
-                ("rk4", {"step_size": 0.1, "max_step_t": 0.5}), ("midpoint", {"step_size": 0.1, "max_step_t": 0.5}),
-                ("dopri5", {"rtol": 1e-6, "atol": 1e-8}), ("official rk4 0.01 in t", None)]
+    settings = [
+        ("rk4", {"step_size": 0.5, "max_step_t": 1.0}),
+        ("rk4", {"step_size": 0.5, "max_step_t": 2.0}),
+        ("rk4", {"step_size": 0.25, "max_step_t": 1.0}),
+        ("rk4", {"step_size": 0.1, "max_step_t": 0.5}),
+        ("midpoint", {"step_size": 0.1, "max_step_t": 0.5}),
+        ("dopri5", {"rtol": 1e-6, "atol": 1e-8}),
+        ("official rk4 0.01 in t", None),
+    ]
     rows = []
     for method, options in settings:
         torch.manual_seed(0)
-        strategy = clex.build_strategy("clex", rotary_dim=cfg.model.hidden_size // cfg.model.num_heads,
-                                       base=cfg.model.rope_base, original_length=cfg.model.original_length,
-                                       max_scale=t_max, **({"method": method, **options} if options else {}))
+        strategy = clex.build_strategy(
+            "clex",
+            rotary_dim=cfg.model.hidden_size // cfg.model.num_heads,
+            base=cfg.model.rope_base,
+            original_length=cfg.model.original_length,
+            max_scale=t_max,
+            **({"method": method, **options} if options else {}),
+        )
         with torch.no_grad():
             strategy.down.weight.normal_(0, 0.3 / math.sqrt(strategy.width))
-        solve = (lambda t: official_style(strategy, t)) if options is None else (lambda t: torch.log(strategy.inv_freq(t)))
-        error = max(float((solve(float(t)).detach().double() - reference(strategy, float(t))).abs().max())
-                    for t in range(2, int(t_max) + 1))
+        solve = (
+            (lambda t, s=strategy: official_style(s, t))
+            if options is None
+            else (lambda t, s=strategy: torch.log(s.inv_freq(t)))
+        )
+        error = max(
+            float((solve(float(t)).detach().double() - reference(strategy, float(t))).abs().max())
+            for t in range(2, int(t_max) + 1)
+        )
         samples = []
         for _ in range(repeats):
             for t in range(1, int(t_max) + 1):  # the uniform-int sampler's t values, forward + backward
@@ -133,14 +154,19 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = single_config(CONFIGS, args.overrides)
-    print(f"model: {cfg.model.name} {cfg.model.num_layers}x{cfg.model.hidden_size}, L={cfg.train.length}, "
-          f"batch {cfg.train.batch_size}, t_max {cfg.strategy.max_scale}, sampler {cfg.sampler.scale}/"
-          f"{cfg.sampler.position}, {args.threads} threads, median of {args.steps} steps")
+    print(
+        f"model: {cfg.model.name} {cfg.model.num_layers}x{cfg.model.hidden_size}, L={cfg.train.length}, "
+        f"batch {cfg.train.batch_size}, t_max {cfg.strategy.max_scale}, sampler {cfg.sampler.scale}/"
+        f"{cfg.sampler.position}, {args.threads} threads, median of {args.steps} steps"
+    )
     median = step_times(cfg, args.steps)
     print("\n| training step | seconds | / rope |\n|---|---|---|")
     for name, seconds in median.items():
         print(f"| {name} | {seconds:.4f} | {seconds / median['rope']:.3f} |")
-    print("\n| solver (ODE solve + backward, mean over t = 1..t_max) | ms | max abs error in log inv_freq vs dopri5 1e-9 |")
+    print(
+        "\n| solver (ODE solve + backward, mean over t = 1..t_max) | ms "
+        "| max abs error in log inv_freq vs dopri5 1e-9 |"
+    )
     print("|---|---|---|")
     for name, seconds, error in solver_table(cfg, repeats=3):
         print(f"| {name} | {1000 * seconds:.2f} | {error:.1e} |")

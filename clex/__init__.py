@@ -2,12 +2,23 @@
 
 The names below load on first use, so ``clex.stats`` and ``clex.analysis`` (used by analysis/) import
 without torch or transformers."""
+
 import importlib
 
-_EXPORTS = {"ConfigError": "clex.registry", "ScaledRotaryEmbedding": "clex.rotary", "patch_model": "clex.rotary",
-            "rotary_module": "clex.rotary", "rotary_settings": "clex.rotary", "is_patched": "clex.rotary", "load_pretrained": "clex.pretrained",
-            "save_pretrained": "clex.pretrained", "Strategy": "clex.strategies", "STRATEGIES": "clex.strategies",
-            "build_strategy": "clex.strategies", "strategy_names": "clex.strategies"}
+_EXPORTS = {
+    "ConfigError": "clex.registry",
+    "ScaledRotaryEmbedding": "clex.rotary",
+    "patch_model": "clex.rotary",
+    "rotary_module": "clex.rotary",
+    "rotary_settings": "clex.rotary",
+    "is_patched": "clex.rotary",
+    "load_pretrained": "clex.pretrained",
+    "save_pretrained": "clex.pretrained",
+    "Strategy": "clex.strategies",
+    "STRATEGIES": "clex.strategies",
+    "build_strategy": "clex.strategies",
+    "strategy_names": "clex.strategies",
+}
 __all__ = sorted(_EXPORTS)
 
 

@@ -1,4 +1,5 @@
 """Tidy tables of runs and the power-law fit of the extrapolation length (for analysis/)."""
+
 import csv
 import json
 import math
@@ -11,11 +12,43 @@ from clex.io import SCHEMA_VERSION
 from clex.registry import ConfigError
 from clex.stats import label_variants, mean_ci, protocol_label, variant_id
 
-COLUMNS = ["run", "strategy", "variant", "variant_id", "model", "parameters", "train_length", "original_length",
-           "max_scale", "amplification", "projection_width", "seed", "length", "ppl", "nll", "tokens",
-           "extrapolation_length", "censored", "protocol", "corpus", "source"]
-SUMMARY_COLUMNS = ["variant", "variant_id", "strategy", "train_length", "length", "protocol", "n", "mean",
-                   "half_width", "low", "high", "seeds"]
+COLUMNS = [
+    "run",
+    "strategy",
+    "variant",
+    "variant_id",
+    "model",
+    "parameters",
+    "train_length",
+    "original_length",
+    "max_scale",
+    "amplification",
+    "projection_width",
+    "seed",
+    "length",
+    "ppl",
+    "nll",
+    "tokens",
+    "extrapolation_length",
+    "censored",
+    "protocol",
+    "corpus",
+    "source",
+]
+SUMMARY_COLUMNS = [
+    "variant",
+    "variant_id",
+    "strategy",
+    "train_length",
+    "length",
+    "protocol",
+    "n",
+    "mean",
+    "half_width",
+    "low",
+    "high",
+    "seeds",
+]
 
 
 def warn(message: str):
@@ -26,17 +59,28 @@ def rows_of(results: dict, source: str) -> list[dict]:
     if not isinstance(results, dict):
         raise ConfigError(f"{source}: not a clex results.json (a JSON {type(results).__name__}, not an object)")
     if results.get("schema_version") != SCHEMA_VERSION:
-        raise ConfigError(f"{source}: schema_version {results.get('schema_version')!r}, this code reads {SCHEMA_VERSION}")
+        raise ConfigError(
+            f"{source}: schema_version {results.get('schema_version')!r}, this code reads {SCHEMA_VERSION}"
+        )
     strategy_cfg = results["config"]["strategy"]
-    common = {"run": results["name"], "strategy": results["strategy"], "variant_id": variant_id(results["config"]),
-              "model": results["choices"]["model"],
-              "parameters": results["parameters"], "train_length": results["train_length"],
-              "original_length": results["original_length"], "max_scale": results.get("max_scale"),
-              "amplification": strategy_cfg.get("amplification"), "projection_width": strategy_cfg.get("projection_width"),
-              "seed": results["seed"], "extrapolation_length": results["extrapolation_length"]["value"],
-              "censored": results["extrapolation_length"]["censored"],
-              "protocol": protocol_label(results.get("eval_protocol")), "corpus": results["corpus"]["sha256"],
-              "source": source}
+    common = {
+        "run": results["name"],
+        "strategy": results["strategy"],
+        "variant_id": variant_id(results["config"]),
+        "model": results["choices"]["model"],
+        "parameters": results["parameters"],
+        "train_length": results["train_length"],
+        "original_length": results["original_length"],
+        "max_scale": results.get("max_scale"),
+        "amplification": strategy_cfg.get("amplification"),
+        "projection_width": strategy_cfg.get("projection_width"),
+        "seed": results["seed"],
+        "extrapolation_length": results["extrapolation_length"]["value"],
+        "censored": results["extrapolation_length"]["censored"],
+        "protocol": protocol_label(results.get("eval_protocol")),
+        "corpus": results["corpus"]["sha256"],
+        "source": source,
+    }
     rows = []
     for r in results["eval"]:
         if r["ppl"] is not None and not isinstance(r["ppl"], (int, float)):
@@ -70,14 +114,18 @@ def collect(paths: list[Path]) -> list[dict]:
                 raise ConfigError(f"{path}: not a clex results.json ({type(error).__name__}: {error})") from None
             identity = (rows[0]["variant_id"], rows[0]["seed"]) if rows else (str(path), None)
             if identity in seen:
-                warn(f"{path} is run {results['name']} (variant {identity[0]}, seed {identity[1]}) again, "
-                     f"already read from {seen[identity]}; counted once")
+                warn(
+                    f"{path} is run {results['name']} (variant {identity[0]}, seed {identity[1]}) again, "
+                    f"already read from {seen[identity]}; counted once"
+                )
                 continue
             seen[identity] = path
             found.append((results, rows))
     everything = [results for results, _ in found]
     follows = all(r["original_length"] == r["train_length"] for r in everything)  # L0 = L: one column says both
-    labels = label_variants(everything, columns=("train.length", "model.original_length") if follows else ("train.length",))
+    labels = label_variants(
+        everything, columns=("train.length", "model.original_length") if follows else ("train.length",)
+    )
     return [{**row, "variant": labels[row["variant_id"]]} for _, rows in found for row in rows]
 
 
@@ -87,9 +135,18 @@ def aggregate(rows: list[dict]) -> list[dict]:
     groups = {}
     for r in rows:
         key = (r["variant_id"], r["length"])
-        group = groups.setdefault(key, {"variant": r["variant"], "variant_id": r["variant_id"], "strategy": r["strategy"],
-                                        "train_length": r["train_length"], "length": r["length"],
-                                        "protocol": r.get("protocol", "full"), "values": {}})
+        group = groups.setdefault(
+            key,
+            {
+                "variant": r["variant"],
+                "variant_id": r["variant_id"],
+                "strategy": r["strategy"],
+                "train_length": r["train_length"],
+                "length": r["length"],
+                "protocol": r.get("protocol", "full"),
+                "values": {},
+            },
+        )
         if r["ppl"] is None or not math.isfinite(r["ppl"]):
             warn(f"run {r['run']} has PPL {r['ppl']} at length {r['length']}; left out of {r['variant']}")
             continue
@@ -99,9 +156,18 @@ def aggregate(rows: list[dict]) -> list[dict]:
         values = group.pop("values")
         if values:
             interval = mean_ci(list(values.values()))
-            out.append({**group, "n": interval.n, "mean": interval.mean, "half_width": interval.half_width,
-                        "low": interval.low, "high": interval.high, "seeds": " ".join(map(str, sorted(values))),
-                        "interval": interval})
+            out.append(
+                {
+                    **group,
+                    "n": interval.n,
+                    "mean": interval.mean,
+                    "half_width": interval.half_width,
+                    "low": interval.low,
+                    "high": interval.high,
+                    "seeds": " ".join(map(str, sorted(values))),
+                    "interval": interval,
+                }
+            )
     return out
 
 
@@ -137,8 +203,12 @@ def read_table(path: Path, required: tuple[str, ...]) -> list[dict]:
         reader = csv.DictReader(handle)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
-            raise ConfigError(f"{path}: the table lacks column(s) {', '.join(missing)}; it has {', '.join(reader.fieldnames or [])}")
-        rows = [{k: v if k in ("variant_id", "run", "variant") else _number(v) for k, v in row.items()} for row in reader]
+            raise ConfigError(
+                f"{path}: the table lacks column(s) {', '.join(missing)}; it has {', '.join(reader.fieldnames or [])}"
+            )
+        rows = [
+            {k: v if k in ("variant_id", "run", "variant") else _number(v) for k, v in row.items()} for row in reader
+        ]
     if not rows:
         raise ConfigError(f"{path}: the table has no rows")
     return rows
@@ -160,15 +230,20 @@ def _fit_once(X, y, censored):
     residual = y[~censored] - X[~censored] @ coef
     start = np.append(coef, np.log(max(residual.std(), 1e-2)))
 
-    def nll(theta):  # normal log density of the measured runs, log survival of the censored ones (numpy, not scipy.stats: 10x faster)
+    def nll(
+        theta,
+    ):  # normal log density of the measured, log survival of the censored runs (numpy, not scipy.stats: 10x faster)
         z = (y - X @ theta[:3]) / np.exp(theta[3])
         return -((-0.5 * z[~censored] ** 2 - theta[3] - 0.5 * np.log(2 * np.pi)).sum() + log_ndtr(-z[censored]).sum())
 
-    return optimize.minimize(nll, start, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-9}).x[:3]
+    return optimize.minimize(
+        nll, start, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-9}
+    ).x[:3]
 
 
-def fit_power_law(parameters, lengths, targets, censored=None, groups=None, bootstrap: int = 1000, seed: int = 0,
-                  level: float = 0.95):
+def fit_power_law(
+    parameters, lengths, targets, censored=None, groups=None, bootstrap: int = 1000, seed: int = 0, level: float = 0.95
+):
     """log E = log a + alpha log N + beta log L + noise (normal in log E).
 
     Without censored runs, least squares. A censored run (every evaluated length stayed within eps, so
@@ -182,8 +257,10 @@ def fit_power_law(parameters, lengths, targets, censored=None, groups=None, boot
     censored = np.zeros(len(y), bool) if censored is None else np.asarray(censored, bool)
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     if (~censored).sum() < 4 or np.linalg.matrix_rank(X[~censored]) < 3:
-        raise ConfigError(f"the fit needs >= 4 uncensored runs over at least two model sizes and two training "
-                          f"lengths, got {(~censored).sum()} of {len(y)} (censored runs: evaluate longer lengths)")
+        raise ConfigError(
+            f"the fit needs >= 4 uncensored runs over at least two model sizes and two training "
+            f"lengths, got {(~censored).sum()} of {len(y)} (censored runs: evaluate longer lengths)"
+        )
     if bootstrap < 1:
         raise ConfigError(f"--bootstrap must be >= 1, got {bootstrap}")
     coef = _fit_once(X, y, censored)
@@ -197,12 +274,21 @@ def fit_power_law(parameters, lengths, targets, censored=None, groups=None, boot
         if len(kept) >= 4 and np.linalg.matrix_rank(X[kept]) == 3:
             draws.append(_fit_once(X[index], y[index], censored[index]))
     if not draws:
-        raise ConfigError(f"no bootstrap resample of the {len(members)} configurations could be fitted "
-                          "(too few model sizes or training lengths)")
+        raise ConfigError(
+            f"no bootstrap resample of the {len(members)} configurations could be fitted "
+            "(too few model sizes or training lengths)"
+        )
     tail = (1 - level) / 2 * 100
     ci = np.percentile(np.array(draws), [tail, 100 - tail], axis=0).T
-    return {"coef": np.asarray(coef).tolist(), "ci": ci.tolist(), "samples": len(y), "configurations": len(members),
-            "censored": int(censored.sum()), "level": level, "bootstrap": len(draws)}
+    return {
+        "coef": np.asarray(coef).tolist(),
+        "ci": ci.tolist(),
+        "samples": len(y),
+        "configurations": len(members),
+        "censored": int(censored.sum()),
+        "level": level,
+        "bootstrap": len(draws),
+    }
 
 
 def load_study(name: str, storage: str):

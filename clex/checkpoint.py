@@ -1,6 +1,7 @@
 """What a checkpoint's config.json says about its rope: the rope types a strategy can start from, the
 checkpoint's L0, and the settings of a released CLEX checkpoint (no torch: config composition reads them
 before anything is built)."""
+
 import json
 import math
 from pathlib import Path
@@ -17,8 +18,14 @@ def read_config(path) -> dict | None:
     try:
         config = json.loads(config_file.read_text())
     except (ValueError, UnicodeDecodeError) as error:
-        where = f"line {error.lineno} column {error.colno}: {error.msg}" if isinstance(error, json.JSONDecodeError) else error
-        raise ConfigError(f"{config_file}: not valid JSON ({where}); fix the file (e.g. drop a trailing comma)") from None
+        where = (
+            f"line {error.lineno} column {error.colno}: {error.msg}"
+            if isinstance(error, json.JSONDecodeError)
+            else error
+        )
+        raise ConfigError(
+            f"{config_file}: not valid JSON ({where}); fix the file (e.g. drop a trailing comma)"
+        ) from None
     if not isinstance(config, dict):
         raise ConfigError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
     return config
@@ -54,11 +61,18 @@ def official_clex(path) -> dict | None:
     where = f"{Path(str(path)) / 'config.json'}: rope_scaling"
     family = config.get("model_type")
     if family not in OFFICIAL_FAMILIES:
-        raise ConfigError(f"{where} is CLEX but model_type is {family!r}; released CLEX checkpoints are "
-                          f"{', '.join(OFFICIAL_FAMILIES)}")
+        raise ConfigError(
+            f"{where} is CLEX but model_type is {family!r}; released CLEX checkpoints are "
+            f"{', '.join(OFFICIAL_FAMILIES)}"
+        )
     release = 2024 if "act" in rope else 2023
-    settings = {"family": family, "release": release, "act": rope.get("act", "silu"),
-                "time_dt": rope.get("time_dt", OFFICIAL_TIME_DT), "config": config}
+    settings = {
+        "family": family,
+        "release": release,
+        "act": rope.get("act", "silu"),
+        "time_dt": rope.get("time_dt", OFFICIAL_TIME_DT),
+        "config": config,
+    }
     for key in ("max_factor", "param_factor"):
         value = rope.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
@@ -69,8 +83,10 @@ def official_clex(path) -> dict | None:
     if not isinstance(settings["time_dt"], (int, float)) or not settings["time_dt"] > 0:
         raise ConfigError(f"{where}.time_dt must be a number > 0, got {settings['time_dt']!r}")
     if not isinstance(config.get("max_position_embeddings"), int) or config["max_position_embeddings"] < 1:
-        raise ConfigError(f"{where}: max_position_embeddings (L0) must be a positive integer, got "
-                          f"{config.get('max_position_embeddings')!r}")
+        raise ConfigError(
+            f"{where}: max_position_embeddings (L0) must be a positive integer, got "
+            f"{config.get('max_position_embeddings')!r}"
+        )
     log_scale = bool(config.get("log_scale", False))
     if release == 2024:
         log_scale = log_scale and family == "llama" and bool(config.get("use_flashattn", True))
@@ -80,10 +96,20 @@ def official_clex(path) -> dict | None:
 
 def official_strategy(settings: dict) -> dict:
     """The CLEX strategy section that reproduces a released checkpoint's evaluation."""
-    return {"name": "clex", "max_scale": float(settings["max_factor"]), "amplification": float(settings["param_factor"]),
-            "projection_width": None, "activation": settings["act"], "dynamics": "continuous", "beyond_max": "clamp",
-            "eval_scale": "ceil", "ntk_base": OFFICIAL_NTK_BASE, "log_scale": settings["log_scale"],
-            "log_scale_clamp": False, **IMPORT_SOLVER}
+    return {
+        "name": "clex",
+        "max_scale": float(settings["max_factor"]),
+        "amplification": float(settings["param_factor"]),
+        "projection_width": None,
+        "activation": settings["act"],
+        "dynamics": "continuous",
+        "beyond_max": "clamp",
+        "eval_scale": "ceil",
+        "ntk_base": OFFICIAL_NTK_BASE,
+        "log_scale": settings["log_scale"],
+        "log_scale_clamp": False,
+        **IMPORT_SOLVER,
+    }
 
 
 def checkpoint_strategy(path) -> tuple[str, dict, int] | None:
@@ -95,8 +121,12 @@ def checkpoint_strategy(path) -> tuple[str, dict, int] | None:
     entry = (read_config(path) or {}).get("clex_strategy")
     if not isinstance(entry, dict) or not entry.get("name"):
         return None
-    section = {"name": entry["name"], **entry.get("options", {}), "log_scale": entry.get("log_scale", False),
-               "log_scale_clamp": entry.get("log_scale_clamp", True)}
+    section = {
+        "name": entry["name"],
+        **entry.get("options", {}),
+        "log_scale": entry.get("log_scale", False),
+        "log_scale_clamp": entry.get("log_scale_clamp", True),
+    }
     return "saved by clex.save_pretrained", section, entry["original_length"]
 
 
@@ -109,15 +139,19 @@ def apply_checkpoint_strategy(cfg, given: set):
         return
     what, section, L0 = found
     if cfg.strategy.name != section["name"]:
-        raise ConfigError(f"model.path {cfg.model.path} is {what} with strategy {section['name']!r}: run it with "
-                          f"strategy={section['name']}, got strategy={cfg.choices.strategy}")
+        raise ConfigError(
+            f"model.path {cfg.model.path} is {what} with strategy {section['name']!r}: run it with "
+            f"strategy={section['name']}, got strategy={cfg.choices.strategy}"
+        )
     for key, value in section.items():
         if key not in cfg.strategy:
             continue
         if f"strategy.{key}" in given:
             if key in STRUCTURAL and cfg.strategy[key] != value:
-                raise ConfigError(f"strategy.{key}={cfg.strategy[key]!r} does not fit the checkpoint's weights "
-                                  f"(its value: {value!r}); leave it unset")
+                raise ConfigError(
+                    f"strategy.{key}={cfg.strategy[key]!r} does not fit the checkpoint's weights "
+                    f"(its value: {value!r}); leave it unset"
+                )
             continue
         cfg.strategy[key] = value
     if "model.original_length" not in given:

@@ -1,4 +1,5 @@
 """What the command-line entry points share."""
+
 import logging
 import sys
 import warnings

@@ -4,6 +4,7 @@ A config directory holds ``config.yaml`` (with a ``defaults`` list of ``{group: 
 folder per group with one YAML file per option. ``+a.b=value`` adds a key that the defaults lack.
 Every error is a ConfigError: one line naming the key and what is allowed.
 """
+
 import difflib
 import importlib.util
 import itertools
@@ -44,7 +45,7 @@ def split_list(key: str, raw: str) -> list[str]:
     if not all(items):
         raise ConfigError(f"{key}={raw}: empty item in a comma list; write {key}=a,b,c")
     parsed = [str(parse_value(item, key)) for item in items]
-    repeated = sorted({item for item, value in zip(items, parsed) if parsed.count(value) > 1})
+    repeated = sorted({item for item, value in zip(items, parsed, strict=False) if parsed.count(value) > 1})
     if repeated:
         raise ConfigError(f"{key}={raw}: repeated value(s) {', '.join(repeated)} in a comma list")
     if key.lstrip("+") in ONE_VALUE:
@@ -70,13 +71,17 @@ def parse_overrides(config_dir: Path, args: list[str]) -> tuple[dict, list]:
             known = group_options(config_dir, key)
             for option in items:
                 if option not in known:
-                    raise ConfigError(f"{key}={option!r} is not an option of group {key!r}; choices: {', '.join(known)}")
+                    raise ConfigError(
+                        f"{key}={option!r} is not an option of group {key!r}; choices: {', '.join(known)}"
+                    )
             axes[key] = items
         elif len(items) > 1:
             base = base if base is not None else compose(config_dir, {}, [])
             if isinstance(OmegaConf.select(base, key.lstrip("+"), default=None), (ListConfig, DictConfig)):
-                raise ConfigError(f"{key} is a list or section, so it cannot take a comma list of runs; "
-                                  f"write one list like {key}=[a,b]")
+                raise ConfigError(
+                    f"{key} is a list or section, so it cannot take a comma list of runs; "
+                    f"write one list like {key}=[a,b]"
+                )
             axes[key] = items
         else:
             overrides.append((key, raw))
@@ -86,7 +91,7 @@ def parse_overrides(config_dir: Path, args: list[str]) -> tuple[dict, list]:
 def expand(axes: dict) -> list[dict]:
     """Every combination of the axes' values (``strategy=rope,pi seed=0,1`` -> four runs)."""
     keys = list(axes)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+    return [dict(zip(keys, combo, strict=False)) for combo in itertools.product(*(axes[k] for k in keys))]
 
 
 def single_config(config_dir: Path, args: list[str]) -> DictConfig:
@@ -159,7 +164,9 @@ def load_option(config_dir: Path, group: str, option: str, seen: tuple = ()) -> 
     node = OmegaConf.load(config_dir / group / f"{option}.yaml")
     parent = node.pop("extends", None)
     if parent and (parent in seen + (option,) or not (config_dir / group / f"{parent}.yaml").is_file()):
-        raise ConfigError(f"{group}/{option}.yaml: extends {parent!r}, which is itself or not an option of group {group!r}")
+        raise ConfigError(
+            f"{group}/{option}.yaml: extends {parent!r}, which is itself or not an option of group {group!r}"
+        )
     return OmegaConf.merge(load_option(config_dir, group, parent, seen + (option,)), node) if parent else node
 
 
@@ -172,8 +179,10 @@ def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
     for group, option in {**defaults, **choice}.items():
         path = config_dir / group / f"{option}.yaml"
         if not path.is_file():
-            raise ConfigError(f"{group}={option!r} is not an option of group {group!r}; "
-                              f"choices: {', '.join(group_options(config_dir, group))}")
+            raise ConfigError(
+                f"{group}={option!r} is not an option of group {group!r}; "
+                f"choices: {', '.join(group_options(config_dir, group))}"
+            )
         cfg[group] = load_option(config_dir, group, option)
     cfg["choices"] = {**defaults, **choice}
     known = _flat_keys(cfg)
@@ -219,13 +228,26 @@ def eval_lengths(cfg) -> list[int]:
     measured against the PPL at L)."""
     for key in ("lengths", "multipliers"):
         value = cfg.eval.get(key)
-        require(value is None or isinstance(value, (list, ListConfig)), f"eval.{key}", "must be a list like [128,256]", value)
+        require(
+            value is None or isinstance(value, (list, ListConfig)),
+            f"eval.{key}",
+            "must be a list like [128,256]",
+            value,
+        )
     lengths = cfg.eval.lengths if cfg.eval.lengths is not None else [m * cfg.train.length for m in cfg.eval.multipliers]
-    require(len(lengths) > 0, "eval.lengths / eval.multipliers", "must not be empty (nothing would be evaluated)",
-            list(lengths))
+    require(
+        len(lengths) > 0,
+        "eval.lengths / eval.multipliers",
+        "must not be empty (nothing would be evaluated)",
+        list(lengths),
+    )
     for value in lengths:
-        require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                "eval.lengths / eval.multipliers", "must be positive integers", list(lengths))
+        require(
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            "eval.lengths / eval.multipliers",
+            "must be positive integers",
+            list(lengths),
+        )
     return sorted(set(lengths) | {cfg.train.length})
 
 
@@ -239,27 +261,47 @@ def validate(cfg):
         require(t[key] >= 1, f"train.{key}", "must be >= 1", t[key])
     require(cfg.base.steps >= 0, "base.steps", "must be >= 0", cfg.base.steps)
     name = cfg.get("name")
-    require(name is None or (str(name) not in ("", ".", "..") and "/" not in str(name) and "\\" not in str(name)),
-            "name", "must be one folder name under out_dir (no '/', not '.' or '..')", name)
+    require(
+        name is None or (str(name) not in ("", ".", "..") and "/" not in str(name) and "\\" not in str(name)),
+        "name",
+        "must be one folder name under out_dir (no '/', not '.' or '..')",
+        name,
+    )
     require(cfg.threads is None or cfg.threads >= 1, "threads", "must be >= 1 or null", cfg.threads)
     require(t.lr > 0, "train.lr", "must be > 0", t.lr)
     require(t.ode_lr is None or t.ode_lr > 0, "train.ode_lr", "must be > 0 or null", t.ode_lr)
     from clex.evaluate import check_options
 
     check_options(cfg.eval, eval_lengths(cfg))
-    require(cfg.data.get("split", "hash") in ("hash", "position"), "data.split", "must be hash or position",
-            cfg.data.get("split"))
+    require(
+        cfg.data.get("split", "hash") in ("hash", "position"),
+        "data.split",
+        "must be hash or position",
+        cfg.data.get("split"),
+    )
     tokenizer = cfg.data.get("tokenizer", "byte")
     require(tokenizer in ("byte", "bpe"), "data.tokenizer", "must be byte or bpe", tokenizer)
     if tokenizer == "bpe":
-        require(cfg.model.name != "hf", "data.tokenizer", "must be byte with model=hf (the checkpoint's own tokenizer "
-                "is used)", tokenizer)
+        require(
+            cfg.model.name != "hf",
+            "data.tokenizer",
+            "must be byte with model=hf (the checkpoint's own tokenizer is used)",
+            tokenizer,
+        )
         vocab = cfg.data.get("vocab_size")
-        require(isinstance(vocab, int) and not isinstance(vocab, bool) and vocab >= 258, "data.vocab_size",
-                "must be an integer >= 258 (the 256 bytes, the separator and at least one merge)", vocab)
+        require(
+            isinstance(vocab, int) and not isinstance(vocab, bool) and vocab >= 258,
+            "data.vocab_size",
+            "must be an integer >= 258 (the 256 bytes, the separator and at least one merge)",
+            vocab,
+        )
     fractions = cfg.data.validation_fraction + cfg.data.test_fraction
-    require(0 < cfg.data.validation_fraction and 0 < cfg.data.test_fraction and fractions < 1,
-            "data.validation_fraction / data.test_fraction", "must be > 0 and sum to < 1", fractions)
+    require(
+        0 < cfg.data.validation_fraction and 0 < cfg.data.test_fraction and fractions < 1,
+        "data.validation_fraction / data.test_fraction",
+        "must be > 0 and sum to < 1",
+        fractions,
+    )
     from clex import distributed
     from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
 
@@ -276,7 +318,15 @@ def check_attention(name: str, precision: str):
     """SDPA (PyTorch picks its flash or memory-efficient kernel on GPUs), eager, or the flash-attn package."""
     require(name in ATTENTION, "model.attn_implementation", f"must be one of {', '.join(ATTENTION)}", name)
     if name == "flash_attention_2":
-        require(importlib.util.find_spec("flash_attn") is not None, "model.attn_implementation",
-                "flash_attention_2 needs the flash-attn package (and a CUDA GPU), which is not installed", name)
-        require(precision.startswith(("bf16", "16")), "trainer.precision",
-                "must be 16-bit (bf16-mixed, bf16-true, 16-mixed, 16-true) for flash_attention_2", precision)
+        require(
+            importlib.util.find_spec("flash_attn") is not None,
+            "model.attn_implementation",
+            "flash_attention_2 needs the flash-attn package (and a CUDA GPU), which is not installed",
+            name,
+        )
+        require(
+            precision.startswith(("bf16", "16")),
+            "trainer.precision",
+            "must be 16-bit (bf16-mixed, bf16-true, 16-mixed, 16-true) for flash_attention_2",
+            precision,
+        )

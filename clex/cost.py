@@ -9,6 +9,7 @@ eval at L) the estimate was 0.97-1.63 x the measured peak: L=1024 x 16: 1.64 GiB
 L=4096 x 4: 1.64 / 1.55; L=2048 x 16: 2.67 / 2.76; eager attention L=1024 x 8: 3.00 / 1.84. Only what
 exceeds the whole machine (or one GPU) is refused, so the factor never refuses a config that fits.
 """
+
 import json
 import os
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from clex.registry import ConfigError
 
-GiB = 2 ** 30
+GiB = 2**30
 PROCESS_BYTES = 0.6 * GiB  # python, torch, transformers and Lightning themselves
 TRAIN_REMEDY = "train.length or train.batch_size (or train.gradient_checkpointing=true)"
 EVAL_REMEDY = "the longest of eval.lengths / eval.multipliers (or set eval.chunk_size)"
@@ -39,13 +40,23 @@ def model_shape(cfg) -> dict | None:
         path = Path(str(m.get("path"))) / "config.json"
         try:
             c = json.loads(path.read_text())
-            return {"hidden": c["hidden_size"], "intermediate": c.get("intermediate_size", 4 * c["hidden_size"]),
-                    "layers": c["num_hidden_layers"], "heads": c["num_attention_heads"], "vocab": c["vocab_size"]}
+            return {
+                "hidden": c["hidden_size"],
+                "intermediate": c.get("intermediate_size", 4 * c["hidden_size"]),
+                "layers": c["num_hidden_layers"],
+                "heads": c["num_attention_heads"],
+                "vocab": c["vocab_size"],
+            }
         except (OSError, ValueError, KeyError, TypeError):
             return None
     vocab = 257 if cfg.data.get("tokenizer", "byte") == "byte" else int(cfg.data.vocab_size)
-    return {"hidden": m.hidden_size, "intermediate": m.intermediate_size, "layers": m.num_layers,
-            "heads": m.num_heads, "vocab": vocab}
+    return {
+        "hidden": m.hidden_size,
+        "intermediate": m.intermediate_size,
+        "layers": m.num_layers,
+        "heads": m.num_heads,
+        "vocab": vocab,
+    }
 
 
 def peak_memory(cfg, max_length: int) -> tuple[float, str]:
@@ -72,7 +83,8 @@ def peak_memory(cfg, max_length: int) -> tuple[float, str]:
     t = cfg.train
     saved_layers = not t.gradient_checkpointing
     training = forward(t.batch_size, t.length, saved_layers) + (
-        0 if saved_layers else t.batch_size * t.length * h * layers * act)
+        0 if saved_layers else t.batch_size * t.length * h * layers * act
+    )
     eval_batch = max(1, int(cfg.eval.get("tokens_per_batch", 16384)) // max_length)
     chunk = cfg.eval.get("chunk_size") or max_length
     evaluation = forward(eval_batch, min(chunk, max_length), saved=False)
@@ -108,8 +120,12 @@ def check_clex(cfg):
 
     own = inspect.signature(Clex.__init__).parameters
     options = {k: v for k, v in OmegaConf.to_container(cfg.strategy).items() if k in own}
-    Clex(rotary_dim=64, base=float(cfg.model.get("rope_base") or 1e4),
-         original_length=int(cfg.model.get("original_length") or 128), **options)
+    Clex(
+        rotary_dim=64,
+        base=float(cfg.model.get("rope_base") or 1e4),
+        original_length=int(cfg.model.get("original_length") or 128),
+        **options,
+    )
 
 
 def check_cost(cfg, max_length: int):
@@ -120,5 +136,7 @@ def check_cost(cfg, max_length: int):
     if need > have:
         key = "train.length" if lower == TRAIN_REMEDY else "eval.lengths"
         value = cfg.train.length if key == "train.length" else max_length
-        raise ConfigError(f"{key}={value}: this config needs an estimated {need / GiB:.1f} GiB of memory at its peak, "
-                          f"more than the {have / GiB:.1f} GiB of {where}; lower {lower}")
+        raise ConfigError(
+            f"{key}={value}: this config needs an estimated {need / GiB:.1f} GiB of memory at its peak, "
+            f"more than the {have / GiB:.1f} GiB of {where}; lower {lower}"
+        )

@@ -1,5 +1,6 @@
 """Decoding through the KV cache, shared by passkey retrieval, the RULER-style tasks and the harness: one
 cached forward, and greedy answers that keep the prompt's t for every generated token."""
+
 import contextlib
 import functools
 import inspect
@@ -9,7 +10,7 @@ import torch
 from clex.rotary import is_patched, rotary_module
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def forward_parameters(model_type) -> frozenset:
     """The argument names of a model class's forward (read once, not at every decoding step)."""
     return frozenset(inspect.signature(model_type.forward).parameters)
@@ -38,7 +39,9 @@ def greedy_answer(model, prompt: torch.Tensor, answer_length: int, chunk_size: i
     generated, cache, step_size = [], None, chunk_size or len(prompt)
     with fixed:
         for start in range(0, len(prompt), step_size):
-            logits, cache = forward_cached(model, prompt[None, start: start + step_size].to(device), cache, last_only=True)
+            logits, cache = forward_cached(
+                model, prompt[None, start : start + step_size].to(device), cache, last_only=True
+            )
         for step in range(answer_length):
             token = logits[:, -1].argmax(-1, keepdim=True)
             generated.append(int(token))

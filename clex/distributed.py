@@ -2,14 +2,14 @@
 
 ``trainer.strategy`` is a plain string for what Lightning builds itself (``ddp``, ``auto``) or a
 mapping ``{name: fsdp | deepspeed, ...options}`` built here (``build_parallel``)."""
+
 import importlib.util
 import inspect
 
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 
-from clex.registry import require
-from clex.registry import ConfigError
+from clex.registry import ConfigError, require
 from clex.rotary import rotary_module
 
 
@@ -18,8 +18,10 @@ def decoder_layers(model) -> list[torch.nn.Module]:
     names = set(getattr(model, "_no_split_modules", None) or ())
     layers = [m for m in model.modules() if type(m).__name__ in names]
     if not layers:
-        raise ConfigError(f"trainer.strategy: {type(model).__name__} names no decoder layer class to shard "
-                          f"(_no_split_modules={sorted(names)})")
+        raise ConfigError(
+            f"trainer.strategy: {type(model).__name__} names no decoder layer class to shard "
+            f"(_no_split_modules={sorted(names)})"
+        )
     return layers
 
 
@@ -30,10 +32,18 @@ class FSDPStrategy(ModelParallelStrategy):
     an 8-bit mantissa on the ODE weights would put a phase error on every far position. Runs on GPUs,
     and on CPU processes with gloo (how the tests run it)."""
 
-    def __init__(self, world_size: int, precision: str, reshard_after_forward: bool = True,
-                 save_distributed_checkpoint: bool = False):
-        super().__init__(data_parallel_size=world_size, tensor_parallel_size=1,
-                         save_distributed_checkpoint=save_distributed_checkpoint)
+    def __init__(
+        self,
+        world_size: int,
+        precision: str,
+        reshard_after_forward: bool = True,
+        save_distributed_checkpoint: bool = False,
+    ):
+        super().__init__(
+            data_parallel_size=world_size,
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=save_distributed_checkpoint,
+        )
         self.precision = precision
         self.reshard_after_forward = reshard_after_forward
 
@@ -45,15 +55,20 @@ class FSDPStrategy(ModelParallelStrategy):
             return
         mesh = mesh["data_parallel"]
         # bf16-mixed: gather weights in bf16 (half the traffic), reduce gradients in float32
-        policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-                  if self.precision == "bf16-mixed" else MixedPrecisionPolicy())
+        policy = (
+            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            if self.precision == "bf16-mixed"
+            else MixedPrecisionPolicy()
+        )
         fully_shard(rotary_module(model), mesh=mesh)
         for layer in decoder_layers(model):
             fully_shard(layer, mesh=mesh, mp_policy=policy, reshard_after_forward=self.reshard_after_forward)
         fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=self.reshard_after_forward)
 
 
-def fsdp(world_size: int, precision: str, reshard_after_forward: bool = True, save_distributed_checkpoint: bool = False):
+def fsdp(
+    world_size: int, precision: str, reshard_after_forward: bool = True, save_distributed_checkpoint: bool = False
+):
     return FSDPStrategy(world_size, precision, reshard_after_forward, save_distributed_checkpoint)
 
 
@@ -71,8 +86,18 @@ NEEDS = {"deepspeed": "deepspeed"}  # strategy -> the package it imports
 
 
 # set by make_trainer itself, not by the trainer config group
-MANAGED = ("max_steps", "default_root_dir", "logger", "callbacks", "enable_checkpointing", "num_sanity_val_steps",
-           "val_check_interval", "limit_val_batches", "gradient_clip_val", "enable_model_summary")
+MANAGED = (
+    "max_steps",
+    "default_root_dir",
+    "logger",
+    "callbacks",
+    "enable_checkpointing",
+    "num_sanity_val_steps",
+    "val_check_interval",
+    "limit_val_batches",
+    "gradient_clip_val",
+    "enable_model_summary",
+)
 
 
 def check_trainer(trainer_options: dict):
@@ -82,16 +107,28 @@ def check_trainer(trainer_options: dict):
 
     allowed = sorted(set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self", *MANAGED})
     for key in trainer_options:
-        require(key in allowed, f"trainer.{key}", f"is not a lightning.Trainer option we pass on; allowed: "
-                f"{', '.join(allowed)}", trainer_options[key])
+        require(
+            key in allowed,
+            f"trainer.{key}",
+            f"is not a lightning.Trainer option we pass on; allowed: {', '.join(allowed)}",
+            trainer_options[key],
+        )
     check(trainer_options)
     accelerator = str(trainer_options.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda"):
-        require(torch.cuda.is_available(), "trainer.accelerator", "needs a CUDA GPU, and torch sees none here "
-                "(trainer=cpu runs on the CPU)", accelerator)
+        require(
+            torch.cuda.is_available(),
+            "trainer.accelerator",
+            "needs a CUDA GPU, and torch sees none here (trainer=cpu runs on the CPU)",
+            accelerator,
+        )
     elif accelerator == "mps":
-        require(torch.backends.mps.is_available(), "trainer.accelerator", "needs Apple's MPS, which torch does not "
-                "see here", accelerator)
+        require(
+            torch.backends.mps.is_available(),
+            "trainer.accelerator",
+            "needs Apple's MPS, which torch does not see here",
+            accelerator,
+        )
 
 
 def check(trainer_options: dict):
@@ -102,15 +139,25 @@ def check(trainer_options: dict):
     name = options.get("name")
     require(name in BUILDERS, "trainer.strategy.name", f"must be one of {', '.join(BUILDERS)}", name)
     package = NEEDS.get(name)
-    require(package is None or importlib.util.find_spec(package) is not None, "trainer.strategy.name",
-            f"{name} needs the {package} package (pip install {package}), which is not installed", name)
+    require(
+        package is None or importlib.util.find_spec(package) is not None,
+        "trainer.strategy.name",
+        f"{name} needs the {package} package (pip install {package}), which is not installed",
+        name,
+    )
     allowed = list(inspect.signature(BUILDERS[name]).parameters)[2:]
     for key in options:
-        require(key in allowed + ["name"], f"trainer.strategy.{key}", f"is not an option of {name}; allowed: "
-                f"{', '.join(allowed)}", options[key])
+        require(
+            key in allowed + ["name"],
+            f"trainer.strategy.{key}",
+            f"is not an option of {name}; allowed: {', '.join(allowed)}",
+            options[key],
+        )
     for key in ("devices", "num_nodes"):
         value = trainer_options.get(key, 1)
-        require(isinstance(value, int) and value >= 1, f"trainer.{key}", f"must be a positive integer for {name}", value)
+        require(
+            isinstance(value, int) and value >= 1, f"trainer.{key}", f"must be a positive integer for {name}", value
+        )
 
 
 def build_parallel(trainer_options: dict):

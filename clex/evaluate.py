@@ -1,5 +1,6 @@
 """Perplexity against length (docs/design.md, section 5) under three protocols (full sequences, KV-chunked,
 sliding window) and the extrapolation-length metric."""
+
 import contextlib
 import logging
 import math
@@ -26,14 +27,20 @@ def _chunked_nll(model, inputs, targets, chunk_size: int) -> float:
     pieces, cache = [], DynamicCache()
     with fixed:
         for start in range(0, inputs.shape[1], chunk_size):
-            logits, cache = forward_cached(model, inputs[:, start: start + chunk_size], cache)
-            pieces.append(_token_nll(logits, targets[:, start: start + chunk_size]))
+            logits, cache = forward_cached(model, inputs[:, start : start + chunk_size], cache)
+            pieces.append(_token_nll(logits, targets[:, start : start + chunk_size]))
     return torch.cat(pieces, dim=1)
 
 
 @torch.no_grad()
-def sequence_nll(model, sequences: torch.Tensor, tokens_per_batch: int, chunk_size: int | None = None,
-                 scored: torch.Tensor | None = None, by_position: bool = False):
+def sequence_nll(
+    model,
+    sequences: torch.Tensor,
+    tokens_per_batch: int,
+    chunk_size: int | None = None,
+    scored: torch.Tensor | None = None,
+    by_position: bool = False,
+):
     """Sum of next-token NLL over the scored tokens of every sequence, and their count. ``scored[i]``:
     only the last scored[i] predictions of sequence i count (sliding windows); None: every one.
     ``chunk_size``: each sequence in chunks through the KV cache instead of one forward.
@@ -44,10 +51,10 @@ def sequence_nll(model, sequences: torch.Tensor, tokens_per_batch: int, chunk_si
     total, count = 0.0, 0
     per_position = torch.zeros(sequences.shape[1] - 1, dtype=torch.float64)
     for start in range(0, len(sequences), batch_size):
-        ids = sequences[start: start + batch_size].to(device)
+        ids = sequences[start : start + batch_size].to(device)
         inputs, targets = ids[:, :-1], ids[:, 1:].clone()
         if scored is not None:
-            first = targets.shape[1] - scored[start: start + batch_size].to(device)
+            first = targets.shape[1] - scored[start : start + batch_size].to(device)
             targets[torch.arange(targets.shape[1], device=device)[None] < first[:, None]] = -100
         if chunk_size and chunk_size < inputs.shape[1]:
             nll = _chunked_nll(model, inputs, targets, chunk_size)
@@ -74,8 +81,14 @@ def binned_nll(per_position: torch.Tensor, sequences: int, original_length: int)
     rows = []
     for start, end in position_bins(original_length, len(per_position)):
         tokens = (end - start) * sequences
-        rows.append({"start": start, "end": end, "tokens": tokens,
-                     "nll": float(per_position[start:end].sum()) / tokens if tokens else None})
+        rows.append(
+            {
+                "start": start,
+                "end": end,
+                "tokens": tokens,
+                "nll": float(per_position[start:end].sum()) / tokens if tokens else None,
+            }
+        )
     return rows
 
 
@@ -86,7 +99,7 @@ def shared_sequences(longest: torch.Tensor, length: int) -> torch.Tensor:
     total = longest.shape[1] - 1
     if total % length:
         raise ValueError(f"{length} does not divide the longest evaluation length {total}")
-    return torch.cat([longest[:, k * length: (k + 1) * length + 1] for k in range(total // length)])
+    return torch.cat([longest[:, k * length : (k + 1) * length + 1] for k in range(total // length)])
 
 
 def sliding_windows(tokenizer, documents, window: int, stride: int, max_tokens: int, seed: int):
@@ -109,7 +122,7 @@ def sliding_windows(tokenizer, documents, window: int, stride: int, max_tokens: 
         used, done, begin = used + 1, 0, 0
         while done < predictions and total < max_tokens:
             begin = min(begin, predictions - window)
-            windows.append(tokens[begin: begin + window + 1])
+            windows.append(tokens[begin : begin + window + 1])
             scored.append(begin + window - done)
             total, done, begin = total + scored[-1], begin + window, begin + stride
     if not windows:
@@ -135,27 +148,49 @@ def check_options(eval_cfg, lengths: list[int]):
     from clex.registry import require
 
     require(eval_cfg.max_tokens >= 1, "eval.max_tokens", "must be >= 1", eval_cfg.max_tokens)
-    require(eval_cfg.chunk_size is None or eval_cfg.chunk_size >= 1, "eval.chunk_size", "must be >= 1 or null",
-            eval_cfg.chunk_size)
+    require(
+        eval_cfg.chunk_size is None or eval_cfg.chunk_size >= 1,
+        "eval.chunk_size",
+        "must be >= 1 or null",
+        eval_cfg.chunk_size,
+    )
     require(0 < eval_cfg.eps, "eval.eps", "must be > 0", eval_cfg.eps)
-    require(eval_cfg.get("documents") in (None, "longest"), "eval.documents", "must be null (each length: the "
-            "documents long enough for it) or longest (every length: those long enough for the longest)",
-            eval_cfg.get("documents"))
+    require(
+        eval_cfg.get("documents") in (None, "longest"),
+        "eval.documents",
+        "must be null (each length: the "
+        "documents long enough for it) or longest (every length: those long enough for the longest)",
+        eval_cfg.get("documents"),
+    )
     stride = eval_cfg.get("stride")
     same_tokens, bins = eval_cfg.get("same_tokens", False), eval_cfg.get("position_bins", False)
     require(isinstance(same_tokens, bool), "eval.same_tokens", "must be true or false", same_tokens)
     require(isinstance(bins, bool), "eval.position_bins", "must be true or false", bins)
-    require(not ((same_tokens or bins) and stride), "eval.same_tokens / eval.position_bins",
-            "score full sequences; they do not combine with eval.stride", stride)
-    require(not same_tokens or all(max(lengths) % n == 0 for n in lengths), "eval.same_tokens",
-            f"cuts the longest length's windows into pieces of each length, so every length must divide the longest "
-            f"({max(lengths)}); got lengths", lengths)
-    require(stride is None or (isinstance(stride, int) and not isinstance(stride, bool) and 1 <= stride <= min(lengths)),
-            "eval.stride", f"must be null or an integer from 1 to the shortest evaluation length ({min(lengths)})", stride)
+    require(
+        not ((same_tokens or bins) and stride),
+        "eval.same_tokens / eval.position_bins",
+        "score full sequences; they do not combine with eval.stride",
+        stride,
+    )
+    require(
+        not same_tokens or all(max(lengths) % n == 0 for n in lengths),
+        "eval.same_tokens",
+        f"cuts the longest length's windows into pieces of each length, so every length must divide the longest "
+        f"({max(lengths)}); got lengths",
+        lengths,
+    )
+    require(
+        stride is None or (isinstance(stride, int) and not isinstance(stride, bool) and 1 <= stride <= min(lengths)),
+        "eval.stride",
+        f"must be null or an integer from 1 to the shortest evaluation length ({min(lengths)})",
+        stride,
+    )
     if stride and eval_cfg.max_tokens <= max(lengths):
-        warn_once(f"warning: eval.max_tokens {eval_cfg.max_tokens} is at most the longest evaluation length "
-                  f"{max(lengths)}: with eval.stride that length scores one window per document, with no overlap; "
-                  "raise eval.max_tokens")
+        warn_once(
+            f"warning: eval.max_tokens {eval_cfg.max_tokens} is at most the longest evaluation length "
+            f"{max(lengths)}: with eval.stride that length scores one window per document, with no overlap; "
+            "raise eval.max_tokens"
+        )
     if eval_cfg.get("passkey"):
         ruler.check_depths("eval.passkey.depths", OmegaConf.to_container(eval_cfg.passkey).get("depths"))
     if eval_cfg.get("ruler"):
@@ -175,8 +210,11 @@ def long_enough(tokenizer, documents, length: int) -> list:
 def protocol(eval_cfg) -> dict:
     """How perplexity was scored, for results.json and every table header."""
     chunk, stride = eval_cfg.get("chunk_size"), eval_cfg.get("stride")
-    entry = {"name": "sliding_window" if stride else "kv_chunked" if chunk else "full",
-             "window": "the evaluation length", "chunk_size": chunk}
+    entry = {
+        "name": "sliding_window" if stride else "kv_chunked" if chunk else "full",
+        "window": "the evaluation length",
+        "chunk_size": chunk,
+    }
     if stride:
         entry["stride"] = stride
     if eval_cfg.get("documents") == "longest":
@@ -194,7 +232,7 @@ def extrapolation_length(rows: list[dict], train_length: int, eps: float) -> dic
     if not rows or rows[0]["length"] != train_length:
         return {"value": None, "censored": False, "eps": eps}
     limit = (1 + eps) * rows[0]["ppl"]
-    for inside, outside in zip(rows, rows[1:]):
+    for inside, outside in zip(rows, rows[1:], strict=False):
         if not outside["ppl"] <= limit:  # NaN counts as outside
             if not math.isfinite(outside["ppl"]):
                 return {"value": float(inside["length"]), "censored": False, "eps": eps}

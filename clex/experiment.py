@@ -1,6 +1,7 @@
 """One experiment: config -> corpus, model, strategy -> (cached) base pre-training -> fine-tuning with
 Lightning -> perplexity against length -> runs/<name>/results.json. Shared by experiments/run.py and
 the sweeps, which call ``run_experiment`` in-process."""
+
 import contextlib
 import json
 import logging
@@ -19,13 +20,21 @@ from clex.config import eval_lengths, validate
 from clex.data import load_corpus, packed_tokens
 from clex.models import build_model, build_tokenizer, checkpoint_dir
 from clex.models.hf import check_checkpoint
-from clex.registry import ConfigError, require
 from clex.pretrained import load_strategy_weights
+from clex.registry import ConfigError, require
 from clex.results import write_results
 from clex.rotary import patch_model, rotary_settings
 from clex.strategies import build_strategy
-from clex.training import (TrainingDiverged, Trained, config_hash, fine_tune, make_trainer, pretrain_base, run_identity,
-                           set_numerics)
+from clex.training import (
+    Trained,
+    TrainingDiverged,
+    config_hash,
+    fine_tune,
+    make_trainer,
+    pretrain_base,
+    run_identity,
+    set_numerics,
+)
 
 __all__ = ["Prepared", "TrainingDiverged", "prepare", "run_experiment", "run_name"]
 ROTARY_KEYS = ("name", "log_scale", "log_scale_clamp")  # strategy config keys that are not strategy options
@@ -47,7 +56,10 @@ def strategy_options(cfg) -> dict:
 
 
 def rotary_options(cfg) -> dict:
-    return {"log_scale": bool(cfg.strategy.get("log_scale")), "log_scale_clamp": bool(cfg.strategy.get("log_scale_clamp", True))}
+    return {
+        "log_scale": bool(cfg.strategy.get("log_scale")),
+        "log_scale_clamp": bool(cfg.strategy.get("log_scale_clamp", True)),
+    }
 
 
 def prepare(cfg, load_weights: bool = True) -> Prepared:
@@ -61,9 +73,13 @@ def prepare(cfg, load_weights: bool = True) -> Prepared:
         from clex.evaluate import long_enough
 
         longest = max(eval_lengths(cfg))
-        require(bool(long_enough(tokenizer, corpus.documents["test"], longest)), "eval.documents",
-                f"=longest needs test documents of more than {longest} tokens (the longest evaluation length) and "
-                "the test split has none; evaluate shorter lengths or drop eval.documents, got", "longest")
+        require(
+            bool(long_enough(tokenizer, corpus.documents["test"], longest)),
+            "eval.documents",
+            f"=longest needs test documents of more than {longest} tokens (the longest evaluation length) and "
+            "the test split has none; evaluate shorter lengths or drop eval.documents, got",
+            "longest",
+        )
     if cfg.model.name == "hf":
         check_checkpoint(checkpoint_dir(cfg.model))
     torch.manual_seed(cfg.seed)  # the initial weights (model and ODE) depend on the seed only
@@ -77,11 +93,16 @@ def prepare(cfg, load_weights: bool = True) -> Prepared:
 
         try:
             official = official_clex(checkpoint_dir(cfg.model))
-            model = transformers_config(official) if official else AutoConfig.from_pretrained(
-                checkpoint_dir(cfg.model), local_files_only=True)
+            model = (
+                transformers_config(official)
+                if official
+                else AutoConfig.from_pretrained(checkpoint_dir(cfg.model), local_files_only=True)
+            )
         except (OSError, ValueError) as error:
-            raise ConfigError(f"model.path: {cfg.model.path} has no config.json transformers can read: "
-                              f"{' '.join(str(error).split())[:200]}") from None
+            raise ConfigError(
+                f"model.path: {cfg.model.path} has no config.json transformers can read: "
+                f"{' '.join(str(error).split())[:200]}"
+            ) from None
     strategy = build_rotary_strategy(cfg, model)
     warn_unexercised(cfg, strategy.original_length)
     return Prepared(tokenizer, corpus, model, strategy, eval_lengths(cfg), strategy.original_length)
@@ -92,13 +113,23 @@ def warn_unexercised(cfg, original_length: int):
     if cfg.strategy.name == "rope":
         return
     if cfg.train.length < original_length and cfg.strategy.get("eval_scale") != "static":
-        log.warning("warning: train.length %d is below the model's L0 %d: training runs at t = 1 and teaches the "
-                    "strategy nothing; set train.length=%d (and eval lengths beyond it)", cfg.train.length,
-                    original_length, original_length)
+        log.warning(
+            "warning: train.length %d is below the model's L0 %d: training runs at t = 1 and teaches the "
+            "strategy nothing; set train.length=%d (and eval lengths beyond it)",
+            cfg.train.length,
+            original_length,
+            original_length,
+        )
     if max(eval_lengths(cfg)) <= original_length and cfg.strategy.get("eval_scale") != "static":
-        log.warning("warning: every evaluation length is within L0 = %d, where the strategy is plain RoPE: the "
-                    "table and its extrapolation length say nothing about extension; evaluate past L0 (e.g. "
-                    "'eval.lengths=[%d,%d,%d]')", original_length, original_length, 2 * original_length, 4 * original_length)
+        log.warning(
+            "warning: every evaluation length is within L0 = %d, where the strategy is plain RoPE: the "
+            "table and its extrapolation length say nothing about extension; evaluate past L0 (e.g. "
+            "'eval.lengths=[%d,%d,%d]')",
+            original_length,
+            original_length,
+            2 * original_length,
+            4 * original_length,
+        )
 
 
 def build_rotary_strategy(cfg, model):
@@ -155,9 +186,13 @@ def check_folder(cfg, run_dir: Path):
     """A folder that holds another config's run (``name=`` reused) is not resumed into this one."""
     saved = run_dir / "config.yaml"
     if saved.is_file() and cfg.resume:
-        if run_identity(OmegaConf.to_container(OmegaConf.load(saved))) != run_identity(OmegaConf.to_container(cfg, resolve=True)):
-            raise ConfigError(f"{run_dir} holds a run of another config (its config.yaml differs); give another "
-                              "name=, or resume=false to replace it")
+        if run_identity(OmegaConf.to_container(OmegaConf.load(saved))) != run_identity(
+            OmegaConf.to_container(cfg, resolve=True)
+        ):
+            raise ConfigError(
+                f"{run_dir} holds a run of another config (its config.yaml differs); give another "
+                "name=, or resume=false to replace it"
+            )
 
 
 def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=(), wait: bool = False) -> dict | None:
@@ -171,8 +206,13 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
         log.info("reusing the finished run %s (resume=false runs it again)", run_dir)
         return finished
     prepared = prepared or prepare(cfg)
-    log.info("run %s: strategy %s, L0 = %d (the base model's length), L = %d (fine-tuning)", run_dir.name,
-             cfg.strategy.name, prepared.original_length, cfg.train.length)
+    log.info(
+        "run %s: strategy %s, L0 = %d (the base model's length), L = %d (fine-tuning)",
+        run_dir.name,
+        cfg.strategy.name,
+        prepared.original_length,
+        cfg.train.length,
+    )
     try:
         with run_lock(run_dir, wait):
             finished = finished_results(cfg, run_dir)  # another process may have finished it meanwhile
@@ -190,8 +230,14 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
                 log.info("stage 2: train.steps=0, no fine-tuning: evaluating the model as it is")
                 trained = Trained(make_trainer(cfg, 1, run_dir, checkpoints=False, val_every=None), 0.0, 0)
             else:  # under FSDP the trained weights are gathered into a model built afresh
-                trained = fine_tune(cfg, prepared, run_dir, train_tokens, callbacks,
-                                    rebuild=lambda: build_patched_model(cfg, prepared.tokenizer))
+                trained = fine_tune(
+                    cfg,
+                    prepared,
+                    run_dir,
+                    train_tokens,
+                    callbacks,
+                    rebuild=lambda: build_patched_model(cfg, prepared.tokenizer),
+                )
             if not trained.trainer.is_global_zero:
                 return None  # DDP: rank 0 evaluates and writes
             return write_results(cfg, prepared, run_dir, trained, base, started)

@@ -11,6 +11,7 @@ Tasks whose metrics are named by a length (RULER's ``niah_*``, ``ruler_*``) run 
 RULER's ``max_seq_lengths`` metadata set to it; other tasks run once (length null). Offline first: the
 hub and datasets run offline, and a task needing a download is refused before training.
 """
+
 import contextlib
 import functools
 import os
@@ -23,10 +24,14 @@ INSTALL = 'eval=harness needs lm-evaluation-harness: pip install -e ".[harness]"
 OFFLINE = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 ESSAYS = "the Hugging Face dataset baber/paul_graham_essays"
 # tasks whose data lm-eval 0.4.13 fetches in Python (not a dataset_path we can look up in the cache)
-DOWNLOADS = {**{task: ESSAYS for task in ("niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multivalue",
-                                          "niah_multiquery")},
-             "ruler_qa_squad": "SQuAD 2.0's dev set (a URL, not the Hugging Face cache)",
-             "ruler_qa_hotpot": "HotpotQA's dev set (a URL, not the Hugging Face cache)"}
+DOWNLOADS = {
+    **{
+        task: ESSAYS
+        for task in ("niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multivalue", "niah_multiquery")
+    },
+    "ruler_qa_squad": "SQuAD 2.0's dev set (a URL, not the Hugging Face cache)",
+    "ruler_qa_hotpot": "HotpotQA's dev set (a URL, not the Hugging Face cache)",
+}
 # lm-eval 0.4.13's ruler_vt: a ~500-token in-context example, then a sample loop that never ends when the rest
 # does not fit (seen at 1024 tokens with a 2048-token BPE)
 MIN_LENGTH = {"ruler_vt": 2048}
@@ -62,7 +67,7 @@ def offline(allowed: bool = False):
     try:
         yield
     finally:
-        for (owner, name), value in zip(flags, old):
+        for (owner, name), value in zip(flags, old, strict=False):
             setattr(owner, name, value)
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
@@ -136,37 +141,50 @@ def check_tasks(opts: dict, lengths: list[int]):
             config = task_config(entry)
             if not opts.get("allow_download") and (need := missing_download(config)):
                 raise ConfigError(
-                    f"eval.harness.tasks: {entry.name} needs {need}, which is not in the local cache and we run offline: "
+                    f"eval.harness.tasks: {entry.name} needs {need}, which is not in the local cache and we run "
+                    "offline: "
                     "run the task once where the network is reachable and copy ~/.cache/huggingface (or HF_HOME) "
-                    "here, or set eval.harness.allow_download=true")
+                    "here, or set eval.harness.allow_download=true"
+                )
             low = MIN_LENGTH.get(entry.name)
             if low and sized_by_length(config) and min(lengths) < low:
-                raise ConfigError(f"eval.harness.lengths: {entry.name} needs lengths >= {low} in lm-eval 0.4.13 "
-                                  f"(shorter ones never finish building), got {min(lengths)}")
+                raise ConfigError(
+                    f"eval.harness.lengths: {entry.name} needs lengths >= {low} in lm-eval 0.4.13 "
+                    f"(shorter ones never finish building), got {min(lengths)}"
+                )
 
 
 def check_options(opts: dict):
     """``eval.harness`` keys: one line naming the key and what it allows (the tasks are checked in check_tasks)."""
     tasks = opts.get("tasks")
     if not isinstance(tasks, (list, tuple)) or not tasks or not all(isinstance(t, str) for t in tasks):
-        raise ConfigError(f"eval.harness.tasks must be a non-empty list of lm-eval task names ({LIST_TASKS}), "
-                          f"got {tasks!r}")
+        raise ConfigError(
+            f"eval.harness.tasks must be a non-empty list of lm-eval task names ({LIST_TASKS}), got {tasks!r}"
+        )
     lengths = opts.get("lengths")
-    if lengths is not None and (not isinstance(lengths, (list, tuple)) or not lengths or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in lengths)):
-        raise ConfigError(f"eval.harness.lengths must be null (the perplexity lengths) or a list of token counts, "
-                          f"got {lengths!r}")
+    if lengths is not None and (
+        not isinstance(lengths, (list, tuple))
+        or not lengths
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in lengths)
+    ):
+        raise ConfigError(
+            f"eval.harness.lengths must be null (the perplexity lengths) or a list of token counts, got {lengths!r}"
+        )
     limit = opts.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0):
-        raise ConfigError(f"eval.harness.limit must be null (every sample), a count >= 1 or a fraction in (0, 1), "
-                          f"got {limit!r}")
+        raise ConfigError(
+            f"eval.harness.limit must be null (every sample), a count >= 1 or a fraction in (0, 1), got {limit!r}"
+        )
     for key in ("batch_size", "max_length"):
         value = opts.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"eval.harness.{key} must be an integer >= 1{' or null' if key == 'max_length' else ''}, "
-                              f"got {value!r}")
+            raise ConfigError(
+                f"eval.harness.{key} must be an integer >= 1{' or null' if key == 'max_length' else ''}, got {value!r}"
+            )
     if not isinstance(opts.get("options") or {}, dict):
-        raise ConfigError(f"eval.harness.options must be a mapping of simple_evaluate arguments, got {opts['options']!r}")
+        raise ConfigError(
+            f"eval.harness.options must be a mapping of simple_evaluate arguments, got {opts['options']!r}"
+        )
     if not isinstance(opts.get("allow_download", False), bool):
         raise ConfigError(f"eval.harness.allow_download must be true or false, got {opts['allow_download']!r}")
 
@@ -222,7 +240,7 @@ def _bytes_to_unicode() -> dict:
             printable.append(b)
             chars.append(256 + extra)
             extra += 1
-    return {chr(c): b for b, c in zip(printable, chars)}
+    return {chr(c): b for b, c in zip(printable, chars, strict=False)}
 
 
 BYTE_OF = _bytes_to_unicode()
@@ -247,8 +265,9 @@ def run_tasks(model, tokenizer, opts: dict, lengths: list[int]) -> tuple[list[di
 
     tokenizer = hf_tokenizer(tokenizer)
     max_length = opts.get("max_length") or max(lengths) + 256  # room for RULER's answers; nothing truncated
-    lm = patched_lm_class()(pretrained=model, tokenizer=tokenizer, max_length=max_length,
-                            batch_size=opts.get("batch_size") or 1)
+    lm = patched_lm_class()(
+        pretrained=model, tokenizer=tokenizer, max_length=max_length, batch_size=opts.get("batch_size") or 1
+    )
     rows, raw = [], {}
     with offline(opts.get("allow_download", False)), tempfile.TemporaryDirectory() as folder:
         tokenizer.save_pretrained(folder)  # RULER sizes its prompts with a tokenizer it loads by name
@@ -256,20 +275,28 @@ def run_tasks(model, tokenizer, opts: dict, lengths: list[int]) -> tuple[list[di
         manager = task_manager(opts.get("include_path"))
         for task in opts["tasks"]:
             sized = any(sized_by_length(task_config(e)) for e in leaf_tasks(manager, task))
-            for length in (lengths if sized else [None]):
+            for length in lengths if sized else [None]:
                 metadata = {"tokenizer": folder, **({"max_seq_lengths": [length]} if sized else {})}
                 row = {"task": task, "length": length, "metric": None, "score": None, "stderr": None, "skipped": None}
                 try:
-                    out = simple_evaluate(model=lm, tasks=[task], limit=opts.get("limit"), log_samples=False,
-                                          task_manager=task_manager(opts.get("include_path"), metadata),
-                                          **(opts.get("options") or {}))
+                    out = simple_evaluate(
+                        model=lm,
+                        tasks=[task],
+                        limit=opts.get("limit"),
+                        log_samples=False,
+                        task_manager=task_manager(opts.get("include_path"), metadata),
+                        **(opts.get("options") or {}),
+                    )
                 except ValueError as reason:
                     row["skipped"] = " ".join(str(reason).split())[:300]
                     rows.append(row)
                     continue
                 row["metric"], row["score"], row["stderr"] = metric_of(out["results"][task], length)
-                raw[f"{task}@{length}" if sized else task] = {"results": out["results"], "n-samples": out["n-samples"],
-                                                              "versions": out["versions"]}
+                raw[f"{task}@{length}" if sized else task] = {
+                    "results": out["results"],
+                    "n-samples": out["n-samples"],
+                    "versions": out["versions"],
+                }
                 rows.append(row)
     return rows, raw
 
@@ -281,8 +308,9 @@ def summarise(rows: list[dict]) -> dict:
         if row["score"] is not None:
             by_task.setdefault(row["task"], {})[str(row["length"]) if row["length"] else "all"] = row["score"]
     lengths = sorted({n for cells in by_task.values() for n in cells if n != "all"}, key=int)
-    by_length = {n: sum(c[n] for c in by_task.values() if n in c) / sum(n in c for c in by_task.values())
-                 for n in lengths}
+    by_length = {
+        n: sum(c[n] for c in by_task.values() if n in c) / sum(n in c for c in by_task.values()) for n in lengths
+    }
     return {"score_by_task": by_task, "score_by_length": by_length}
 
 
@@ -293,8 +321,10 @@ def plot_harness(rows: list[dict], path, title: str):
     lengths = sorted({r["length"] for r in rows if r["length"] is not None}) or [None]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     score = {(r["task"], r["length"]): r["score"] for r in rows}
-    grid = [[v if (v := score.get((t, n), score.get((t, None)))) is not None else float("nan") for n in lengths]
-            for t in tasks]
+    grid = [
+        [v if (v := score.get((t, n), score.get((t, None)))) is not None else float("nan") for n in lengths]
+        for t in tasks
+    ]
     accuracy_map(grid, [n or "all" for n in lengths], tasks, "prompt length (tokens)", "lm-eval task", title, path)
 
 
@@ -307,11 +337,22 @@ def write_harness(model, tokenizer, opts: dict, lengths: list[int], folder: Path
     rows, raw = run_tasks(model, tokenizer, opts, lengths)
     summary = summarise(rows)
     protocol = {k: v for k, v in opts.items() if k not in ("tasks", "lengths")}
-    io.write_json(Path(folder) / "harness.json", {
-        "strategy": label, "tasks": list(opts["tasks"]), "lengths": lengths,
-        "protocol": {**protocol, "lm_eval": metadata.version("lm_eval"),
-                     "t": "scoring: the input's length; generation: the prompt's length, held"},
-        "rows": rows, **summary, "harness": raw})
+    io.write_json(
+        Path(folder) / "harness.json",
+        {
+            "strategy": label,
+            "tasks": list(opts["tasks"]),
+            "lengths": lengths,
+            "protocol": {
+                **protocol,
+                "lm_eval": metadata.version("lm_eval"),
+                "t": "scoring: the input's length; generation: the prompt's length, held",
+            },
+            "rows": rows,
+            **summary,
+            "harness": raw,
+        },
+    )
     plot_harness(rows, Path(folder) / "harness.png", f"lm-eval tasks: {label}")
     return summary
 

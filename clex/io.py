@@ -1,5 +1,6 @@
 """Atomic writes: a temporary file in the same directory, then a rename, so a killed process never
 leaves a half-written result behind."""
+
 import fcntl
 import json
 import os
@@ -88,8 +89,10 @@ def exclusive(path, what: str, wait: bool = False):
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             handle.seek(0)
-            raise Busy(f"{what} is in use by process {handle.read().strip() or '(unknown pid)'}; wait for it to "
-                       "finish, or give this run another name=") from None
+            raise Busy(
+                f"{what} is in use by process {handle.read().strip() or '(unknown pid)'}; wait for it to "
+                "finish, or give this run another name="
+            ) from None
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()

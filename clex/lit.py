@@ -1,4 +1,5 @@
 """The LightningModule: a patched causal LM trained with the strategy's sampled t and positions."""
+
 import math
 import time
 
@@ -81,13 +82,13 @@ class LongContextLM(L.LightningModule):
         for p in self.model.parameters():
             if p.requires_grad and id(p) not in ode_ids:
                 (decay if p.ndim >= 2 else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.optim.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        groups = [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         if ode:
             groups.append({"params": ode, "weight_decay": 0.0, "lr": self.optim.ode_lr or self.optim.lr})
         optimiser = torch.optim.AdamW(groups, lr=self.optim.lr, betas=tuple(self.optim.betas))
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, lambda step: warmup_cosine(step, self.optim.warmup_steps, self.optim.steps))
+            optimiser, lambda step: warmup_cosine(step, self.optim.warmup_steps, self.optim.steps)
+        )
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def configure_model(self):

@@ -1,20 +1,42 @@
 """The miniature report's text: Table 1, the CLEX ablations, the scaling law and the paper's claims,
 each from the runs of its sweeps, with 95% intervals over seeds (docs/design.md, section 6)."""
+
 from pathlib import Path
 
-from clex.report import (STRATEGY_ORDER, difference_cell, extrapolation_cell, interval_curves, lengths_of,
-                         ordered_variants, variant_table)
-from clex.stats import (INTERVAL_NOTE, describe_protocol, mean_ci, paired_difference, ppl_by_seed, protocols_line,
-                        variant_id)
+from clex.report import (
+    STRATEGY_ORDER,
+    difference_cell,
+    extrapolation_cell,
+    interval_curves,
+    lengths_of,
+    ordered_variants,
+    variant_table,
+)
+from clex.stats import (
+    INTERVAL_NOTE,
+    describe_protocol,
+    mean_ci,
+    paired_difference,
+    ppl_by_seed,
+    protocols_line,
+    variant_id,
+)
 
-TITLES = {"clex_dynamics": "Continuous against discrete dynamics", "clex_positions": "Position sampler",
-          "clex_max_scale": "t_max", "clex_amplification": "Amplification factor lambda (projection width lambda d)",
-          "clex_log_scale": "Log-scaled attention", "clex_eval_rule": "CLEX's evaluation rule for t",
-          "baseline_eval_rule": "FBS and YaRN, static (factor 4) or dynamic (t = len / L0)"}
+TITLES = {
+    "clex_dynamics": "Continuous against discrete dynamics",
+    "clex_positions": "Position sampler",
+    "clex_max_scale": "t_max",
+    "clex_amplification": "Amplification factor lambda (projection width lambda d)",
+    "clex_log_scale": "Log-scaled attention",
+    "clex_eval_rule": "CLEX's evaluation rule for t",
+    "baseline_eval_rule": "FBS and YaRN, static (factor 4) or dynamic (t = len / L0)",
+}
 EPS = 0.1
-NOTES = {"clex_eval_rule": "Every evaluation length here is a multiple of L0, where ceil(len / L0) = len / L0: the two "
-                           "rules give the same t and the same numbers; they differ only between multiples.",
-         "clex_positions": "The reference is the paper's recipe (extrapolated-random positions)."}
+NOTES = {
+    "clex_eval_rule": "Every evaluation length here is a multiple of L0, where ceil(len / L0) = len / L0: the two "
+    "rules give the same t and the same numbers; they differ only between multiples.",
+    "clex_positions": "The reference is the paper's recipe (extrapolated-random positions).",
+}
 
 BOOTSTRAP = 10_000  # resamples: at 1,000 the ends of the intervals moved by up to 0.12 with the order of the draws
 
@@ -28,8 +50,10 @@ def compute_minutes(results: list[dict]) -> float:
 def paired_rows(variants, labels, target, others, lengths) -> list[str]:
     rows = []
     for other in others:
-        cells = [difference_cell(paired_difference(ppl_by_seed(variants[target], n), ppl_by_seed(variants[other], n)))
-                 for n in lengths]
+        cells = [
+            difference_cell(paired_difference(ppl_by_seed(variants[target], n), ppl_by_seed(variants[other], n)))
+            for n in lengths
+        ]
         rows.append(f"| {labels[target]} - {labels[other]} | " + " | ".join(cells) + " |")
     return rows
 
@@ -59,9 +83,14 @@ def study_section(name: str, results: list[dict], out: Path) -> list[str]:
     lines = variant_table(variants, labels, lengths)
     if len(variants) > 1:
         ref = variant_id(results[0]["config"])
-        lines += ["", f"Paired against **{labels[ref]}** (PPL difference per seed, mean ± 95% CI; * resolved):", "",
-                  "| variant - reference | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 1) + "|",
-                  *[row for v in variants if v != ref for row in paired_rows(variants, labels, v, [ref], lengths)]]
+        lines += [
+            "",
+            f"Paired against **{labels[ref]}** (PPL difference per seed, mean ± 95% CI; * resolved):",
+            "",
+            "| variant - reference | " + " | ".join(map(str, lengths)) + " |",
+            "|---" * (len(lengths) + 1) + "|",
+            *[row for v in variants if v != ref for row in paired_rows(variants, labels, v, [ref], lengths)],
+        ]
     lines += ["", figure(results, out / f"{name}.png", name)]
     return lines
 
@@ -74,19 +103,32 @@ def scaling_section(results: list[dict], out: Path) -> tuple[list[str], dict]:
     for strategy in ("clex", "yarn"):
         runs = [r for r in results if r["strategy"] == strategy and r["extrapolation_length"]["value"]]
         try:
-            fits[strategy] = fit_power_law([r["parameters"] for r in runs], [r["train_length"] for r in runs],
-                                           [r["extrapolation_length"]["value"] for r in runs],
-                                           censored=[r["extrapolation_length"]["censored"] for r in runs],
-                                           groups=[variant_id(r["config"]) for r in runs], bootstrap=BOOTSTRAP)
+            fits[strategy] = fit_power_law(
+                [r["parameters"] for r in runs],
+                [r["train_length"] for r in runs],
+                [r["extrapolation_length"]["value"] for r in runs],
+                censored=[r["extrapolation_length"]["censored"] for r in runs],
+                groups=[variant_id(r["config"]) for r in runs],
+                bootstrap=BOOTSTRAP,
+            )
         except ConfigError as error:
             errors.append(f"- {strategy}: no fit ({error})")
     lengths = sorted({r["train_length"] for r in results})
     for strategy in ("clex", "yarn"):
         sizes = sorted({r["parameters"] for r in results if r["strategy"] == strategy})  # CLEX counts its ODE too
-        cells = {(n, L): [r for r in results if r["strategy"] == strategy and r["parameters"] == n and r["train_length"] == L]
-                 for n in sizes for L in lengths}
-        lines += [f"{strategy}: extrapolation length (tokens), mean ± 95% CI over seeds (≥: some seed is a lower bound)", "",
-                  "| parameters | " + " | ".join(f"L = {L}" for L in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
+        cells = {
+            (n, L): [
+                r for r in results if r["strategy"] == strategy and r["parameters"] == n and r["train_length"] == L
+            ]
+            for n in sizes
+            for L in lengths
+        }
+        lines += [
+            f"{strategy}: extrapolation length (tokens), mean ± 95% CI over seeds (≥: some seed is a lower bound)",
+            "",
+            "| parameters | " + " | ".join(f"L = {L}" for L in lengths) + " |",
+            "|---" * (len(lengths) + 1) + "|",
+        ]
         for n in sizes:
             row = [extrapolation_cell(cells[n, L]) for L in lengths]
             lines.append(f"| {n / 1e6:.2f}M | " + " | ".join(row) + " |")
@@ -95,16 +137,36 @@ def scaling_section(results: list[dict], out: Path) -> tuple[list[str], dict]:
         from clex.plots import plot_fit
 
         for strategy, fit in fits.items():
-            rows = [{"parameters": r["parameters"], "train_length": r["train_length"], "censored": r["extrapolation_length"]["censored"],
-                     "extrapolation_length": r["extrapolation_length"]["value"]} for r in results
-                    if r["strategy"] == strategy and r["extrapolation_length"]["value"]]
+            rows = [
+                {
+                    "parameters": r["parameters"],
+                    "train_length": r["train_length"],
+                    "censored": r["extrapolation_length"]["censored"],
+                    "extrapolation_length": r["extrapolation_length"]["value"],
+                }
+                for r in results
+                if r["strategy"] == strategy and r["extrapolation_length"]["value"]
+            ]
             plot_fit(rows, fit, strategy, out)
-        lines += ["| strategy | runs | censored | alpha (model size) | beta (training length) |", "|---|---|---|---|---|"] + [
-            f"| {s} | {f['samples']} | {f['censored']} | {f['coef'][1]:.2f} [{f['ci'][1][0]:.2f}, {f['ci'][1][1]:.2f}] | "
-            f"{f['coef'][2]:.2f} [{f['ci'][2][0]:.2f}, {f['ci'][2][1]:.2f}] |" for s, f in fits.items()] + [""] + errors + [
-            "", "log E = log a + alpha log N + beta log L, E the extrapolation length (eps 0.1); censored runs enter as "
-            "lower bounds (Tobit likelihood); 95% bootstrap intervals over configurations, seeds kept together.", "",
-            *[f"![scaling law, {s}](scaling_law_{s}.png)" for s in fits]]
+        lines += (
+            ["| strategy | runs | censored | alpha (model size) | beta (training length) |", "|---|---|---|---|---|"]
+            + [
+                f"| {s} | {f['samples']} | {f['censored']} | "
+                f"{f['coef'][1]:.2f} [{f['ci'][1][0]:.2f}, {f['ci'][1][1]:.2f}] | "
+                f"{f['coef'][2]:.2f} [{f['ci'][2][0]:.2f}, {f['ci'][2][1]:.2f}] |"
+                for s, f in fits.items()
+            ]
+            + [""]
+            + errors
+            + [
+                "",
+                "log E = log a + alpha log N + beta log L, E the extrapolation length (eps 0.1); censored runs "
+                "enter as "
+                "lower bounds (Tobit likelihood); 95% bootstrap intervals over configurations, seeds kept together.",
+                "",
+                *[f"![scaling law, {s}](scaling_law_{s}.png)" for s in fits],
+            ]
+        )
     return lines + ([] if fits else errors), fits
 
 
@@ -122,8 +184,10 @@ def claims(studies: dict, fits: dict) -> list[str]:
     clex_4x = runs_of("miniature_table1_4x_clex", **{"sampler.position": "pose"})
     for name, label in (("pi", "PI x4"), ("yarn", "YaRN x4")):
         other = runs_of("miniature_table1_4x", **{"strategy.name": name})
-        rows.append(f"| CLEX (t_max 16) beats {label} at L = 4 x L0, evaluated at 4L | PPL(clex) - PPL({name}) at 4L: "
-                    f"**{verdict(paired_at(clex_4x, other, lambda r: 4 * r['train_length']))}** |")
+        rows.append(
+            f"| CLEX (t_max 16) beats {label} at L = 4 x L0, evaluated at 4L | PPL(clex) - PPL({name}) at 4L: "
+            f"**{verdict(paired_at(clex_4x, other, lambda r: 4 * r['train_length']))}** |"
+        )
     clex = runs_of("miniature_table1", **{"strategy.name": "clex"})
     if clex:
         L = clex[0]["train_length"]
@@ -133,25 +197,41 @@ def claims(studies: dict, fits: dict) -> list[str]:
     if clex and ratio is None:
         rows.append("| PPL stays flat to 4x the training length | no seed has a finite PPL at both L and 4L |")
     elif clex:
-        state = ("holds" if ratio.high is not None and ratio.high <= 1 + EPS else
-                 "does not hold" if ratio.low is not None and ratio.low > 1 + EPS else "not resolved at this n")
-        rows.append(f"| PPL stays flat to 4x the training length | PPL(4L) / PPL(L) = {ratio.format(3)} "
-                    f"(n = {ratio.n}; flat: within 1 + eps = {1 + EPS}): **{state}** |")
-    cont, disc = runs_of("clex_dynamics", **{"strategy.dynamics": "continuous"}), runs_of("clex_dynamics", **{"strategy.dynamics": "discrete"})
-    rows.append("| Continuous dynamics beat discrete ones | PPL(continuous) - PPL(discrete) at 4L: "
-                f"**{verdict(paired_at(cont, disc, lambda r: 4 * r['train_length']))}** |")
+        state = (
+            "holds"
+            if ratio.high is not None and ratio.high <= 1 + EPS
+            else "does not hold"
+            if ratio.low is not None and ratio.low > 1 + EPS
+            else "not resolved at this n"
+        )
+        rows.append(
+            f"| PPL stays flat to 4x the training length | PPL(4L) / PPL(L) = {ratio.format(3)} "
+            f"(n = {ratio.n}; flat: within 1 + eps = {1 + EPS}): **{state}** |"
+        )
+    cont, disc = (
+        runs_of("clex_dynamics", **{"strategy.dynamics": "continuous"}),
+        runs_of("clex_dynamics", **{"strategy.dynamics": "discrete"}),
+    )
+    rows.append(
+        "| Continuous dynamics beat discrete ones | PPL(continuous) - PPL(discrete) at 4L: "
+        f"**{verdict(paired_at(cont, disc, lambda r: 4 * r['train_length']))}** |"
+    )
     official = runs_of("clex_positions", **{"sampler.position": "extrapolated-random"})
     contiguous = runs_of("clex_positions", **{"sampler.position": "contiguous"})
-    rows.append("| Position extrapolation is needed | PPL(extrapolated-random) - PPL(contiguous) at 4L: "
-                f"**{verdict(paired_at(official, contiguous, lambda r: 4 * r['train_length']))}** |")
+    rows.append(
+        "| Position extrapolation is needed | PPL(extrapolated-random) - PPL(contiguous) at 4L: "
+        f"**{verdict(paired_at(official, contiguous, lambda r: 4 * r['train_length']))}** |"
+    )
     if "clex" in fits:
         f = fits["clex"]
         grows = all(f["ci"][i][0] > 0 for i in (1, 2))
         shrinks = any(f["ci"][i][1] < 0 for i in (1, 2))
         state = "holds" if grows else "does not hold" if shrinks else "not resolved at this n"
-        rows.append(f"| Extrapolation grows with model size and training length | alpha {f['coef'][1]:.2f} "
-                    f"[{f['ci'][1][0]:.2f}, {f['ci'][1][1]:.2f}], beta {f['coef'][2]:.2f} [{f['ci'][2][0]:.2f}, "
-                    f"{f['ci'][2][1]:.2f}]: **{state}** |")
+        rows.append(
+            f"| Extrapolation grows with model size and training length | alpha {f['coef'][1]:.2f} "
+            f"[{f['ci'][1][0]:.2f}, {f['ci'][1][1]:.2f}], beta {f['coef'][2]:.2f} [{f['ci'][2][0]:.2f}, "
+            f"{f['ci'][2][1]:.2f}]: **{state}** |"
+        )
     else:
         rows.append("| Extrapolation grows with model size and training length | the scaling part has not run yet |")
     return ["| the paper's claim | what the miniature shows |", "|---|---|", *rows]
@@ -168,13 +248,16 @@ TABLE1_4X = ("miniature_table1_4x", "miniature_table1_4x_yarn16", "miniature_tab
 
 def provenance_line(results: list[dict]) -> str:
     """The commits, CPUs, torch versions and thread counts the report's runs came from (more than one is said)."""
+
     def values(get):
         return ", ".join(sorted({str(get(r)) for r in results})) or "-"
 
-    return (f"Provenance of the runs: commit {values(lambda r: (r.get('git_commit') or '?')[:7])}; CPU "
-            f"{values(lambda r: r.get('numerics', {}).get('cpu', '?'))}; torch "
-            f"{values(lambda r: r.get('packages', {}).get('torch', '?'))}; "
-            f"{values(lambda r: r.get('numerics', {}).get('torch_threads', '?'))} threads.")
+    return (
+        f"Provenance of the runs: commit {values(lambda r: (r.get('git_commit') or '?')[:7])}; CPU "
+        f"{values(lambda r: r.get('numerics', {}).get('cpu', '?'))}; torch "
+        f"{values(lambda r: r.get('packages', {}).get('torch', '?'))}; "
+        f"{values(lambda r: r.get('numerics', {}).get('torch_threads', '?'))} threads."
+    )
 
 
 def write_report(studies: dict, out: Path) -> str:
@@ -184,63 +267,121 @@ def write_report(studies: dict, out: Path) -> str:
     table1 = studies.get("miniature_table1", [])
     table1_4x = [r for name in TABLE1_4X for r in studies.get(name, [])]
     everything = [r for rs in studies.values() for r in rs]
-    lines = ["# The miniature: CLEX and its baselines on a subword model, with intervals", "",
-             "Regenerate with `python analysis/miniature_report.py` (resumable: a rerun skips finished trials and "
-             "reuses finished runs; `--analyse-only` rewrites this page from what is finished). On a GPU cluster the "
-             "same command takes `trainer=gpu` (or `trainer=ddp trainer.devices=N`) and runs its sweeps there.", "",
-             "Setup: a tiny Llama (4 layers, 128 wide, 1.04M parameters) on the Python standard library's own source, "
-             "byte-level BPE with 2,048 tokens trained on the train split only; stage 1 pre-trains with plain RoPE at "
-             "L0 = 128 tokens (600 steps of 16 x 128); stage 2 fine-tunes that base with each strategy for 200 steps "
-             "at L = 4 x L0 = 512 (section 1, the paper's comparison) or at L = L0 = 128 (section 2, the paper's "
-             "CLEX-4K row); PPL on the test split, 16,384 scored tokens per length. "
-             f"Seeds 0, 1, 2. {protocols_line(describe_protocol(r.get('eval_protocol')) for r in everything)} "
-             f"Cells: {INTERVAL_NOTE}. Lengths are in BPE tokens (about 3.5 bytes each).", "",
-             provenance_line(everything) if everything else "No runs yet.", ""]
+    lines = [
+        "# The miniature: CLEX and its baselines on a subword model, with intervals",
+        "",
+        "Regenerate with `python analysis/miniature_report.py` (resumable: a rerun skips finished trials and "
+        "reuses finished runs; `--analyse-only` rewrites this page from what is finished). On a GPU cluster the "
+        "same command takes `trainer=gpu` (or `trainer=ddp trainer.devices=N`) and runs its sweeps there.",
+        "",
+        "Setup: a tiny Llama (4 layers, 128 wide, 1.04M parameters) on the Python standard library's own source, "
+        "byte-level BPE with 2,048 tokens trained on the train split only; stage 1 pre-trains with plain RoPE at "
+        "L0 = 128 tokens (600 steps of 16 x 128); stage 2 fine-tunes that base with each strategy for 200 steps "
+        "at L = 4 x L0 = 512 (section 1, the paper's comparison) or at L = L0 = 128 (section 2, the paper's "
+        "CLEX-4K row); PPL on the test split, 16,384 scored tokens per length. "
+        f"Seeds 0, 1, 2. {protocols_line(describe_protocol(r.get('eval_protocol')) for r in everything)} "
+        f"Cells: {INTERVAL_NOTE}. Lengths are in BPE tokens (about 3.5 bytes each).",
+        "",
+        provenance_line(everything) if everything else "No runs yet.",
+        "",
+    ]
     if any(not (r.get("eval_protocol") or {}).get("same_tokens") for r in everything):
-        lines += ["Runs without `eval.same_tokens` score, at each length, the test documents long enough for it: "
-                  "their columns differ in documents as well as length; compare them within a column only.", ""]
-    parts = (("Table 1 at L = 4 x L0", list(TABLE1_4X)), ("Table 1 at L = L0", ["miniature_table1"]),
-             ("ablations", list(TITLES)), ("scaling law", ["miniature_scaling"]))
+        lines += [
+            "Runs without `eval.same_tokens` score, at each length, the test documents long enough for it: "
+            "their columns differ in documents as well as length; compare them within a column only.",
+            "",
+        ]
+    parts = (
+        ("Table 1 at L = 4 x L0", list(TABLE1_4X)),
+        ("Table 1 at L = L0", ["miniature_table1"]),
+        ("ablations", list(TITLES)),
+        ("scaling law", ["miniature_scaling"]),
+    )
     seen, compute = set(), {}
     for part, names in parts:
         runs = [r for n in names for r in studies.get(n, []) if r["name"] not in seen]
         seen |= {r["name"] for r in runs}
         compute[part] = compute_minutes(runs)
-    lines += ["Compute on 2 CPU cores (the runs' wall times, each run once, base models included): " +
-              ", ".join(f"{k} {v:.0f} min" for k, v in compute.items()) + ".", ""]
-    lines += ["## 1. Table 1 at L = 4 x L0: the paper's comparison", "",
-              *(table1_4x_section(table1_4x, out) if table1_4x else
-                ["Not run yet (`python analysis/miniature_report.py --parts table1_4x`)."]), ""]
+    lines += [
+        "Compute on 2 CPU cores (the runs' wall times, each run once, base models included): "
+        + ", ".join(f"{k} {v:.0f} min" for k, v in compute.items())
+        + ".",
+        "",
+    ]
+    lines += [
+        "## 1. Table 1 at L = 4 x L0: the paper's comparison",
+        "",
+        *(
+            table1_4x_section(table1_4x, out)
+            if table1_4x
+            else ["Not run yet (`python analysis/miniature_report.py --parts table1_4x`)."]
+        ),
+        "",
+    ]
     lines += ["## 2. Table 1 at L = L0 (the CLEX-4K row)", ""]
     if table1:
         variants, labels = ordered_variants(table1)
         lengths = lengths_of(table1)
         by_strategy = {v[0]["strategy"]: vid for vid, v in variants.items()}
-        lines += [*variant_table(variants, labels, lengths), "",
-                  "CLEX against each baseline, paired per seed (mean ± 95% CI of PPL(clex) - PPL(baseline); * resolved; "
-                  "negative: CLEX better):", "", "| difference | " + " | ".join(map(str, lengths)) + " |",
-                  "|---" * (len(lengths) + 1) + "|",
-                  *(paired_rows(variants, labels, by_strategy["clex"], [by_strategy[s] for s in STRATEGY_ORDER
-                                                                       if s in by_strategy and s != "clex"], lengths)
-                    if "clex" in by_strategy else []), "", figure(table1, out / "table1.png", "Table 1"), "",
-                  *position_section(variants, labels, table1[0]["original_length"], out, "position_nll"), ""]
+        lines += [
+            *variant_table(variants, labels, lengths),
+            "",
+            "CLEX against each baseline, paired per seed (mean ± 95% CI of PPL(clex) - PPL(baseline); * resolved; "
+            "negative: CLEX better):",
+            "",
+            "| difference | " + " | ".join(map(str, lengths)) + " |",
+            "|---" * (len(lengths) + 1) + "|",
+            *(
+                paired_rows(
+                    variants,
+                    labels,
+                    by_strategy["clex"],
+                    [by_strategy[s] for s in STRATEGY_ORDER if s in by_strategy and s != "clex"],
+                    lengths,
+                )
+                if "clex" in by_strategy
+                else []
+            ),
+            "",
+            figure(table1, out / "table1.png", "Table 1"),
+            "",
+            *position_section(variants, labels, table1[0]["original_length"], out, "position_nll"),
+            "",
+        ]
     else:
         lines += ["Not run yet (`python analysis/miniature_report.py --parts table1`).", ""]
-    lines += ["## 3. CLEX ablations and evaluation rules (L = L0)", "",
-              "Each study runs its choices with seeds 0-2; its first choice is the reference of the paired table. "
-              "The default CLEX (t_max 8, lambda 1, `pose` positions, t = ceil(len / L0) clamped at t_max) is shared "
-              "between studies.", ""]
+    lines += [
+        "## 3. CLEX ablations and evaluation rules (L = L0)",
+        "",
+        "Each study runs its choices with seeds 0-2; its first choice is the reference of the paired table. "
+        "The default CLEX (t_max 8, lambda 1, `pose` positions, t = ceil(len / L0) clamped at t_max) is shared "
+        "between studies.",
+        "",
+    ]
     for name, title in TITLES.items():
         if studies.get(name):
             section = study_section(name, studies[name], out)
             lines += [f"### {title}", "", *([NOTES[name], ""] if name in NOTES else []), *section, ""]
         else:
             lines += [f"### {title}", "", "Not run yet.", ""]
-    scaling, fits = scaling_section(studies.get("miniature_scaling", []), out) if studies.get("miniature_scaling") else (
-        ["Not run yet (`python analysis/miniature_report.py --parts scaling`)."], {})
-    lines += ["## 4. The scaling law", "", "This study sets L0 = L (`model.original_length=${train.length}`): each "
-              "training length has a base pre-trained at it, unlike the paper, whose scaling law keeps LLaMA-2's "
-              "4k and varies the fine-tuning length. Its beta reads how extrapolation grows with a model's own "
-              "context, not with fine-tuning length.", "", *scaling, "", "## 5. The paper's claims, side by side", "",
-              *claims(studies, fits), ""]
+    scaling, fits = (
+        scaling_section(studies.get("miniature_scaling", []), out)
+        if studies.get("miniature_scaling")
+        else (["Not run yet (`python analysis/miniature_report.py --parts scaling`)."], {})
+    )
+    lines += [
+        "## 4. The scaling law",
+        "",
+        "This study sets L0 = L (`model.original_length=${train.length}`): each "
+        "training length has a base pre-trained at it, unlike the paper, whose scaling law keeps LLaMA-2's "
+        "4k and varies the fine-tuning length. Its beta reads how extrapolation grows with a model's own "
+        "context, not with fine-tuning length.",
+        "",
+        *scaling,
+        "",
+        "## 5. The paper's claims, side by side",
+        "",
+        *claims(studies, fits),
+        "",
+    ]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ build the family's plain model from the config without its rope_scaling, and pat
 the checkpoint's ODE weights (clex.checkpoint.official_strategy: base 10000 inside ntk(t), t = ceil(len / L0)
 clamped at max_factor, the log-scale rule of the release). No remote code, no download.
 """
+
 import json
 from pathlib import Path
 
@@ -20,8 +21,11 @@ from clex.io import load_tensors, replaced_directory
 from clex.registry import ConfigError
 
 PREFIX = "model.clex_layer."
-ODE_KEYS = {"up": PREFIX + "proj_func.ode_up_proj", "down": PREFIX + "proj_func.ode_down_proj",
-            "inv_freq": PREFIX + "inv_freq"}
+ODE_KEYS = {
+    "up": PREFIX + "proj_func.ode_up_proj",
+    "down": PREFIX + "proj_func.ode_down_proj",
+    "inv_freq": PREFIX + "inv_freq",
+}
 CONFIG_ONLY = ("rope_scaling", "log_scale", "use_flashattn", "auto_map", "architectures", "transformers_version")
 
 
@@ -67,11 +71,14 @@ def ode_tensors(directory, settings: dict, rotary_dim: int) -> dict:
         path = files.get(name, files.get(None))
         tensor = _read_tensor(path, name) if path is not None else None
         if tensor is None:
-            raise ConfigError(f"{path or directory}: no tensor {name}; a released CLEX checkpoint has "
-                              f"{', '.join(ODE_KEYS.values())}")
+            raise ConfigError(
+                f"{path or directory}: no tensor {name}; a released CLEX checkpoint has {', '.join(ODE_KEYS.values())}"
+            )
         if tuple(tensor.shape) != shapes[short]:
-            raise ConfigError(f"{path}: {name} has shape {list(tensor.shape)}; config.json (rotary dim {rotary_dim}, "
-                              f"rope_scaling.param_factor {settings['param_factor']}) needs {list(shapes[short])}")
+            raise ConfigError(
+                f"{path}: {name} has shape {list(tensor.shape)}; config.json (rotary dim {rotary_dim}, "
+                f"rope_scaling.param_factor {settings['param_factor']}) needs {list(shapes[short])}"
+            )
         tensors[short] = tensor.float()
     return tensors
 
@@ -96,8 +103,9 @@ def load_model(directory, **from_pretrained_options):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the clex_layer tensors are "unexpected keys" to the plain model
     try:
-        return AutoModelForCausalLM.from_pretrained(directory, config=transformers_config(settings),
-                                                    local_files_only=True, **from_pretrained_options)
+        return AutoModelForCausalLM.from_pretrained(
+            directory, config=transformers_config(settings), local_files_only=True, **from_pretrained_options
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
 
@@ -123,19 +131,34 @@ def check_exportable(model):
     strategy = rotary.strategy
     family = model.config.model_type
     if strategy.name != "clex":
-        raise ConfigError(f"cannot export to the official CLEX format: strategy {strategy.name!r}: the format holds CLEX only")
+        raise ConfigError(
+            f"cannot export to the official CLEX format: strategy {strategy.name!r}: the format holds CLEX only"
+        )
     problems = [
-        (family not in ("llama", "mixtral", "phi"), f"model type {family!r}: the official code has Llama, Mixtral and Phi"),
+        (
+            family not in ("llama", "mixtral", "phi"),
+            f"model type {family!r}: the official code has Llama, Mixtral and Phi",
+        ),
         (strategy.dynamics != "continuous", "discrete dynamics: the official ODE is continuous"),
         (strategy.eval_scale != "ceil", "an evaluation rule other than t = ceil(len / L0)"),
         (strategy.beyond_max != "clamp", "beyond_max=extrapolate: the official t stops at max_factor"),
-        ((model.config.rope_parameters or {}).get("rope_type", "default") != "default",
-         "a checkpoint rope other than plain RoPE underneath"),
-        (strategy.width % strategy.rotary_dim != 0,
-         f"projection width {strategy.width}: the format needs an integer multiple of the rotary dim {strategy.rotary_dim}"),
-        (strategy.ntk_base != OFFICIAL_NTK_BASE,
-         f"ntk_base {strategy.ntk_base:g}: the official ntk(t) uses base 10000 (train with strategy.ntk_base=10000)"),
-        (rotary.log_scale and rotary.log_scale_clamp, "log_scale with the clamp at 1: the official factor is unclamped"),
+        (
+            (model.config.rope_parameters or {}).get("rope_type", "default") != "default",
+            "a checkpoint rope other than plain RoPE underneath",
+        ),
+        (
+            strategy.width % strategy.rotary_dim != 0,
+            f"projection width {strategy.width}: the format needs an integer multiple of the rotary dim "
+            f"{strategy.rotary_dim}",
+        ),
+        (
+            strategy.ntk_base != OFFICIAL_NTK_BASE,
+            f"ntk_base {strategy.ntk_base:g}: the official ntk(t) uses base 10000 (train with strategy.ntk_base=10000)",
+        ),
+        (
+            rotary.log_scale and rotary.log_scale_clamp,
+            "log_scale with the clamp at 1: the official factor is unclamped",
+        ),
         (rotary.log_scale and family != "llama", "log_scale on a family whose official code never applies it"),
     ]
     for failed, why in problems:
@@ -160,9 +183,11 @@ def save_official(model, directory, tokenizer=None):
 def _write_official(model, rotary, strategy, tmp: Path, tokenizer):
     state = {k: v for k, v in model.state_dict().items() if ".rotary_emb." not in k}
     model.save_pretrained(tmp, state_dict=state)
-    ode = {ODE_KEYS["up"]: strategy.up.weight.detach().T.contiguous().float().cpu(),
-           ODE_KEYS["down"]: strategy.down.weight.detach().T.contiguous().float().cpu(),
-           ODE_KEYS["inv_freq"]: strategy.base_inv_freq.detach().float().cpu()}
+    ode = {
+        ODE_KEYS["up"]: strategy.up.weight.detach().T.contiguous().float().cpu(),
+        ODE_KEYS["down"]: strategy.down.weight.detach().T.contiguous().float().cpu(),
+        ODE_KEYS["inv_freq"]: strategy.base_inv_freq.detach().float().cpu(),
+    }
     index = tmp / "model.safetensors.index.json"
     if index.is_file():  # sharded: the ODE in a shard of its own, named in the index
         save_file(ode, str(tmp / "model-clex_layer.safetensors"), metadata={"format": "pt"})
@@ -178,9 +203,13 @@ def _write_official(model, rotary, strategy, tmp: Path, tokenizer):
     config["rope_theta"] = rope.get("rope_theta", strategy.base)
     config["max_position_embeddings"] = strategy.original_length  # the official L0
     max_factor = int(strategy.max_scale) if strategy.max_scale == int(strategy.max_scale) else strategy.max_scale
-    config["rope_scaling"] = {"type": "clex", "max_factor": max_factor,
-                              "param_factor": int(strategy.width // strategy.rotary_dim), "act": strategy.activation,
-                              "time_dt": OFFICIAL_TIME_DT}
+    config["rope_scaling"] = {
+        "type": "clex",
+        "max_factor": max_factor,
+        "param_factor": int(strategy.width // strategy.rotary_dim),
+        "act": strategy.activation,
+        "time_dt": OFFICIAL_TIME_DT,
+    }
     config.update(log_scale=bool(rotary.log_scale), use_flashattn=bool(rotary.log_scale))
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     if tokenizer is not None:

@@ -1,11 +1,14 @@
 """Passkey retrieval (Mohtashami & Jaggi 2023; the CLEX paper's protocol): a 5-digit key hidden at a
 given depth of filler text, then asked for; accuracy over a length x depth grid, greedy decoding."""
+
 import torch
 
 from clex.decoding import greedy_answer
 
-INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
-         "I will quiz you about the important information there. ")
+INTRO = (
+    "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+    "I will quiz you about the important information there. "
+)
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 QUESTION = "What is the pass key? The pass key is"
 
@@ -27,7 +30,9 @@ def passkey_prompt(tokenizer, length: int, depth: float, passkey: int):
     return torch.tensor(ids, dtype=torch.long), torch.tensor(tokenizer.encode(f" {passkey}"), dtype=torch.long)
 
 
-def passkey_grid(model, tokenizer, lengths, depths, trials: int, seed: int, chunk_size: int | None = None) -> list[dict]:
+def passkey_grid(
+    model, tokenizer, lengths, depths, trials: int, seed: int, chunk_size: int | None = None
+) -> list[dict]:
     """One row per (length, depth): accuracy over ``trials`` random keys (the same keys for every model)."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -48,6 +53,7 @@ def plot_passkey(rows: list[dict], path, title: str):
 
     lengths = sorted({r["length"] for r in rows})
     depths = sorted({r["depth"] for r in rows})
-    grid = [[next(r["accuracy"] for r in rows if r["length"] == n and r["depth"] == d) for n in lengths]
-            for d in depths]
+    grid = [
+        [next(r["accuracy"] for r in rows if r["length"] == n and r["depth"] == d) for n in lengths] for d in depths
+    ]
     accuracy_map(grid, lengths, [f"{d:.0%}" for d in depths], "prompt length (tokens)", "depth of the key", title, path)

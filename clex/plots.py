@@ -1,5 +1,6 @@
 """One figure style for runs and papers: Okabe-Ito colours (colour-blind safe), one colour per
 strategy everywhere, labelled axes, no interactive window."""
+
 from pathlib import Path
 
 import matplotlib
@@ -11,9 +12,18 @@ from clex import io  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 STRATEGY_COLOURS = {"rope": "#000000", "pi": "#E69F00", "fbs": "#009E73", "yarn": "#CC79A7", "clex": "#0072B2"}
-STYLE = {"font.size": 10, "axes.labelsize": 10, "axes.titlesize": 10, "legend.fontsize": 8,
-         "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.spines.top": False, "axes.spines.right": False,
-         "figure.dpi": 150, "savefig.bbox": "tight"}
+STYLE = {
+    "font.size": 10,
+    "axes.labelsize": 10,
+    "axes.titlesize": 10,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.dpi": 150,
+    "savefig.bbox": "tight",
+}
 
 
 def colour(label: str, index: int = 0) -> str:
@@ -37,12 +47,21 @@ def draw_curves(ax, curves: dict):
         lengths = sorted(curve)
         k = seen[label.split()[0]] = seen.get(label.split()[0], -1) + 1
         colour_ = colour(label, index) if k == 0 else OKABE_ITO[(index + k) % len(OKABE_ITO)]
-        ax.plot(lengths, [curve[n].mean for n in lengths], marker="osD^v"[k % 5], ms=3.5, lw=1.5, label=label,
-                color=colour_, ls=["-", "--", ":", "-."][k % 4])
+        ax.plot(
+            lengths,
+            [curve[n].mean for n in lengths],
+            marker="osD^v"[k % 5],
+            ms=3.5,
+            lw=1.5,
+            label=label,
+            color=colour_,
+            ls=["-", "--", ":", "-."][k % 4],
+        )
         banded = [n for n in lengths if curve[n].half_width is not None]
         if banded:
-            ax.fill_between(banded, [curve[n].low for n in banded], [curve[n].high for n in banded], color=colour_,
-                            alpha=0.18, lw=0)
+            ax.fill_between(
+                banded, [curve[n].low for n in banded], [curve[n].high for n in banded], color=colour_, alpha=0.18, lw=0
+            )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("evaluation length (tokens)")
     ax.set_ylabel("perplexity")
@@ -52,8 +71,11 @@ def plot_run(results: dict, path, formats=("png",)):
     """One run: PPL against evaluation length, the training length dotted."""
     from clex.stats import mean_ci
 
-    curve = {row["length"]: mean_ci([row["ppl"]]) for row in results["eval"]
-             if row["ppl"] is not None and row["ppl"] < float("inf")}
+    curve = {
+        row["length"]: mean_ci([row["ppl"]])
+        for row in results["eval"]
+        if row["ppl"] is not None and row["ppl"] < float("inf")
+    }
     plot_ppl_intervals({results["strategy"]: curve}, [results["train_length"]], path, formats)
 
 
@@ -68,8 +90,10 @@ def plot_ppl_intervals(curves: dict, train_lengths: list[int], path, formats=("p
         if lengths:
             ax.set_xticks(lengths, [str(n) for n in lengths])
         bands = any(i.half_width is not None for curve in curves.values() for i in curve.values())
-        ax.set_title(f"training length {', '.join(map(str, train_lengths))} (dotted)"
-                     + ("; bands: 95% CI over seeds" if bands else ""))
+        ax.set_title(
+            f"training length {', '.join(map(str, train_lengths))} (dotted)"
+            + ("; bands: 95% CI over seeds" if bands else "")
+        )
         ax.legend(frameon=False)
         save(fig, path, formats)
 
@@ -85,8 +109,15 @@ def accuracy_map(grid, columns: list, rows: list, xlabel: str, ylabel: str, titl
         ax.set_facecolor("0.85")
         image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=1, aspect="auto")
         for (i, j), value in np.ndenumerate(grid):
-            ax.text(j, i, "-" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=7,
-                    color="black" if np.isnan(value) or value > 0.6 else "white")
+            ax.text(
+                j,
+                i,
+                "-" if np.isnan(value) else f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if np.isnan(value) or value > 0.6 else "white",
+            )
         ax.set_xticks(range(len(columns)), [str(c) for c in columns], rotation=45, ha="right")
         ax.set_yticks(range(len(rows)), [str(r) for r in rows])
         ax.set_xlabel(xlabel)
@@ -122,17 +153,32 @@ def plot_fit(runs, fit, strategy, out):
             colour = OKABE_ITO[index % len(OKABE_ITO)]
             measured = [r for r in group if not r["censored"]]
             bounds = [r for r in group if r["censored"]]
-            ax.scatter([r["parameters"] for r in measured], [r["extrapolation_length"] for r in measured], color=colour,
-                       s=16, label=f"L = {length}", marker="o")
-            ax.scatter([r["parameters"] for r in bounds], [r["extrapolation_length"] for r in bounds], s=22,
-                       marker="^", facecolors="none", edgecolors=colour)  # lower bounds
+            ax.scatter(
+                [r["parameters"] for r in measured],
+                [r["extrapolation_length"] for r in measured],
+                color=colour,
+                s=16,
+                label=f"L = {length}",
+                marker="o",
+            )
+            ax.scatter(
+                [r["parameters"] for r in bounds],
+                [r["extrapolation_length"] for r in bounds],
+                s=22,
+                marker="^",
+                facecolors="none",
+                edgecolors=colour,
+            )  # lower bounds
             sizes = np.geomspace(min(r["parameters"] for r in runs), max(r["parameters"] for r in runs), 50)
             log_a, alpha, beta = fit["coef"]
-            ax.plot(sizes, np.exp(log_a) * sizes ** alpha * length ** beta, color=colour, lw=1.2)
+            ax.plot(sizes, np.exp(log_a) * sizes**alpha * length**beta, color=colour, lw=1.2)
         ax.set_xscale("log")
         ax.set_yscale("log", base=2)
         ax.set_xlabel("model size (parameters)")
         ax.set_ylabel("extrapolation length (tokens)")
-        ax.set_title(f"{strategy} (open triangles: lower bounds): $E \\propto N^{{{fit['coef'][1]:.2f}}} L^{{{fit['coef'][2]:.2f}}}$")
+        ax.set_title(
+            f"{strategy} (open triangles: lower bounds): "
+            f"$E \\propto N^{{{fit['coef'][1]:.2f}}} L^{{{fit['coef'][2]:.2f}}}$"
+        )
         ax.legend(frameon=False)
         save(fig, out / f"scaling_law_{strategy}", formats=("png", "pdf"))

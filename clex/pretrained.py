@@ -6,13 +6,13 @@ plain transformers loads it as the unscaled model), plus a ``clex_strategy`` ent
 ``clex_strategy.safetensors``. We do not register a rope type: a checkpoint naming an unregistered
 rope type fails to load in a process that has not imported us.
 """
+
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
 from clex.checkpoint import official_clex
 from clex.io import replaced_directory
-
 from clex.rotary import patch_model, rotary_module
 from clex.strategies import build_strategy
 
@@ -33,9 +33,15 @@ def save_pretrained(model, directory, tokenizer=None, format: str = "clex"):
     rotary = rotary_module(model)
     strategy = rotary.strategy
     model.config.clex_strategy = {
-        "version": FORMAT_VERSION, "name": strategy.name, "options": dict(strategy.options),
-        "log_scale": rotary.log_scale, "log_scale_clamp": rotary.log_scale_clamp, "rotary_dim": strategy.rotary_dim,
-        "base": strategy.base, "original_length": strategy.original_length}
+        "version": FORMAT_VERSION,
+        "name": strategy.name,
+        "options": dict(strategy.options),
+        "log_scale": rotary.log_scale,
+        "log_scale_clamp": rotary.log_scale_clamp,
+        "rotary_dim": strategy.rotary_dim,
+        "base": strategy.base,
+        "original_length": strategy.original_length,
+    }
     with replaced_directory(directory) as tmp:
         state = {k: v for k, v in model.state_dict().items() if ".rotary_emb." not in k}
         model.save_pretrained(tmp, state_dict=state)
@@ -61,10 +67,17 @@ def load_pretrained(directory, **from_pretrained_options):
     entry = getattr(model.config, "clex_strategy", None)
     if not entry:
         raise ValueError(f"{directory} has no clex_strategy entry in config.json: not saved by clex.save_pretrained")
-    strategy = build_strategy(entry["name"], rotary_dim=entry["rotary_dim"], base=entry["base"],
-                              original_length=entry["original_length"], **entry["options"])
+    strategy = build_strategy(
+        entry["name"],
+        rotary_dim=entry["rotary_dim"],
+        base=entry["base"],
+        original_length=entry["original_length"],
+        **entry["options"],
+    )
     load_strategy_weights(strategy, directory)
-    return patch_model(model, strategy, log_scale=entry["log_scale"], log_scale_clamp=entry.get("log_scale_clamp", True))
+    return patch_model(
+        model, strategy, log_scale=entry["log_scale"], log_scale_clamp=entry.get("log_scale_clamp", True)
+    )
 
 
 def load_strategy_weights(strategy, directory):

@@ -3,6 +3,7 @@
 Each package (``clex.strategies``, ``clex.samplers``) imports all of its modules on first
 lookup; a module registers its classes with the ``@REGISTRY.register("name")`` decorator.
 """
+
 import importlib
 import pkgutil
 

@@ -3,14 +3,24 @@
 Runs that differ only in seed are one variant: its cells are mean ± 95% CI over seeds. The paired
 section tests each variant against a reference on per-seed differences (same base model, same tokens).
 """
+
 import hashlib
 import math
 from pathlib import Path
 
 from clex import io
 from clex.plots import plot_ppl_intervals
-from clex.stats import (INTERVAL_NOTE, describe_protocol, group_variants, label_variants, mean_ci, paired_difference,
-                        ppl_by_seed, protocols_line, variant_config)
+from clex.stats import (
+    INTERVAL_NOTE,
+    describe_protocol,
+    group_variants,
+    label_variants,
+    mean_ci,
+    paired_difference,
+    ppl_by_seed,
+    protocols_line,
+    variant_config,
+)
 
 
 def extrapolation_cell(runs: list[dict]) -> str:
@@ -26,8 +36,10 @@ def lengths_of(results) -> list[int]:
 
 
 def variant_table(variants: dict, labels: dict, lengths: list[int]) -> list[str]:
-    lines = ["| variant | n | " + " | ".join(map(str, lengths)) + " | extrapolation length |",
-             "|---" * (len(lengths) + 3) + "|"]
+    lines = [
+        "| variant | n | " + " | ".join(map(str, lengths)) + " | extrapolation length |",
+        "|---" * (len(lengths) + 3) + "|",
+    ]
     for vid, runs in variants.items():
         cells = []
         for length in lengths:
@@ -43,12 +55,16 @@ def reference_partners(variants: dict, labels: dict, reference: str) -> tuple[di
     one (``rope,clex`` under two protocols: each protocol against its own rope); else the one variant
     labelled ``reference`` (a label like "clex": CLEX's ablations against the default); else per variant
     where there is one; else the list's first variant."""
+
     def rest(runs):  # what the run computes, but its strategy
         return {k: v for k, v in variant_config(runs[0]["config"]).items() if k != "strategy"}
 
     refs = {vid: runs for vid, runs in variants.items() if runs[0]["strategy"] == reference}
-    partners = {vid: next((rid for rid, ref in refs.items() if rest(ref) == rest(runs)), None)
-                for vid, runs in variants.items() if vid not in refs}
+    partners = {
+        vid: next((rid for rid, ref in refs.items() if rest(ref) == rest(runs)), None)
+        for vid, runs in variants.items()
+        if vid not in refs
+    }
     named = [vid for vid in variants if labels[vid] == reference]
     if partners and all(partners.values()):
         return partners, "strategy"
@@ -70,8 +86,10 @@ def difference_cell(diff) -> str:
 
 def interval_curves(variants: dict, labels: dict) -> dict:
     """label -> {length: Interval of the per-seed PPL}, for plots.plot_ppl_intervals."""
-    return {labels[vid]: {n: mean_ci(list(v.values())) for n in lengths_of(runs) if (v := ppl_by_seed(runs, n))}
-            for vid, runs in variants.items()}
+    return {
+        labels[vid]: {n: mean_ci(list(v.values())) for n in lengths_of(runs) if (v := ppl_by_seed(runs, n))}
+        for vid, runs in variants.items()
+    }
 
 
 def paired_section(variants: dict, labels: dict, lengths: list[int], reference: str) -> list[str]:
@@ -80,16 +98,25 @@ def paired_section(variants: dict, labels: dict, lengths: list[int], reference: 
         return []
     if mode == "first":
         first = next(iter(variants))
-        intro = (f"No run of the reference `{reference}` here (`compare.reference=NAME` picks one): each variant "
-                 f"against the first, **{labels[first]}**.")
+        intro = (
+            f"No run of the reference `{reference}` here (`compare.reference=NAME` picks one): each variant "
+            f"against the first, **{labels[first]}**."
+        )
     elif mode == "label":
         intro = f"Each variant against **{reference}** (`compare.reference=NAME` to change)."
     else:
         intro = f"Each variant against `{reference}` with the same settings (`compare.reference=NAME` to change)."
-    lines = ["", "## Paired differences", "", intro + " Cells: mean over seeds of PPL(variant) - PPL(reference) "
-             "± 95% t-interval of the per-seed differences; * where the interval excludes 0 (resolved), "
-             "n = seeds both have.", "",
-             "| variant - reference | n | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 2) + "|"]
+    lines = [
+        "",
+        "## Paired differences",
+        "",
+        intro + " Cells: mean over seeds of PPL(variant) - PPL(reference) "
+        "± 95% t-interval of the per-seed differences; * where the interval excludes 0 (resolved), "
+        "n = seeds both have.",
+        "",
+        "| variant - reference | n | " + " | ".join(map(str, lengths)) + " |",
+        "|---" * (len(lengths) + 2) + "|",
+    ]
     for vid, rid in partners.items():
         if rid is None:
             lines.append(f"| {labels[vid]} | 0 | " + " | ".join("no reference run" for _ in lengths) + " |")
@@ -103,23 +130,35 @@ def paired_section(variants: dict, labels: dict, lengths: list[int], reference: 
     return lines
 
 
-RETRIEVAL = (("passkey", "Passkey retrieval: accuracy (mean over depths)"),
-             ("ruler", "RULER-style tasks: exact-match accuracy (mean over the tasks that fit each length; each run's "
-                       "ruler.json has every task and depth)"))
+RETRIEVAL = (
+    ("passkey", "Passkey retrieval: accuracy (mean over depths)"),
+    (
+        "ruler",
+        "RULER-style tasks: exact-match accuracy (mean over the tasks that fit each length; each run's "
+        "ruler.json has every task and depth)",
+    ),
+)
 
 
 def accuracy_sections(variants: dict, labels: dict) -> list[str]:
     """Per retrieval evaluation the runs have: mean ± 95% CI over seeds of the accuracy at each length."""
     lines = []
     for key, title in RETRIEVAL:
-        by_variant = {vid: [{int(n): a for n, a in r[key]["accuracy_by_length"].items()} for r in runs if r.get(key)]
-                      for vid, runs in variants.items()}
+        by_variant = {
+            vid: [{int(n): a for n, a in r[key]["accuracy_by_length"].items()} for r in runs if r.get(key)]
+            for vid, runs in variants.items()
+        }
         by_variant = {vid: seeds for vid, seeds in by_variant.items() if seeds}
         if not by_variant:
             continue
         lengths = sorted({n for seeds in by_variant.values() for seed in seeds for n in seed})
-        lines += ["", f"## {title}", "", "| variant | n | " + " | ".join(map(str, lengths)) + " |",
-                  "|---" * (len(lengths) + 2) + "|"]
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            "| variant | n | " + " | ".join(map(str, lengths)) + " |",
+            "|---" * (len(lengths) + 2) + "|",
+        ]
         for vid, seeds in by_variant.items():
             cells = [mean_ci(values).format() if (values := [s[n] for s in seeds if n in s]) else "-" for n in lengths]
             lines.append(f"| {labels[vid]} | {len(seeds)} | " + " | ".join(cells) + " |")
@@ -128,39 +167,67 @@ def accuracy_sections(variants: dict, labels: dict) -> list[str]:
 
 def harness_by_seed(runs: list[dict], task: str, length: str) -> dict:
     """seed -> the run's lm-eval score of ``task`` at ``length`` ("all": a task without lengths)."""
-    return {r["seed"]: cells[length] for r in runs if r.get("harness")
-            and (cells := r["harness"]["score_by_task"].get(task)) and cells.get(length) is not None}
+    return {
+        r["seed"]: cells[length]
+        for r in runs
+        if r.get("harness") and (cells := r["harness"]["score_by_task"].get(task)) and cells.get(length) is not None
+    }
 
 
 def harness_sections(variants: dict, labels: dict, reference: str) -> list[str]:
     """lm-eval tasks (harness.json): per task and length, mean ± 95% CI over seeds, then each variant's paired
     differences against the reference (the same pairing as perplexity's)."""
-    cells = {(task, n) for runs in variants.values() for r in runs if r.get("harness")
-             for task, by_length in r["harness"]["score_by_task"].items() for n in by_length}
+    cells = {
+        (task, n)
+        for runs in variants.values()
+        for r in runs
+        if r.get("harness")
+        for task, by_length in r["harness"]["score_by_task"].items()
+        for n in by_length
+    }
     if not cells:
         return []
     columns = sorted(cells, key=lambda c: (c[0], c[1] == "all", int(c[1]) if c[1] != "all" else 0))
     header = " | ".join(f"{task} @ {n}" for task, n in columns)
-    lines = ["", "## lm-eval tasks: score per task @ length (each run's harness.json)", "",
-             f"| variant | n | {header} |", "|---" * (len(columns) + 2) + "|"]
+    lines = [
+        "",
+        "## lm-eval tasks: score per task @ length (each run's harness.json)",
+        "",
+        f"| variant | n | {header} |",
+        "|---" * (len(columns) + 2) + "|",
+    ]
     for vid, runs in variants.items():
         row = [mean_ci(list(v.values())).format() if (v := harness_by_seed(runs, *c)) else "-" for c in columns]
         lines.append(f"| {labels[vid]} | {sum(bool(r.get('harness')) for r in runs)} | " + " | ".join(row) + " |")
     partners, _ = reference_partners(variants, labels, reference)
     pairs = {vid: rid for vid, rid in partners.items() if rid is not None}
     if pairs:
-        lines += ["", "Paired: mean over seeds of score(variant) - score(reference) ± 95% t-interval; * excludes 0.", "",
-                  f"| variant - reference | {header} |", "|---" * (len(columns) + 1) + "|"]
+        lines += [
+            "",
+            "Paired: mean over seeds of score(variant) - score(reference) ± 95% t-interval; * excludes 0.",
+            "",
+            f"| variant - reference | {header} |",
+            "|---" * (len(columns) + 1) + "|",
+        ]
         for vid, rid in pairs.items():
-            diffs = [difference_cell(paired_difference(harness_by_seed(variants[vid], *c),
-                                                       harness_by_seed(variants[rid], *c))) for c in columns]
+            diffs = [
+                difference_cell(
+                    paired_difference(harness_by_seed(variants[vid], *c), harness_by_seed(variants[rid], *c))
+                )
+                for c in columns
+            ]
             lines.append(f"| {labels[vid]} - {labels[rid]} | " + " | ".join(diffs) + " |")
     return lines
 
 
 def runs_section(variants: dict, labels: dict, lengths: list[int]) -> list[str]:
-    lines = ["", "## Runs", "", "| variant | seed | " + " | ".join(map(str, lengths)) + " | extrapolation length | run |",
-             "|---" * (len(lengths) + 4) + "|"]
+    lines = [
+        "",
+        "## Runs",
+        "",
+        "| variant | seed | " + " | ".join(map(str, lengths)) + " | extrapolation length | run |",
+        "|---" * (len(lengths) + 4) + "|",
+    ]
     for vid, runs in variants.items():
         for r in sorted(runs, key=lambda r: r["seed"]):
             ppl = {row["length"]: row["ppl"] for row in r["eval"]}
@@ -192,17 +259,21 @@ def comparison_markdown(results: list[dict], reference: str = "rope", runs: bool
     lengths = lengths_of(results)
     first = results[0]
     seeds = sorted({r["seed"] for r in results})
-    lines = ["## Perplexity by evaluation length", "",
-             *variant_table(variants, labels, lengths), "",
-             f"Evaluation lengths in tokens; training length L = {first['train_length']}, L0 = {first['original_length']}; "
-             f"{first['eval'][0]['tokens']} tokens scored at L; seeds {', '.join(map(str, seeds))}. "
-             f"{protocols_line(describe_protocol(r.get('eval_protocol')) for r in results)} Cells: {INTERVAL_NOTE}. "
-             "Extrapolation length: largest length with PPL within (1 + eps) of PPL at L (≥ / +: some run stayed "
-             "within at every evaluated length, a lower bound).",
-             *paired_section(variants, labels, lengths, reference),
-             *accuracy_sections(variants, labels),
-             *harness_sections(variants, labels, reference),
-             *(runs_section(variants, labels, lengths) if runs else [])]
+    lines = [
+        "## Perplexity by evaluation length",
+        "",
+        *variant_table(variants, labels, lengths),
+        "",
+        f"Evaluation lengths in tokens; training length L = {first['train_length']}, L0 = {first['original_length']}; "
+        f"{first['eval'][0]['tokens']} tokens scored at L; seeds {', '.join(map(str, seeds))}. "
+        f"{protocols_line(describe_protocol(r.get('eval_protocol')) for r in results)} Cells: {INTERVAL_NOTE}. "
+        "Extrapolation length: largest length with PPL within (1 + eps) of PPL at L (≥ / +: some run stayed "
+        "within at every evaluated length, a lower bound).",
+        *paired_section(variants, labels, lengths, reference),
+        *accuracy_sections(variants, labels),
+        *harness_sections(variants, labels, reference),
+        *(runs_section(variants, labels, lengths) if runs else []),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -218,6 +289,9 @@ def write_comparison(results: list[dict], target: Path, reference: str = "rope",
     variants, labels = ordered_variants(results)
     table = comparison_markdown(results, reference, runs)
     io.write_text(Path(target) / "comparison.md", table)
-    plot_ppl_intervals(interval_curves(variants, labels), sorted({r["train_length"] for r in results}),
-                       Path(target) / "ppl_vs_length.png")
+    plot_ppl_intervals(
+        interval_curves(variants, labels),
+        sorted({r["train_length"] for r in results}),
+        Path(target) / "ppl_vs_length.png",
+    )
     return table + f"saved {target}"

@@ -1,5 +1,6 @@
 """Evaluation and what a run writes: perplexity against length (passkey, RULER-style tasks), the provenance and
 numerics that let a table be traced, results.json, the run's figure and its printed table."""
+
 import math
 import platform
 import subprocess
@@ -12,8 +13,15 @@ from omegaconf import OmegaConf
 
 from clex import io
 from clex.data import evaluation_sequences
-from clex.evaluate import (binned_nll, extrapolation_length, long_enough, protocol, sequence_nll, shared_sequences,
-                           sliding_windows)
+from clex.evaluate import (
+    binned_nll,
+    extrapolation_length,
+    long_enough,
+    protocol,
+    sequence_nll,
+    shared_sequences,
+    sliding_windows,
+)
 from clex.pretrained import save_pretrained
 from clex.stats import describe_protocol
 
@@ -27,35 +35,54 @@ def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
         documents = long_enough(prepared.tokenizer, documents, max(lengths))
     too_short = len(prepared.corpus.documents["test"]) - len(documents)  # counted as skipped at every length
     if cfg.eval.get("same_tokens"):  # the longest length's windows, cut into pieces for every other length
-        longest, used, skipped = evaluation_sequences(prepared.tokenizer, documents, max(lengths), cfg.eval.max_tokens,
-                                                      cfg.eval.seed)
+        longest, used, skipped = evaluation_sequences(
+            prepared.tokenizer, documents, max(lengths), cfg.eval.max_tokens, cfg.eval.seed
+        )
     for length in lengths:
         scored = None
         if cfg.eval.get("stride"):
-            sequences, scored, used, skipped = sliding_windows(prepared.tokenizer, documents, length, cfg.eval.stride,
-                                                               cfg.eval.max_tokens, cfg.eval.seed)
+            sequences, scored, used, skipped = sliding_windows(
+                prepared.tokenizer, documents, length, cfg.eval.stride, cfg.eval.max_tokens, cfg.eval.seed
+            )
         elif cfg.eval.get("same_tokens"):
             sequences = shared_sequences(longest, length)
         else:
-            sequences, used, skipped = evaluation_sequences(prepared.tokenizer, documents, length, cfg.eval.max_tokens,
-                                                            cfg.eval.seed)
-        row = {"length": length, "ppl": None, "nll": None, "tokens": 0, "documents": used,
-               "skipped_documents": skipped + too_short}
+            sequences, used, skipped = evaluation_sequences(
+                prepared.tokenizer, documents, length, cfg.eval.max_tokens, cfg.eval.seed
+            )
+        row = {
+            "length": length,
+            "ppl": None,
+            "nll": None,
+            "tokens": 0,
+            "documents": used,
+            "skipped_documents": skipped + too_short,
+        }
         if len(sequences):
             cuda = torch.cuda.is_available() and next(prepared.model.parameters()).is_cuda
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             start = time.time()
             by_position = bool(cfg.eval.get("position_bins")) and length == max(lengths)
-            out = sequence_nll(prepared.model, sequences, cfg.eval.tokens_per_batch, cfg.eval.chunk_size, scored,
-                               by_position=by_position)
+            out = sequence_nll(
+                prepared.model,
+                sequences,
+                cfg.eval.tokens_per_batch,
+                cfg.eval.chunk_size,
+                scored,
+                by_position=by_position,
+            )
             total, count = out[:2]
             if by_position:
                 bins = binned_nll(out[2], len(sequences), prepared.original_length)
             nll = total / count
-            row.update(nll=nll, ppl=math.exp(nll) if nll < 700 else math.inf, tokens=count,
-                       tokens_per_second=count / max(time.time() - start, 1e-9),
-                       peak_memory_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None)
+            row.update(
+                nll=nll,
+                ppl=math.exp(nll) if nll < 700 else math.inf,
+                tokens=count,
+                tokens_per_second=count / max(time.time() - start, 1e-9),
+                peak_memory_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+            )
         rows.append(row)
     return rows, bins
 
@@ -65,8 +92,9 @@ def run_passkey(cfg, prepared, run_dir: Path) -> dict:
 
     p = cfg.eval.passkey
     lengths = [m * cfg.train.length for m in p.multipliers]
-    rows = passkey_grid(prepared.model, prepared.tokenizer, lengths, list(p.depths), p.trials, cfg.eval.seed,
-                        cfg.eval.chunk_size)
+    rows = passkey_grid(
+        prepared.model, prepared.tokenizer, lengths, list(p.depths), p.trials, cfg.eval.seed, cfg.eval.chunk_size
+    )
     io.write_json(run_dir / "passkey.json", {"strategy": cfg.strategy.name, "rows": rows})
     plot_passkey(rows, run_dir / "passkey.png", f"passkey retrieval: {cfg.strategy.name}")
     by_length = {n: sum(r["accuracy"] for r in rows if r["length"] == n) / len(p.depths) for n in lengths}
@@ -78,15 +106,33 @@ def run_ruler(cfg, prepared, run_dir: Path) -> dict:
 
     opts = cfg.eval.ruler
     lengths = list(opts.lengths) if opts.lengths is not None else prepared.eval_lengths
-    rows = ruler_grid(prepared.model, prepared.tokenizer, prepared.corpus.documents["test"], lengths, opts,
-                      cfg.eval.seed, cfg.eval.chunk_size)
+    rows = ruler_grid(
+        prepared.model,
+        prepared.tokenizer,
+        prepared.corpus.documents["test"],
+        lengths,
+        opts,
+        cfg.eval.seed,
+        cfg.eval.chunk_size,
+    )
     summary = summarise(rows)
     protocol = {k: v for k, v in OmegaConf.to_container(opts).items() if k != "lengths"}
-    io.write_json(run_dir / "ruler.json", {"strategy": cfg.strategy.name, "tasks": list(opts.tasks),
-                                            "lengths": lengths, "protocol": {**protocol, "seed": cfg.eval.seed,
-                                            "decoding": "greedy, 2 x the reference answer's tokens + 8, up to its first line",
-                                            "match": "every expected string as a whole word, any case"},
-                                            "rows": rows, **summary})
+    io.write_json(
+        run_dir / "ruler.json",
+        {
+            "strategy": cfg.strategy.name,
+            "tasks": list(opts.tasks),
+            "lengths": lengths,
+            "protocol": {
+                **protocol,
+                "seed": cfg.eval.seed,
+                "decoding": "greedy, 2 x the reference answer's tokens + 8, up to its first line",
+                "match": "every expected string as a whole word, any case",
+            },
+            "rows": rows,
+            **summary,
+        },
+    )
     plot_ruler(rows, run_dir / "ruler.png", f"RULER-style tasks: {cfg.strategy.name}")
     return summary
 
@@ -102,8 +148,12 @@ def run_harness(cfg, prepared, run_dir: Path) -> dict:
 
 def provenance() -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     versions = {}
@@ -119,38 +169,55 @@ def numerics() -> dict:
     """What moves float results between runs of one seed: threads, hardware, determinism."""
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    return {"torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-            "cpu": cpu, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "cpu": cpu,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
 
 
 def format_table(results: dict) -> str:
-    lines = [f"strategy {results['strategy']}  L={results['train_length']}  L0={results['original_length']}",
-             f"perplexity: {describe_protocol(results.get('eval_protocol'))}",
-             f"{'length':>8} {'ppl':>9} {'nll':>8} {'tokens':>8} {'docs':>5}"]
+    lines = [
+        f"strategy {results['strategy']}  L={results['train_length']}  L0={results['original_length']}",
+        f"perplexity: {describe_protocol(results.get('eval_protocol'))}",
+        f"{'length':>8} {'ppl':>9} {'nll':>8} {'tokens':>8} {'docs':>5}",
+    ]
     for row in results["eval"]:
         ppl = f"{row['ppl']:.3f}" if row["ppl"] is not None else "-"
         nll = f"{row['nll']:.4f}" if row["nll"] is not None else "-"
         lines.append(f"{row['length']:>8} {ppl:>9} {nll:>8} {row['tokens']:>8} {row['documents']:>5}")
     if results.get("position_nll"):
-        lines.append(f"NLL by position at {results['eval'][-1]['length']}: " + ", ".join(
-            f"{b['start']}-{b['end']}: {b['nll']:.4f}" for b in results["position_nll"]))
+        lines.append(
+            f"NLL by position at {results['eval'][-1]['length']}: "
+            + ", ".join(f"{b['start']}-{b['end']}: {b['nll']:.4f}" for b in results["position_nll"])
+        )
     ext = results["extrapolation_length"]
     if ext["value"] is not None:
         bound = " (lower bound: every length stayed within)" if ext["censored"] else ""
         lines.append(f"extrapolation length (PPL within {1 + ext['eps']:g} x PPL at L): {ext['value']:.0f}{bound}")
     if results.get("ruler"):
         by_length = results["ruler"]["accuracy_by_length"]
-        lines.append("RULER-style accuracy (mean over the tasks that fit; ruler.json per task): "
-                     + ", ".join(f"{n}: {a:.2f}" for n, a in by_length.items()))
+        lines.append(
+            "RULER-style accuracy (mean over the tasks that fit; ruler.json per task): "
+            + ", ".join(f"{n}: {a:.2f}" for n, a in by_length.items())
+        )
     if results.get("harness"):
-        lines.append("lm-eval tasks (harness.json per task and length): " + ", ".join(
-            f"{task} " + " ".join(f"{n}: {s:.2f}" for n, s in cells.items())
-            for task, cells in results["harness"]["score_by_task"].items()))
+        lines.append(
+            "lm-eval tasks (harness.json per task and length): "
+            + ", ".join(
+                f"{task} " + " ".join(f"{n}: {s:.2f}" for n, s in cells.items())
+                for task, cells in results["harness"]["score_by_task"].items()
+            )
+        )
     return "\n".join(lines)
 
 
@@ -159,9 +226,14 @@ def training_summary(cfg, trained) -> dict:
     if trained.reused is not None:
         return trained.reused
     metrics = trained.trainer.callback_metrics
-    return {"steps": cfg.train.steps, "tokens": trained.tokens, "wall_seconds": trained.seconds,
-            "world_size": trained.trainer.world_size, "final_loss": float(metrics.get("train/loss", math.nan)),
-            "final_val_loss": float(metrics.get("val/loss", math.nan))}
+    return {
+        "steps": cfg.train.steps,
+        "tokens": trained.tokens,
+        "wall_seconds": trained.seconds,
+        "world_size": trained.trainer.world_size,
+        "final_loss": float(metrics.get("train/loss", math.nan)),
+        "final_val_loss": float(metrics.get("val/loss", math.nan)),
+    }
 
 
 def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, started: float) -> dict:

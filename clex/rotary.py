@@ -1,4 +1,5 @@
 """The rotary patch: a drop-in for transformers' rotary module that takes its frequencies from a strategy."""
+
 import math
 from contextlib import contextmanager
 
@@ -92,8 +93,10 @@ def _locate(model):
                 break
         if owner is not None and hasattr(owner, attr):
             return owner, attr
-    raise ConfigError(f"cannot patch {type(model).__name__}: no rotary module at "
-                      f"{' or '.join(ROTARY_PATHS)} (supported: Llama-family and GPT-NeoX models)")
+    raise ConfigError(
+        f"cannot patch {type(model).__name__}: no rotary module at "
+        f"{' or '.join(ROTARY_PATHS)} (supported: Llama-family and GPT-NeoX models)"
+    )
 
 
 def rotary_settings(model) -> dict:
@@ -129,19 +132,24 @@ def patch_model(model, strategy, log_scale: bool = False, log_scale_clamp: bool 
     current = getattr(owner, attr)
     rope_type = (getattr(model.config, "rope_parameters", None) or {}).get("rope_type", "default")
     if rope_type not in ("default", *STARTING_ROPES):
-        raise ConfigError(f"the model's rope type is {rope_type!r}: clex scales on from plain RoPE ('default') or "
-                          f"from {', '.join(STARTING_ROPES)}; starting from {rope_type!r} would change this "
-                          "checkpoint's logits inside its own context")
+        raise ConfigError(
+            f"the model's rope type is {rope_type!r}: clex scales on from plain RoPE ('default') or "
+            f"from {', '.join(STARTING_ROPES)}; starting from {rope_type!r} would change this "
+            "checkpoint's logits inside its own context"
+        )
     expected = getattr(current, "inv_freq", None)
     if isinstance(current, ScaledRotaryEmbedding):
         expected = current.strategy.base_inv_freq
     if expected is not None and expected.numel() != strategy.rotary_dim // 2:
-        raise ConfigError(f"strategy rotary_dim {strategy.rotary_dim} does not match the model's "
-                          f"{2 * expected.numel()}")
+        raise ConfigError(
+            f"strategy rotary_dim {strategy.rotary_dim} does not match the model's {2 * expected.numel()}"
+        )
     if rope_type != "default":
         strategy.start_from(**checkpoint_rope(model.config))
     device = next(model.parameters()).device
-    setattr(owner, attr, ScaledRotaryEmbedding(strategy, log_scale=log_scale, log_scale_clamp=log_scale_clamp).to(device))
+    setattr(
+        owner, attr, ScaledRotaryEmbedding(strategy, log_scale=log_scale, log_scale_clamp=log_scale_clamp).to(device)
+    )
     rotary_grad.install(model)
     return model
 

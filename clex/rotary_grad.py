@@ -18,6 +18,7 @@ global, once per model family, after checking on a random input that the family'
 the rotation above (the first ``rotary_dim`` channels, rotate_half layout); where it does not, nothing
 is wrapped and autograd's path, exact but slower, stays.
 """
+
 import functools
 import sys
 import warnings
@@ -62,7 +63,12 @@ class _AngleRotary(torch.autograd.Function):
             # GQA): each pass over these tensors costs about as much as the arithmetic
             terms = []
             for grad, out in ((grad_q, q_embed), (grad_k, k_embed)):
-                g1, g2, y1, y2 = grad[..., :half], grad[..., half:2 * half], out[..., :half], out[..., half:2 * half]
+                g1, g2, y1, y2 = (
+                    grad[..., :half],
+                    grad[..., half : 2 * half],
+                    out[..., :half],
+                    out[..., half : 2 * half],
+                )
                 if terms and terms[-1].shape == y1.shape:
                     terms[-1].addcmul_(g2, y1)
                 else:
@@ -79,9 +85,9 @@ def _rotate_back(grad, cos, sin, dtype):
     to x's dtype before the sum as autograd rounds them (bf16 q under a float32 cos), so with fixed
     frequencies training is bit for bit what it was through autograd."""
     half = cos.shape[-1] // 2
-    by_cos, by_sin = grad[..., :2 * half] * cos, grad[..., :2 * half] * sin
+    by_cos, by_sin = grad[..., : 2 * half] * cos, grad[..., : 2 * half] * sin
     rotated = by_cos.to(dtype) + torch.cat((by_sin[..., half:], -by_sin[..., :half]), -1).to(dtype)
-    return torch.cat((rotated, grad[..., 2 * half:].to(dtype)), -1) if grad.shape[-1] > 2 * half else rotated
+    return torch.cat((rotated, grad[..., 2 * half :].to(dtype)), -1) if grad.shape[-1] > 2 * half else rotated
 
 
 def _wrap(apply):
@@ -111,10 +117,10 @@ def _computes_the_rotation(apply) -> bool:
         except Exception:
             return partial
 
-        def expected(x):
-            x1, x2 = x[..., :half], x[..., half:2 * half]
+        def expected(x, half=half, angles=angles):
+            x1, x2 = x[..., :half], x[..., half : 2 * half]
             cos, sin = angles.cos()[:, None], angles.sin()[:, None]
-            return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin, x[..., 2 * half:]), -1)
+            return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin, x[..., 2 * half :]), -1)
 
         if not (torch.allclose(q_embed, expected(q)) and torch.allclose(k_embed, expected(k))):
             return False
@@ -128,8 +134,11 @@ def install(model) -> bool:
     if apply is not None and hasattr(apply, "clex_original"):
         return True
     if apply is None or not _computes_the_rotation(apply):
-        warnings.warn(f"{type(model).__name__}: its apply_rotary_pos_emb is not the rotation clex/rotary_grad.py "
-                      "speeds up; training back-propagates through cos and sin (exact, slower)")
+        warnings.warn(
+            f"{type(model).__name__}: its apply_rotary_pos_emb is not the rotation clex/rotary_grad.py "
+            "speeds up; training back-propagates through cos and sin (exact, slower)",
+            stacklevel=2,
+        )
         return False
     module.apply_rotary_pos_emb = _wrap(apply)
     return True

@@ -12,6 +12,7 @@ whole word, in any case (RULER's string match, all or nothing);
 ``score`` keeps RULER's partial credit (the fraction found). Samples depend on the seed, task, length,
 depth and trial only, so every model sees the same prompts.
 """
+
 import functools
 import random
 import re
@@ -23,9 +24,38 @@ from clex.registry import ConfigError
 
 TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "niah_multiquery", "variable_tracking", "common_words")
 DEPTH_TASKS = TASKS[:4]  # the asked needle sits at a stated depth; the other two spread over the whole context
-KEYS = ("apple", "badger", "cactus", "dolphin", "ember", "falcon", "glacier", "harbor", "iris", "jasmine",
-        "kettle", "lantern", "meadow", "nectar", "orchid", "pepper", "quartz", "raven", "saffron", "tulip",
-        "umber", "violet", "walnut", "yarrow", "zephyr", "anchor", "bramble", "cobalt", "dune", "ferret")
+KEYS = (
+    "apple",
+    "badger",
+    "cactus",
+    "dolphin",
+    "ember",
+    "falcon",
+    "glacier",
+    "harbor",
+    "iris",
+    "jasmine",
+    "kettle",
+    "lantern",
+    "meadow",
+    "nectar",
+    "orchid",
+    "pepper",
+    "quartz",
+    "raven",
+    "saffron",
+    "tulip",
+    "umber",
+    "violet",
+    "walnut",
+    "yarrow",
+    "zephyr",
+    "anchor",
+    "bramble",
+    "cobalt",
+    "dune",
+    "ferret",
+)
 SNAP = 0.05  # a piece moves by at most this fraction of the filler to start at a word (and a sentence if one is near)
 NEEDLE = " The magic number for {key} is {value}."  # spliced in before a word of the filler
 VARIABLE = " VAR {name} = {value}."
@@ -53,7 +83,7 @@ class Sample:
 
 
 def _values(rng, count: int, digits: int) -> list[str]:
-    return [str(v) for v in rng.sample(range(10 ** (digits - 1), 10 ** digits), count)]
+    return [str(v) for v in rng.sample(range(10 ** (digits - 1), 10**digits), count)]
 
 
 def _spread(rng, depth: float, count: int) -> list[float]:
@@ -63,62 +93,95 @@ def _spread(rng, depth: float, count: int) -> list[float]:
 
 def niah_single(rng, depth, opts, haystack) -> Spec:
     key, [value] = rng.choice(KEYS), _values(rng, 1, opts.digits)
-    return Spec([(depth, NEEDLE.format(key=key, value=value))],
-                f"\nWhat is the magic number for {key}? The magic number for {key} is", [value], f" {value}")
+    return Spec(
+        [(depth, NEEDLE.format(key=key, value=value))],
+        f"\nWhat is the magic number for {key}? The magic number for {key} is",
+        [value],
+        f" {value}",
+    )
 
 
 def niah_multikey(rng, depth, opts, haystack) -> Spec:
     keys, values = rng.sample(KEYS, opts.needles), _values(rng, opts.needles, opts.digits)
-    pieces = [(d, NEEDLE.format(key=k, value=v)) for d, k, v in zip(_spread(rng, depth, opts.needles), keys, values)]
-    return Spec(pieces, f"\nWhat is the magic number for {keys[0]}? The magic number for {keys[0]} is",
-                [values[0]], f" {values[0]}")
+    pieces = [
+        (d, NEEDLE.format(key=k, value=v))
+        for d, k, v in zip(_spread(rng, depth, opts.needles), keys, values, strict=False)
+    ]
+    return Spec(
+        pieces,
+        f"\nWhat is the magic number for {keys[0]}? The magic number for {keys[0]} is",
+        [values[0]],
+        f" {values[0]}",
+    )
 
 
 def niah_multivalue(rng, depth, opts, haystack) -> Spec:
     key, values = rng.choice(KEYS), _values(rng, opts.needles, opts.digits)
-    pieces = [(d, NEEDLE.format(key=key, value=v)) for d, v in zip(_spread(rng, depth, opts.needles), values)]
-    return Spec(pieces, f"\nWhat are all the magic numbers for {key}? The magic numbers for {key} are", values,
-                " " + ", ".join(values))
+    pieces = [
+        (d, NEEDLE.format(key=key, value=v)) for d, v in zip(_spread(rng, depth, opts.needles), values, strict=False)
+    ]
+    return Spec(
+        pieces,
+        f"\nWhat are all the magic numbers for {key}? The magic numbers for {key} are",
+        values,
+        " " + ", ".join(values),
+    )
 
 
 def niah_multiquery(rng, depth, opts, haystack) -> Spec:
     keys, values = rng.sample(KEYS, opts.queries), _values(rng, opts.queries, opts.digits)
-    pieces = [(d, NEEDLE.format(key=k, value=v)) for d, k, v in zip(_spread(rng, depth, opts.queries), keys, values)]
+    pieces = [
+        (d, NEEDLE.format(key=k, value=v))
+        for d, k, v in zip(_spread(rng, depth, opts.queries), keys, values, strict=False)
+    ]
     asked = ", ".join(keys)
-    return Spec(pieces, f"\nWhat are the magic numbers for {asked}? The magic numbers for {asked} are", values,
-                " " + ", ".join(values))
+    return Spec(
+        pieces,
+        f"\nWhat are the magic numbers for {asked}? The magic numbers for {asked} are",
+        values,
+        " " + ", ".join(values),
+    )
 
 
 def variable_tracking(rng, depth, opts, haystack) -> Spec:
-    names = rng.sample(sorted({"".join(rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ", k=4)) for _ in range(64)}),
-                       opts.hops + 1)
+    names = rng.sample(
+        sorted({"".join(rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ", k=4)) for _ in range(64)}), opts.hops + 1
+    )
     [value] = _values(rng, 1, opts.digits)
     statements = [VARIABLE.format(name=names[0], value=value)]
-    statements += [VARIABLE.format(name=name, value=prev) for prev, name in zip(names, names[1:])]
+    statements += [VARIABLE.format(name=name, value=prev) for prev, name in zip(names, names[1:], strict=False)]
     depths = sorted(rng.random() for _ in statements)  # in order, so the chain reads forwards
-    return Spec(list(zip(depths, statements)), f"\nWhich variables hold the value {value}? They are", names,
-                " " + " ".join(names))
+    return Spec(
+        list(zip(depths, statements, strict=False)),
+        f"\nWhich variables hold the value {value}? They are",
+        names,
+        " " + " ".join(names),
+    )
 
 
 def common_words(rng, depth, opts, haystack) -> Spec:
     if len(haystack.words) <= opts.common:
-        raise Skipped(f"the test split has {len(haystack.words)} distinct words, common_words needs more than "
-                      f"eval.ruler.common = {opts.common}")
+        raise Skipped(
+            f"the test split has {len(haystack.words)} distinct words, common_words needs more than "
+            f"eval.ruler.common = {opts.common}"
+        )
     words = rng.sample(haystack.words, len(haystack.words))
-    common, rare = words[: opts.common], words[opts.common:]
+    common, rare = words[: opts.common], words[opts.common :]
 
     def fill(room: int) -> list[int]:
         """The common words ``common_frequency`` times each, the others at most one time fewer, shuffled;
         the tokens left over (less than one word) are haystack tokens in front."""
-        @functools.lru_cache(maxsize=None)  # each word's tokens, encoded once
+
+        @functools.cache  # each word's tokens, encoded once
         def tokens(word):
             return haystack.encode(f" {word}")
 
         listed = [w for w in common for _ in range(opts.common_frequency)]
         budget = room - sum(len(tokens(w)) for w in listed)
         if budget < 0:
-            raise Skipped(f"{opts.common} common words x {opts.common_frequency} need {room - budget} tokens, "
-                          f"the room is {room}")
+            raise Skipped(
+                f"{opts.common} common words x {opts.common_frequency} need {room - budget} tokens, the room is {room}"
+            )
         for _ in range(opts.common_frequency - 1):
             for word in rare:
                 if len(tokens(word)) <= budget:
@@ -129,8 +192,13 @@ def common_words(rng, depth, opts, haystack) -> Spec:
         rng.shuffle(listed)
         return haystack.window(rng, budget) + [i for w in listed for i in tokens(w)]
 
-    return Spec([], f"\nWhat are the {opts.common} most common words in the list above? They are", common,
-                " " + " ".join(common), fill)
+    return Spec(
+        [],
+        f"\nWhat are the {opts.common} most common words in the list above? They are",
+        common,
+        " " + " ".join(common),
+        fill,
+    )
 
 
 BUILDERS = {name: globals()[name] for name in TASKS}
@@ -161,6 +229,7 @@ class Haystack:
     def snap(self, filler: list[int], cut: int, radius: int) -> int:
         """The insertion point nearest ``cut`` (within ``radius`` tokens) before a word, preferring one after a
         sentence or line end, so a piece never splits a word; ``cut`` itself if there is none."""
+
         def rank(i):
             if i in (0, len(filler)):
                 return 0
@@ -169,8 +238,11 @@ class Haystack:
                 return None
             return 0 if following.startswith("\n") or previous.rstrip(" ").endswith((".", "\n")) else 1
 
-        candidates = [(r, abs(i - cut), i) for i in range(max(0, cut - radius), min(len(filler), cut + radius) + 1)
-                      if (r := rank(i)) is not None]
+        candidates = [
+            (r, abs(i - cut), i)
+            for i in range(max(0, cut - radius), min(len(filler), cut + radius) + 1)
+            if (r := rank(i)) is not None
+        ]
         return min(candidates)[2] if candidates else cut
 
     def encode(self, text: str) -> list[int]:
@@ -184,7 +256,7 @@ class Haystack:
         start, last = rng.randrange(0, len(stream) - size + 1), len(stream) - size
         # start at a word: a piece put at the very start then precedes a whole word
         start = next((i for i in range(start, min(start + 64, last + 1)) if self.text(stream[i])[:1].isspace()), start)
-        return stream[start: start + size]
+        return stream[start : start + size]
 
 
 def make_sample(task: str, haystack: Haystack, length: int, depth, rng, opts) -> Sample:
@@ -225,7 +297,7 @@ def ruler_grid(model, tokenizer, documents, lengths, opts, seed: int, chunk_size
     rows = []
     for task in opts.tasks:
         for length in lengths:
-            for depth in (list(opts.depths) if task in DEPTH_TASKS else [None]):
+            for depth in list(opts.depths) if task in DEPTH_TASKS else [None]:
                 correct, score, skipped = 0, 0.0, None
                 for trial in range(opts.trials):
                     rng = random.Random(f"{seed}/{task}/{length}/{depth}/{trial}")
@@ -239,9 +311,17 @@ def ruler_grid(model, tokenizer, documents, lengths, opts, seed: int, chunk_size
                     hits = matches(answer, sample.expected)
                     correct += all(hits)
                     score += sum(hits) / len(hits)
-                rows.append({"task": task, "length": length, "depth": depth, "trials": opts.trials,
-                             "accuracy": None if skipped else correct / opts.trials,
-                             "score": None if skipped else score / opts.trials, "skipped": skipped})
+                rows.append(
+                    {
+                        "task": task,
+                        "length": length,
+                        "depth": depth,
+                        "trials": opts.trials,
+                        "accuracy": None if skipped else correct / opts.trials,
+                        "score": None if skipped else score / opts.trials,
+                        "skipped": skipped,
+                    }
+                )
     return rows
 
 
@@ -253,8 +333,9 @@ def summarise(rows: list[dict]) -> dict:
             by_task.setdefault(row["task"], {}).setdefault(row["length"], []).append(row["accuracy"])
     by_task = {task: {n: sum(v) / len(v) for n, v in cells.items()} for task, cells in by_task.items()}
     lengths = sorted({n for cells in by_task.values() for n in cells})
-    by_length = {n: sum(c[n] for c in by_task.values() if n in c) / sum(n in c for c in by_task.values())
-                 for n in lengths}
+    by_length = {
+        n: sum(c[n] for c in by_task.values() if n in c) / sum(n in c for c in by_task.values()) for n in lengths
+    }
     return {"accuracy_by_task": by_task, "accuracy_by_length": by_length}
 
 
@@ -270,8 +351,11 @@ def plot_ruler(rows: list[dict], path, title: str):
 
 
 def check_depths(key: str, depths):
-    if not isinstance(depths, (list, tuple)) or not depths or not all(
-            isinstance(d, (int, float)) and not isinstance(d, bool) and 0 <= d <= 1 for d in depths):
+    if (
+        not isinstance(depths, (list, tuple))
+        or not depths
+        or not all(isinstance(d, (int, float)) and not isinstance(d, bool) and 0 <= d <= 1 for d in depths)
+    ):
         raise ConfigError(f"{key} must be a non-empty list of depths in [0, 1] (0 = start, 1 = end), got {depths!r}")
 
 
@@ -287,11 +371,23 @@ def check_options(opts: dict):
         raise ConfigError(f"eval.ruler.tasks names a task twice: {list(tasks)}")
     check_depths("eval.ruler.depths", opts.get("depths"))
     lengths = opts.get("lengths")
-    if lengths is not None and (not isinstance(lengths, (list, tuple)) or not lengths or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in lengths)):
-        raise ConfigError(f"eval.ruler.lengths must be null (the perplexity lengths) or a list of token counts, got {lengths!r}")
-    for key, low in (("trials", 1), ("needles", 2), ("queries", 2), ("hops", 1), ("common", 1),
-                     ("common_frequency", 2), ("digits", 3)):
+    if lengths is not None and (
+        not isinstance(lengths, (list, tuple))
+        or not lengths
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in lengths)
+    ):
+        raise ConfigError(
+            f"eval.ruler.lengths must be null (the perplexity lengths) or a list of token counts, got {lengths!r}"
+        )
+    for key, low in (
+        ("trials", 1),
+        ("needles", 2),
+        ("queries", 2),
+        ("hops", 1),
+        ("common", 1),
+        ("common_frequency", 2),
+        ("digits", 3),
+    ):
         value = opts.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"eval.ruler.{key} must be an integer >= {low}, got {value!r}")

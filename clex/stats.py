@@ -6,6 +6,7 @@ evaluation length we report n, the mean of the per-seed PPL and a 95% Student-t 
 ``mean +- t(0.975, n-1) * sd / sqrt(n)``. Strategies of one seed share the base model and the evaluation
 tokens, so "A beats B" is tested on the per-seed differences ``d_s = A(s) - B(s)`` (a paired interval).
 """
+
 import hashlib
 import json
 import math
@@ -17,8 +18,10 @@ from scipy import stats
 LEVEL = 0.95
 # top-level config keys that do not change what a run computes (``seed`` makes samples, not variants)
 NOT_VARIANT = ("name", "out_dir", "resume", "choices", "compare", "seed")
-INTERVAL_NOTE = ("mean ± half-width of the 95% Student-t interval over n seeds (t with n - 1 degrees of "
-                 "freedom), of the per-seed perplexities; n = 1: one seed, no interval")
+INTERVAL_NOTE = (
+    "mean ± half-width of the 95% Student-t interval over n seeds (t with n - 1 degrees of "
+    "freedom), of the per-seed perplexities; n = 1: one seed, no interval"
+)
 
 
 def describe_protocol(entry: dict | None) -> str:
@@ -27,38 +30,55 @@ def describe_protocol(entry: dict | None) -> str:
     entry = entry or {"name": "full"}
     same = "; every length on the documents long enough for the longest" if entry.get("documents") == "longest" else ""
     if entry.get("same_tokens"):
-        same = ("; the same tokens at every length (the longest length's windows, each cut into pieces of the "
-                "shorter length)")
+        same = (
+            "; the same tokens at every length (the longest length's windows, each cut into pieces of the "
+            "shorter length)"
+        )
     if entry["name"] == "full":
         return "full sequences (non-overlapping, every token scored, one forward each)" + same
     if entry["name"] == "kv_chunked":
         return f"non-overlapping sequences scored in chunks of {entry['chunk_size']} tokens through the KV cache" + same
-    return (f"sliding window (window = the evaluation length, stride {entry['stride']}: only the tokens past the "
-            "overlap scored)" + same)
+    return (
+        f"sliding window (window = the evaluation length, stride {entry['stride']}: only the tokens past the "
+        "overlap scored)" + same
+    )
 
 
 def protocol_label(entry: dict | None) -> str:
     """The protocol in a CSV cell: full, kv_chunked(C) or sliding_window(S), + same-documents."""
     entry = entry or {"name": "full"}
-    label = "full" if entry["name"] == "full" else \
-        f"{entry['name']}({entry['chunk_size'] if entry['name'] == 'kv_chunked' else entry['stride']})"
-    return label + (" same-documents" if entry.get("documents") == "longest" else "") + (
-        " same-tokens" if entry.get("same_tokens") else "")
+    label = (
+        "full"
+        if entry["name"] == "full"
+        else f"{entry['name']}({entry['chunk_size'] if entry['name'] == 'kv_chunked' else entry['stride']})"
+    )
+    return (
+        label
+        + (" same-documents" if entry.get("documents") == "longest" else "")
+        + (" same-tokens" if entry.get("same_tokens") else "")
+    )
 
 
 def protocols_line(labels) -> str:
     """One header line for the protocols of a table's runs (more than one is said, not hidden)."""
     found = sorted(set(labels))
-    return ("Perplexity protocol: " + "; ".join(found) + (" (differs between runs: compare within one protocol)"
-                                                          if len(found) > 1 else "") + ".")
+    return (
+        "Perplexity protocol: "
+        + "; ".join(found)
+        + (" (differs between runs: compare within one protocol)" if len(found) > 1 else "")
+        + "."
+    )
 
 
 def drop_nulls(config: dict, depth: int = 2) -> dict:
     """A config without its null-valued options (``key`` and ``section.key``): an option added later with a
     null default (the old behaviour) leaves run names and variants of earlier runs unchanged. Deeper maps
     are the user's own values (``data.splits={test: null}``: null means something there) and stay whole."""
-    return {k: drop_nulls(v, depth - 1) if isinstance(v, dict) and depth > 1 else v
-            for k, v in config.items() if v is not None}
+    return {
+        k: drop_nulls(v, depth - 1) if isinstance(v, dict) and depth > 1 else v
+        for k, v in config.items()
+        if v is not None
+    }
 
 
 def variant_config(config: dict) -> dict:
@@ -139,8 +159,9 @@ def label_variants(results: list[dict], columns: tuple = ()) -> dict:
         common = {k: Counter(str(f.get(k)) for f in flats.values()).most_common() for k in varying}
         unsaid = {k: c[0][0] if c[0][1] > c[1][1] else "None" for k, c in common.items()}  # a tie: say every value
         for vid, flat in flats.items():
-            labels[vid] = " ".join([strategy] + [f"{k.split('.')[-1]}={flat.get(k)}" for k in varying
-                                                 if unsaid.get(k) != str(flat.get(k))])
+            labels[vid] = " ".join(
+                [strategy] + [f"{k.split('.')[-1]}={flat.get(k)}" for k in varying if unsaid.get(k) != str(flat.get(k))]
+            )
             shown[vid] = (labels[vid], *(str(flat.get(c)) for c in columns))
     if len(set(shown.values())) < len(shown):  # two variants would look alike: name them apart
         labels = {vid: f"{label} [{vid}]" for vid, label in labels.items()}

@@ -1,6 +1,7 @@
 """The miniature report's Table 1 at L = 4 x L0, the paper's comparison: every method fine-tuned at 4 x L0 from
 one plain-RoPE base, PPL at 1-16 x L0 on the same tokens, CLEX against each baseline paired per seed, the
 CLEX variant chosen on the validation split, and the loss by position at the longest length."""
+
 from pathlib import Path
 
 from clex.report import difference_cell, interval_curves, lengths_of, ordered_variants, variant_table
@@ -43,10 +44,14 @@ def position_section(variants: dict, labels: dict, original_length: int, out: Pa
         return []
     ends = sorted({end for curve in curves.values() for end in curve})
     starts = [0] + ends[:-1]
-    lines = ["Loss by position at the longest length: mean NLL of the predictions made at positions [start, end) "
-             "(mean ± 95% CI over seeds; lower is better; a bin past L0 that does no better than [0, L0) is context "
-             "the model no longer uses):", "",
-             "| variant | " + " | ".join(f"{a}-{b}" for a, b in zip(starts, ends)) + " |", "|---" * (len(ends) + 1) + "|"]
+    lines = [
+        "Loss by position at the longest length: mean NLL of the predictions made at positions [start, end) "
+        "(mean ± 95% CI over seeds; lower is better; a bin past L0 that does no better than [0, L0) is context "
+        "the model no longer uses):",
+        "",
+        "| variant | " + " | ".join(f"{a}-{b}" for a, b in zip(starts, ends, strict=False)) + " |",
+        "|---" * (len(ends) + 1) + "|",
+    ]
     for label, curve in curves.items():
         lines.append(f"| {label} | " + " | ".join(curve[e].format(3) if e in curve else "-" for e in ends) + " |")
     plot_position_nll(curves, original_length, out / f"{name}.png")
@@ -61,22 +66,41 @@ def table1_4x_section(results: list[dict], out: Path) -> list[str]:
     L, L0 = results[0]["train_length"], results[0]["original_length"]
     clex = [vid for vid in variants if variants[vid][0]["strategy"] == "clex"]
     baselines = [vid for vid in variants if vid not in clex]
-    lines = [f"L0 = {L0} (the plain-RoPE base), L = {L} (every method fine-tuned here, batch 4 x {L}: the same tokens "
-             "per step as the L = L0 table), PPL at 1-16 x L0.", "", *variant_table(variants, labels, lengths), ""]
+    lines = [
+        f"L0 = {L0} (the plain-RoPE base), L = {L} (every method fine-tuned here, batch 4 x {L}: the same tokens "
+        "per step as the L = L0 table), PPL at 1-16 x L0.",
+        "",
+        *variant_table(variants, labels, lengths),
+        "",
+    ]
     chosen = chosen_clex(variants)
     if clex:
-        lines += ["CLEX variants on the validation split (final validation loss at L, mean ± 95% CI; the report "
-                  "chooses the lowest, never on test):", "", "| variant | validation loss |", "|---|---|"]
-        lines += [f"| {labels[vid]}{' (chosen)' if vid == chosen else ''} | "
-                  f"{validation_loss(variants[vid]).format(4) if validation_loss(variants[vid]) else '-'} |" for vid in clex]
+        lines += [
+            "CLEX variants on the validation split (final validation loss at L, mean ± 95% CI; the report "
+            "chooses the lowest, never on test):",
+            "",
+            "| variant | validation loss |",
+            "|---|---|",
+        ]
+        lines += [
+            f"| {labels[vid]}{' (chosen)' if vid == chosen else ''} | "
+            f"{validation_loss(variants[vid]).format(4) if validation_loss(variants[vid]) else '-'} |"
+            for vid in clex
+        ]
         lines.append("")
     for vid in clex:
-        lines += [f"**{labels[vid]}** against each baseline, paired per seed (PPL(clex) - PPL(baseline), mean ± 95% CI; "
-                  "* resolved; negative: CLEX better):", "", "| difference | " + " | ".join(map(str, lengths)) + " |",
-                  "|---" * (len(lengths) + 1) + "|"]
+        lines += [
+            f"**{labels[vid]}** against each baseline, paired per seed (PPL(clex) - PPL(baseline), mean ± 95% CI; "
+            "* resolved; negative: CLEX better):",
+            "",
+            "| difference | " + " | ".join(map(str, lengths)) + " |",
+            "|---" * (len(lengths) + 1) + "|",
+        ]
         for other in baselines:
-            cells = [difference_cell(paired_difference(ppl_by_seed(variants[vid], n), ppl_by_seed(variants[other], n)))
-                     for n in lengths]
+            cells = [
+                difference_cell(paired_difference(ppl_by_seed(variants[vid], n), ppl_by_seed(variants[other], n)))
+                for n in lengths
+            ]
             lines.append(f"| {labels[vid]} - {labels[other]} | " + " | ".join(cells) + " |")
         lines.append("")
     if chosen and baselines:
@@ -99,7 +123,11 @@ def beats_every_baseline(variants, labels, chosen: str, baselines: list, lengths
     ahead = all(v == "ahead" for _, _, v in verdicts)
     detail = "; ".join(f"{labels[o]} at {n}: {v}" for n, o, v in verdicts if v != "ahead")
     if ahead:
-        return (f"Reading: **{labels[chosen]} is ahead of every baseline at {' and '.join(map(str, lengths))} "
-                "tokens**, each by a paired interval that excludes zero.")
-    return (f"Reading: {labels[chosen]} is **not** ahead of every baseline at {' and '.join(map(str, lengths))} tokens "
-            f"by a paired interval ({detail}).")
+        return (
+            f"Reading: **{labels[chosen]} is ahead of every baseline at {' and '.join(map(str, lengths))} "
+            "tokens**, each by a paired interval that excludes zero."
+        )
+    return (
+        f"Reading: {labels[chosen]} is **not** ahead of every baseline at {' and '.join(map(str, lengths))} tokens "
+        f"by a paired interval ({detail})."
+    )

@@ -1,10 +1,11 @@
 """Training: the Lightning Trainer, stage 1 (plain RoPE at L0, cached and shared by every strategy of a
 seed) and stage 2 (fine-tuning with the strategy, resumable from its newest checkpoint)."""
+
 import contextlib
 import hashlib
 import json
-import os
 import logging
+import os
 import shutil
 import sys
 import time
@@ -66,12 +67,20 @@ class ProgressLine(L.Callback):
         done = max(step - self.first_step, 1)
         left = (now - self.start) / done * (trainer.max_steps - step)
         loss = trainer.callback_metrics.get("train/loss")
-        log.info("%s: step %d/%d, loss %s, %.0f s so far, about %.0f s left", self.stage, step, trainer.max_steps,
-                 "-" if loss is None else f"{float(loss):.4f}", now - self.start, left)
+        log.info(
+            "%s: step %d/%d, loss %s, %.0f s so far, about %.0f s left",
+            self.stage,
+            step,
+            trainer.max_steps,
+            "-" if loss is None else f"{float(loss):.4f}",
+            now - self.start,
+            left,
+        )
 
 
-def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: int | None, callbacks=(),
-                 stage: str = "stage 2"):
+def make_trainer(
+    cfg, max_steps: int, root: Path, checkpoints: bool, val_every: int | None, callbacks=(), stage: str = "stage 2"
+):
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -79,21 +88,35 @@ def make_trainer(cfg, max_steps: int, root: Path, checkpoints: bool, val_every: 
     if not sys.stdout.isatty():
         callbacks.append(ProgressLine(stage))
     if checkpoints:  # last.ckpt (the latest, at every validation) to resume; the best one on request
-        callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                                         enable_version_counter=False))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=root / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+            )
+        )
         if cfg.train.get("save_best"):  # a second full copy, with optimiser state
-            callbacks.append(ModelCheckpoint(dirpath=root / "checkpoints", filename="best", monitor="val/loss",
-                                             save_top_k=1))
+            callbacks.append(
+                ModelCheckpoint(dirpath=root / "checkpoints", filename="best", monitor="val/loss", save_top_k=1)
+            )
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     options = dict(OmegaConf.to_container(cfg.trainer))
     if isinstance(options.get("strategy"), dict):  # fsdp / deepspeed
         options["strategy"] = distributed.build_parallel(options)
     options["log_every_n_steps"] = min(options.get("log_every_n_steps", 50), max_steps)  # short runs log too
     # one epoch holds every step's batch (the bar then reads "Epoch 0/0", not "0/-2")
-    return L.Trainer(max_steps=max_steps, max_epochs=1, default_root_dir=root, logger=TensorBoardLogger(root, name="tensorboard", version=""),
-                     callbacks=callbacks, enable_checkpointing=checkpoints, num_sanity_val_steps=0,
-                     val_check_interval=val_every, limit_val_batches=None if val_every else 0,
-                     gradient_clip_val=cfg.train.grad_clip, enable_model_summary=False, **options)
+    return L.Trainer(
+        max_steps=max_steps,
+        max_epochs=1,
+        default_root_dir=root,
+        logger=TensorBoardLogger(root, name="tensorboard", version=""),
+        callbacks=callbacks,
+        enable_checkpointing=checkpoints,
+        num_sanity_val_steps=0,
+        val_check_interval=val_every,
+        limit_val_batches=None if val_every else 0,
+        gradient_clip_val=cfg.train.grad_clip,
+        enable_model_summary=False,
+        **options,
+    )
 
 
 def checkpoint_step(path: Path) -> int:
@@ -103,8 +126,9 @@ def checkpoint_step(path: Path) -> int:
     try:
         return int(checkpoint["global_step"])
     except (TypeError, KeyError, ValueError):
-        raise ConfigError(f"{meta} is not a Lightning checkpoint (no global_step); resume=false deletes it and "
-                          "starts this run over") from None
+        raise ConfigError(
+            f"{meta} is not a Lightning checkpoint (no global_step); resume=false deletes it and starts this run over"
+        ) from None
 
 
 def _loader(dataset, batch_size, start_batch: int = 0):
@@ -114,9 +138,16 @@ def _loader(dataset, batch_size, start_batch: int = 0):
 
 def optimiser_settings(section, ode_lr=None):
     """What LongContextLM.configure_optimizers reads, for either stage (``base`` or ``train``)."""
-    return OmegaConf.create({"lr": section.lr, "ode_lr": ode_lr, "weight_decay": section.get("weight_decay", 0.1),
-                             "betas": section.get("betas", [0.9, 0.95]), "warmup_steps": section.warmup_steps,
-                             "steps": section.steps})
+    return OmegaConf.create(
+        {
+            "lr": section.lr,
+            "ode_lr": ode_lr,
+            "weight_decay": section.get("weight_decay", 0.1),
+            "betas": section.get("betas", [0.9, 0.95]),
+            "warmup_steps": section.warmup_steps,
+            "steps": section.steps,
+        }
+    )
 
 
 def config_hash(data) -> str:
@@ -124,10 +155,18 @@ def config_hash(data) -> str:
 
 
 def base_key(cfg, prepared) -> str:
-    return config_hash({"model": OmegaConf.to_container(cfg.model, resolve=True), "base": OmegaConf.to_container(cfg.base),
-                        "data": OmegaConf.to_container(cfg.data), "corpus": prepared.corpus.fingerprint,
-                        "seed": cfg.seed, "precision": str(cfg.trainer.get("precision")), "version": 1,
-                        "world": [str(cfg.trainer.get(k)) for k in ("strategy", "devices", "num_nodes")]})
+    return config_hash(
+        {
+            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            "base": OmegaConf.to_container(cfg.base),
+            "data": OmegaConf.to_container(cfg.data),
+            "corpus": prepared.corpus.fingerprint,
+            "seed": cfg.seed,
+            "precision": str(cfg.trainer.get("precision")),
+            "version": 1,
+            "world": [str(cfg.trainer.get(k)) for k in ("strategy", "devices", "num_nodes")],
+        }
+    )
 
 
 def pretrain_base(cfg, prepared, train_tokens: torch.Tensor) -> dict:
@@ -142,12 +181,15 @@ def pretrain_base(cfg, prepared, train_tokens: torch.Tensor) -> dict:
 def _pretrain_base(cfg, prepared, train_tokens: torch.Tensor, root: Path) -> dict:
     weights, info_path = root / "model.pt", root / "base.json"
     if weights.is_file() and info_path.is_file():
-        prepared.model.load_state_dict(io.load_tensors(weights, "a cached base model", f"delete {root} to train it again"))
+        prepared.model.load_state_dict(
+            io.load_tensors(weights, "a cached base model", f"delete {root} to train it again")
+        )
         info = json.loads(info_path.read_text())
         log.info("stage 1: reusing the cached base model %s", root)
         return {**info, "cached": True, "path": str(root)}
     L0, b = prepared.original_length, cfg.base
     log.info("stage 1: pre-training the base model with plain RoPE at L0=%d for %d steps", L0, b.steps)
+
     def with_rope(model):
         return patch_model(model, build_strategy("rope", **rotary_settings(model) | {"original_length": L0}))
 
@@ -160,9 +202,15 @@ def _pretrain_base(cfg, prepared, train_tokens: torch.Tensor, root: Path) -> dic
     trainer.fit(module, _loader(windows, b.batch_size))
     if distributed.is_sharded(trainer):  # every rank goes on to stage 2 with the whole base model
         prepared.model = distributed.gather_full_model(
-            prepared.model, lambda: with_rope(build_model(cfg.model, prepared.tokenizer)), every_rank=True)
-    info = {"steps": b.steps, "original_length": L0, "tokens": len(windows) * L0,
-            "wall_seconds": time.time() - start, "final_loss": float(trainer.callback_metrics["train/loss"])}
+            prepared.model, lambda: with_rope(build_model(cfg.model, prepared.tokenizer)), every_rank=True
+        )
+    info = {
+        "steps": b.steps,
+        "original_length": L0,
+        "tokens": len(windows) * L0,
+        "wall_seconds": time.time() - start,
+        "final_loss": float(trainer.callback_metrics["train/loss"]),
+    }
     if trainer.is_global_zero:
         state = {k: v for k, v in prepared.model.state_dict().items() if ".rotary_emb." not in k}
         io.atomic_write(weights, lambda handle: torch.save(state, handle))
@@ -230,8 +278,13 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
     t = cfg.train
     if t.gradient_checkpointing:  # recompute each layer's activations in the backward pass
         prepared.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    module = LongContextLM(prepared.model, optimiser_settings(t, t.ode_lr), cfg.sampler, seed=cfg.seed,
-                           max_scale=getattr(prepared.strategy, "max_scale", None))
+    module = LongContextLM(
+        prepared.model,
+        optimiser_settings(t, t.ode_lr),
+        cfg.sampler,
+        seed=cfg.seed,
+        max_scale=getattr(prepared.strategy, "max_scale", None),
+    )
     resume_from, done_steps = resume_point(cfg, run_dir)
     twin = trained_twin(cfg, run_dir) if resume_from is None and cfg.resume else None
     if twin:
@@ -239,19 +292,27 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
         resume_from, done_steps = str(twin[0] / "checkpoints" / "last.ckpt"), t.steps
     log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps)
     start = time.time()
-    trainer = make_trainer(cfg, t.steps, run_dir, checkpoints=True, val_every=min(t.val_every, t.steps),
-                           callbacks=callbacks)
+    trainer = make_trainer(
+        cfg, t.steps, run_dir, checkpoints=True, val_every=min(t.val_every, t.steps), callbacks=callbacks
+    )
     # item i of the training windows is fixed; under DDP each rank takes every world_size-th batch item,
     # so a global batch is the same items whatever the number of processes
     per_step = int(cfg.trainer.get("accumulate_grad_batches", 1)) * trainer.world_size
     val_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["validation"])
     train_data = RandomWindows(train_tokens, t.length, t.steps * t.batch_size * per_step, cfg.seed + 2)
-    val_data = RandomWindows(val_tokens, t.length, t.val_batches * t.batch_size * trainer.world_size, cfg.seed + 3,
-                             split="validation")
+    val_data = RandomWindows(
+        val_tokens, t.length, t.val_batches * t.batch_size * trainer.world_size, cfg.seed + 3, split="validation"
+    )
     with io.weights_only_loads():  # Lightning's own load of the checkpoint: its tensors, never its code
-        trainer.fit(module, _loader(train_data, t.batch_size, done_steps * per_step), _loader(val_data, t.batch_size),
-                    ckpt_path=resume_from, weights_only=True)
+        trainer.fit(
+            module,
+            _loader(train_data, t.batch_size, done_steps * per_step),
+            _loader(val_data, t.batch_size),
+            ckpt_path=resume_from,
+            weights_only=True,
+        )
     if distributed.is_sharded(trainer):  # FSDP: the weights are spread over the ranks
         prepared.model = distributed.gather_full_model(prepared.model, rebuild)
-    return Trained(trainer, module.seconds_before + time.time() - start, len(train_data) * t.length,
-                   twin[1] if twin else None)
+    return Trained(
+        trainer, module.seconds_before + time.time() - start, len(train_data) * t.length, twin[1] if twin else None
+    )

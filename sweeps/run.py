@@ -1,6 +1,7 @@
 """An Optuna sweep worker (see clex/commands/sweep.py).
 
-    python sweeps/run.py sweep=NAME [study.key=value] [experiment overrides] [--summary]"""
+python sweeps/run.py sweep=NAME [study.key=value] [experiment overrides] [--summary]"""
+
 import sys
 
 from clex.commands.sweep import main

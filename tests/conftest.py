@@ -5,9 +5,16 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaFo
 
 def tiny_llama(rope_parameters=None, L0=64, seed=0):
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=L0,
-                         rope_parameters=rope_parameters or {"rope_type": "default", "rope_theta": 10000.0})
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=L0,
+        rope_parameters=rope_parameters or {"rope_type": "default", "rope_theta": 10000.0},
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -15,8 +22,15 @@ def tiny_neox(rope_parameters=None, L0=64, seed=0):
     torch.manual_seed(seed)
     params = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
     params.update(rope_parameters or {})
-    config = GPTNeoXConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, max_position_embeddings=L0, rope_parameters=params)
+    config = GPTNeoXConfig(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=L0,
+        rope_parameters=params,
+    )
     return GPTNeoXForCausalLM(config).eval()
 
 
@@ -33,8 +47,9 @@ def save_tiny_tokenizer(path):
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tokenizer.train_from_iterator(["def f(x):\n    return x + 1\n"] * 50, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>")
     fast.save_pretrained(path)

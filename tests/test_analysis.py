@@ -1,4 +1,5 @@
 """analysis/: the power-law fit against synthetic truth, every script on real tiny runs, bad input."""
+
 import csv
 import json
 from pathlib import Path
@@ -7,17 +8,14 @@ import numpy as np
 import pytest
 
 from clex.analysis import fit_power_law
+from clex.commands import collect, figures, run, scaling_law
 
 ROOT = Path(__file__).resolve().parents[1]
-from clex.commands import run
-
-
-from clex.commands import collect, figures, scaling_law
 
 
 def synthetic(seeds, rng, alpha=0.3, beta=0.8, a=2.0, noise=0.1):
     sizes, lengths = np.repeat([1e5, 3e5, 1e6, 3e6], 3 * seeds), np.tile(np.repeat([64, 128, 256], seeds), 4)
-    targets = a * sizes ** alpha * lengths ** beta * np.exp(rng.normal(0, noise, len(sizes)))
+    targets = a * sizes**alpha * lengths**beta * np.exp(rng.normal(0, noise, len(sizes)))
     return sizes, lengths, targets
 
 
@@ -36,13 +34,27 @@ def test_fit_recovers_known_exponents_and_intervals_shrink_with_data():
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    common = [f"out_dir={out}", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
-              "train.steps=3", "train.batch_size=2", "train.val_every=3", "train.val_batches=1", "base.steps=3",
-              "base.batch_size=2", "eval.multipliers=[1,2,4]", "eval.max_tokens=128", "data.max_documents=150",
-              "trainer.enable_progress_bar=false"]
+    common = [
+        f"out_dir={out}",
+        "model.intermediate_size=64",
+        "model.num_layers=1",
+        "model.num_heads=2",
+        "train.steps=3",
+        "train.batch_size=2",
+        "train.val_every=3",
+        "train.val_batches=1",
+        "base.steps=3",
+        "base.batch_size=2",
+        "eval.multipliers=[1,2,4]",
+        "eval.max_tokens=128",
+        "data.max_documents=150",
+        "trainer.enable_progress_bar=false",
+    ]
     for hidden in (16, 32):
         for length in (16, 32):
-            assert run.main(common + ["strategy=clex,fbs", f"model.hidden_size={hidden}", f"train.length={length}"]) == 0
+            assert (
+                run.main(common + ["strategy=clex,fbs", f"model.hidden_size={hidden}", f"train.length={length}"]) == 0
+            )
     return out
 
 
@@ -75,10 +87,20 @@ def test_scaling_law_script_on_a_table_with_seeds_and_censored_runs(tmp_path, ca
     for size in (1e5, 3e5, 1e6, 3e6):
         for length in (64, 128, 256):
             for seed in range(3):
-                value = 2.0 * size ** 0.3 * length ** 0.8 * np.exp(rng.normal(0, 0.1))
-                rows.append({"run": f"r{size:g}-{length}-{seed}", "strategy": "clex", "variant_id": f"v{size:g}-{length}",
-                             "seed": seed, "parameters": int(size), "train_length": length, "length": length,
-                             "extrapolation_length": min(value, cap), "censored": value >= cap})
+                value = 2.0 * size**0.3 * length**0.8 * np.exp(rng.normal(0, 0.1))
+                rows.append(
+                    {
+                        "run": f"r{size:g}-{length}-{seed}",
+                        "strategy": "clex",
+                        "variant_id": f"v{size:g}-{length}",
+                        "seed": seed,
+                        "parameters": int(size),
+                        "train_length": length,
+                        "length": length,
+                        "extrapolation_length": min(value, cap),
+                        "censored": value >= cap,
+                    }
+                )
     table = tmp_path / "table.csv"
     with table.open("w") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -105,10 +127,11 @@ def test_bad_input_is_one_line_exit_2(tmp_path, tiny_runs, capsys):
     old.write_text(json.dumps({**result, "schema_version": 0}))
     assert collect.main([str(old.parent), "--out", str(tmp_path / "t.csv")]) == 2
     assert "schema_version 0, this code reads 1" in capsys.readouterr().err
-    for name, content, message in (("list", b"[1, 2]", "a JSON list, not an object"),
-                                   ("latin", b'{"a": "\xe9"}', "not UTF-8"),
-                                   ("text", json.dumps({**result, "eval": [{**result["eval"][0], "ppl": "4.2"}]}).encode(),
-                                    "ppl at length")):
+    for name, content, message in (
+        ("list", b"[1, 2]", "a JSON list, not an object"),
+        ("latin", b'{"a": "\xe9"}', "not UTF-8"),
+        ("text", json.dumps({**result, "eval": [{**result["eval"][0], "ppl": "4.2"}]}).encode(), "ppl at length"),
+    ):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_bytes(content)
         assert collect.main([str(tmp_path / name), "--out", str(tmp_path / "t.csv")]) == 2
@@ -129,18 +152,34 @@ def test_the_miniature_report_reads_claims_off_paired_intervals(tmp_path):
 
     def result(strategy, seed, ppl, **strategy_options):
         config = {"strategy": {"name": strategy, **strategy_options}, "sampler": {"position": "pose"}, "seed": seed}
-        return {"name": f"{strategy}-{seed}-{strategy_options}", "strategy": strategy, "seed": seed, "config": config,
-                "train_length": 128, "original_length": 128, "wall_seconds": 60.0, "base": None,
-                "eval": [{"length": n, "ppl": p, "tokens": 512} for n, p in zip((128, 256, 512), ppl)],
-                "extrapolation_length": {"value": 300.0, "censored": False, "eps": 0.1}}
+        return {
+            "name": f"{strategy}-{seed}-{strategy_options}",
+            "strategy": strategy,
+            "seed": seed,
+            "config": config,
+            "train_length": 128,
+            "original_length": 128,
+            "wall_seconds": 60.0,
+            "base": None,
+            "eval": [{"length": n, "ppl": p, "tokens": 512} for n, p in zip((128, 256, 512), ppl, strict=False)],
+            "extrapolation_length": {"value": 300.0, "censored": False, "eps": 0.1},
+        }
 
-    table1 = [result(s, seed, [5 + seed, 5.2 + seed, base + seed]) for seed in range(3)
-              for s, base in (("rope", 9.0), ("yarn", 5.0), ("clex", 5.1))]
-    dynamics = [result("clex", seed, [5 + seed, 5.2 + seed, base + seed + 0.01 * seed], dynamics=d) for seed in range(3)
-                for d, base in (("continuous", 5.1), ("discrete", 6.0))]
+    table1 = [
+        result(s, seed, [5 + seed, 5.2 + seed, base + seed])
+        for seed in range(3)
+        for s, base in (("rope", 9.0), ("yarn", 5.0), ("clex", 5.1))
+    ]
+    dynamics = [
+        result("clex", seed, [5 + seed, 5.2 + seed, base + seed + 0.01 * seed], dynamics=d)
+        for seed in range(3)
+        for d, base in (("continuous", 5.1), ("discrete", 6.0))
+    ]
     text = write_report({"miniature_table1": table1, "clex_dynamics": dynamics}, tmp_path)
     assert "| clex - rope | +0.00 ± 0.00 | +0.00 ± 0.00 | -3.90 ± 0.00* |" in text
     assert "PPL(4L) / PPL(L)" in text and "**holds**" in text  # 5.1/5 .. 7.1/7: within 1.1
     assert "PPL(continuous) - PPL(discrete) at 4L: **holds (-0.90 ± 0.00, n = 3)**" in text
-    assert "Position extrapolation is needed | PPL(extrapolated-random) - PPL(contiguous) at 4L: **not run yet**" in text
+    assert (
+        "Position extrapolation is needed | PPL(extrapolated-random) - PPL(contiguous) at 4L: **not run yet**" in text
+    )
     assert (tmp_path / "table1.png").stat().st_size > 1000 and (tmp_path / "clex_dynamics.png").is_file()

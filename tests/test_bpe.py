@@ -1,5 +1,6 @@
 """The subword tokenizer: trained on the train split only, round-trips text, cached, reloaded with a
 saved model; bad vocabulary sizes are one line."""
+
 import json
 
 import pytest
@@ -60,19 +61,54 @@ def test_bad_vocab_size_is_exit_2(tmp_path, capsys, value):
 
 @pytest.mark.slow
 def test_a_bpe_run_records_its_tokenizer_and_reloads_through_model_hf(tmp_path):
-    common = [f"out_dir={tmp_path}", "data.tokenizer=bpe", "data.vocab_size=400", "data.max_documents=120",
-              "train.steps=2", "train.batch_size=2", "train.val_every=2", "train.val_batches=1",
-              "eval.multipliers=[1,2]", "eval.max_tokens=256", "trainer.enable_progress_bar=false"]
-    assert run.main([*common, "base.steps=2", "base.batch_size=2", "model.hidden_size=32", "model.intermediate_size=64",
-                     "model.num_layers=1", "model.num_heads=2", "train.length=32"]) == 0
+    common = [
+        f"out_dir={tmp_path}",
+        "data.tokenizer=bpe",
+        "data.vocab_size=400",
+        "data.max_documents=120",
+        "train.steps=2",
+        "train.batch_size=2",
+        "train.val_every=2",
+        "train.val_batches=1",
+        "eval.multipliers=[1,2]",
+        "eval.max_tokens=256",
+        "trainer.enable_progress_bar=false",
+    ]
+    assert (
+        run.main(
+            [
+                *common,
+                "base.steps=2",
+                "base.batch_size=2",
+                "model.hidden_size=32",
+                "model.intermediate_size=64",
+                "model.num_layers=1",
+                "model.num_heads=2",
+                "train.length=32",
+            ]
+        )
+        == 0
+    )
     [path] = list(tmp_path.glob("clex-*/results.json"))
     result = json.loads(path.read_text())
     assert result["tokenizer"]["kind"] == "bpe" and result["tokenizer"]["vocab_size"] == 400
     model_dir = path.parent / "model"
     assert (model_dir / "tokenizer.json").is_file()
-    reloaded = [f"out_dir={tmp_path / 'again'}", "model=hf", f"model.path={model_dir}", "data.max_documents=120",
-                "train.length=32", "train.steps=1", "train.batch_size=2", "train.val_every=1", "train.val_batches=1",
-                "eval.multipliers=[1,2]", "eval.max_tokens=256", "trainer.enable_progress_bar=false", "strategy.max_scale=4"]
+    reloaded = [
+        f"out_dir={tmp_path / 'again'}",
+        "model=hf",
+        f"model.path={model_dir}",
+        "data.max_documents=120",
+        "train.length=32",
+        "train.steps=1",
+        "train.batch_size=2",
+        "train.val_every=1",
+        "train.val_batches=1",
+        "eval.multipliers=[1,2]",
+        "eval.max_tokens=256",
+        "trainer.enable_progress_bar=false",
+        "strategy.max_scale=4",
+    ]
     assert run.main(reloaded) == 0
     [again] = [json.loads(p.read_text()) for p in (tmp_path / "again").glob("*/results.json")]
     assert again["tokenizer"]["kind"] == "pretrained" and again["tokenizer"]["vocab_size"] == 400

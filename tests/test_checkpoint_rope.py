@@ -14,8 +14,11 @@ ROPES = {
     "linear": {"factor": 4.0},
     "llama3": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
     "yarn": {"factor": 4.0, "original_max_position_embeddings": 16},
-    "longrope": {"short_factor": [1.0 + 0.1 * i for i in range(8)], "long_factor": [1.0 + 0.7 * i for i in range(8)],
-                 "original_max_position_embeddings": 16},
+    "longrope": {
+        "short_factor": [1.0 + 0.1 * i for i in range(8)],
+        "long_factor": [1.0 + 0.7 * i for i in range(8)],
+        "original_max_position_embeddings": 16,
+    },
 }
 IDS = torch.randint(0, 97, (2, L0), generator=torch.Generator().manual_seed(0))
 
@@ -44,7 +47,9 @@ def test_t_equal_one_keeps_the_checkpoint_logits(family, rope_type, name):
     options = {"eval_scale": "dynamic"} if name in ("pi", "fbs", "yarn") else {}
     clex.patch_model(model, clex.build_strategy(name, **settings, **options))
     for length in (12, L0):  # LongRoPE: its short factors up to 16 tokens, its long ones beyond
-        torch.testing.assert_close(model(IDS[:, :length]).logits, original(IDS[:, :length]).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            model(IDS[:, :length]).logits, original(IDS[:, :length]).logits, rtol=1e-5, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("rope_type", list(ROPES))
@@ -90,14 +95,21 @@ def test_abf_refuses_a_scaled_checkpoint_and_l0_is_its_extended_context(tmp_path
     assert checkpoint_original_length(tmp_path) == L0
 
 
-@pytest.mark.parametrize("rope, max_position, expected", [
-    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}, 32768, 131072),  # Qwen2.5
-    ({"rope_type": "yarn", "factor": 4.0}, 4096, 16384),  # transformers: original = max_position_embeddings
-    ({"rope_type": "linear", "factor": 4.0}, 16384, 16384),  # a linear config that raised max_position already
-    ({"rope_type": "llama3", "factor": 32.0, "original_max_position_embeddings": 8192}, 131072, 131072),  # Llama 3.2
-    ({"rope_type": "longrope", "original_max_position_embeddings": 4096}, 131072, 131072),  # Phi-3
-    ({"rope_type": "default", "original_max_position_embeddings": 2048}, 4096, 2048),
-])
+@pytest.mark.parametrize(
+    "rope, max_position, expected",
+    [
+        ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}, 32768, 131072),  # Qwen2.5
+        ({"rope_type": "yarn", "factor": 4.0}, 4096, 16384),  # transformers: original = max_position_embeddings
+        ({"rope_type": "linear", "factor": 4.0}, 16384, 16384),  # a linear config that raised max_position already
+        (
+            {"rope_type": "llama3", "factor": 32.0, "original_max_position_embeddings": 8192},
+            131072,
+            131072,
+        ),  # Llama 3.2
+        ({"rope_type": "longrope", "original_max_position_embeddings": 4096}, 131072, 131072),  # Phi-3
+        ({"rope_type": "default", "original_max_position_embeddings": 2048}, 4096, 2048),
+    ],
+)
 def test_l0_is_the_context_the_checkpoint_rope_covers(rope, max_position, expected):
     from clex.checkpoint import original_length
 

@@ -1,4 +1,5 @@
 """The corpus split is stable across processes, disjoint and complete; evaluation data is fixed."""
+
 import subprocess
 import sys
 
@@ -24,8 +25,12 @@ def test_split_is_disjoint_complete_and_proportionate():
 
 def test_split_is_stable_across_processes_and_hash_seeds():
     code = "from clex.data import split_of; print([split_of(f'pkg/m{i}.py', 0.05, 0.05) for i in range(200)])"
-    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout for seed in ("1", "2")}
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONHASHSEED": seed, "PATH": ""}
+        ).stdout
+        for seed in ("1", "2")
+    }
     assert len(outputs) == 1
     assert outputs.pop().strip() == str([split_of(f"pkg/m{i}.py", 0.05, 0.05) for i in range(200)])
 
@@ -65,15 +70,28 @@ def novels(folder, count=6, size=4000):
 
 
 def text_cfg(folder, **extra):
-    return OmegaConf.create({"name": "text", "paths": [f"{folder}/*.txt"], "text_field": "text", "test_paths": [],
-                             "validation_paths": [], "split": "hash", "validation_fraction": 0.05,
-                             "test_fraction": 0.05, "max_documents": None, **extra})
+    return OmegaConf.create(
+        {
+            "name": "text",
+            "paths": [f"{folder}/*.txt"],
+            "text_field": "text",
+            "test_paths": [],
+            "validation_paths": [],
+            "split": "hash",
+            "validation_fraction": 0.05,
+            "test_fraction": 0.05,
+            "max_documents": None,
+            **extra,
+        }
+    )
 
 
 def test_an_empty_split_is_refused_naming_it_and_the_fixes(tmp_path):
     from clex.registry import ConfigError
 
-    with pytest.raises(ConfigError, match=r"the (test|validation) split is empty \(6 documents split by hash.*data.split=position"):
+    with pytest.raises(
+        ConfigError, match=r"the (test|validation) split is empty \(6 documents split by hash.*data.split=position"
+    ):
         load_corpus(text_cfg(novels(tmp_path / "books")))
 
 
@@ -84,7 +102,9 @@ def test_position_split_and_explicit_test_paths_fill_every_split(tmp_path):
     text = (folder / "book0.txt").read_text()
     pieces = [dict(by_position.documents[s])["book0.txt#" + s] for s in ("train", "validation", "test")]
     assert "".join(pieces) == text and abs(len(pieces[2]) / len(text) - 0.05) < 0.01
-    explicit = load_corpus(text_cfg(folder, test_paths=[str(folder / "book5.txt")], validation_paths=[str(folder / "book4.txt")]))
+    explicit = load_corpus(
+        text_cfg(folder, test_paths=[str(folder / "book5.txt")], validation_paths=[str(folder / "book4.txt")])
+    )
     assert [k for k, _ in explicit.documents["test"]] == ["book5.txt"]
     assert [k for k, _ in explicit.documents["validation"]] == ["book4.txt"]
     assert len(explicit.documents["train"]) == 4

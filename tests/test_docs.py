@@ -1,5 +1,6 @@
 """The published report and README: every figure they link is in the repository, and the numbers name
 the command that makes them."""
+
 import re
 from pathlib import Path
 

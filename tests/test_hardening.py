@@ -1,5 +1,6 @@
 """Inputs and faults from real data, real checkpoints and real clusters: each used to give a silent wrong
 result or a traceback."""
+
 import json
 import math
 import os
@@ -11,12 +12,19 @@ import torch
 
 import clex
 from clex import io
+from clex.commands import run
 from clex.registry import ConfigError
 
-from clex.commands import run
-
-FAST = ["data.max_documents=60", "base.steps=0", "train.steps=1", "model.hidden_size=32", "model.intermediate_size=64",
-        "model.num_layers=1", "model.num_heads=2", "trainer.enable_progress_bar=false"]
+FAST = [
+    "data.max_documents=60",
+    "base.steps=0",
+    "train.steps=1",
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def one_line_error(capsys, args, message, out):
@@ -54,7 +62,9 @@ def test_scaling_strategies_need_a_factor_in_the_library(name):
     with pytest.raises(ConfigError, match="needs factor="):
         clex.build_strategy(name, rotary_dim=32, base=10000.0, original_length=128)
     scaled = clex.build_strategy(name, rotary_dim=32, base=10000.0, original_length=128, factor=4)
-    assert not torch.equal(scaled.inv_freq(4.0), clex.build_strategy("rope", rotary_dim=32, base=1e4, original_length=128).inv_freq(4.0))
+    assert not torch.equal(
+        scaled.inv_freq(4.0), clex.build_strategy("rope", rotary_dim=32, base=1e4, original_length=128).inv_freq(4.0)
+    )
 
 
 def test_extrapolated_random_positions_stay_below_t_l0_for_any_l():
@@ -71,9 +81,15 @@ def test_extrapolated_random_positions_stay_below_t_l0_for_any_l():
 def test_a_checkpoint_with_a_rope_type_we_cannot_start_from_is_not_changed_silently():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         max_position_embeddings=256, rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4,
-                                                                        "factor": 2.0})
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=256,
+        rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0},
+    )
     model = LlamaForCausalLM(config)
     strategy = clex.build_strategy("rope", **clex.rotary_settings(model))
     with pytest.raises(ConfigError, match="rope type is 'dynamic'"):
@@ -117,20 +133,26 @@ def test_written_files_honour_the_umask(tmp_path):
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
 
 
-@pytest.mark.parametrize("args,message", [
-    (["name=../../escape"], "name must be one folder name under out_dir"),
-    (["name=/tmp/abs"], "name must be one folder name under out_dir"),
-    (["eval.multipliers=[]"], "must not be empty"),
-    (["+trainer.unknown_option=1"], "trainer.unknown_option is not a lightning.Trainer option"),
-    pytest.param(["trainer.accelerator=gpu"], "needs a CUDA GPU",
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
-    (["seed=!!python/name:os.system"], "YAML tags are not read"),
-    (["seed=!!set {a}"], "YAML tags are not read"),
-    (["name=mine", "seed=0,1"], "would give all 2 runs of the list one folder"),
-    (["seed=0,1", "seed=5"], "seed is given twice, once as a comma list"),
-    (["train.steps=null"], "train.steps cannot be null"),
-    (["eval.lengths=128"], "eval.lengths must be a list like [128,256]"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["name=../../escape"], "name must be one folder name under out_dir"),
+        (["name=/tmp/abs"], "name must be one folder name under out_dir"),
+        (["eval.multipliers=[]"], "must not be empty"),
+        (["+trainer.unknown_option=1"], "trainer.unknown_option is not a lightning.Trainer option"),
+        pytest.param(
+            ["trainer.accelerator=gpu"],
+            "needs a CUDA GPU",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here"),
+        ),
+        (["seed=!!python/name:os.system"], "YAML tags are not read"),
+        (["seed=!!set {a}"], "YAML tags are not read"),
+        (["name=mine", "seed=0,1"], "would give all 2 runs of the list one folder"),
+        (["seed=0,1", "seed=5"], "seed is given twice, once as a comma list"),
+        (["train.steps=null"], "train.steps cannot be null"),
+        (["eval.lengths=128"], "eval.lengths must be a list like [128,256]"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):
     one_line_error(capsys, [*FAST, *args], message, tmp_path / "runs")
     assert not (tmp_path / "runs").exists() and not Path("/tmp/abs").exists()
@@ -148,8 +170,9 @@ def test_eval_lengths_always_include_l():
 def test_a_malformed_jsonl_line_names_file_and_line(tmp_path, capsys):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(json.dumps({"text": "a" * 500}) + "\n{not json\n")
-    one_line_error(capsys, [*FAST, "data=text", f"data.paths=[{corpus}]"], f"{corpus}:2 is not a JSON record",
-                   tmp_path / "runs")
+    one_line_error(
+        capsys, [*FAST, "data=text", f"data.paths=[{corpus}]"], f"{corpus}:2 is not a JSON record", tmp_path / "runs"
+    )
 
 
 def test_a_model_folder_without_a_model_or_tokenizer_is_one_line(tmp_path, capsys):
@@ -168,8 +191,12 @@ def test_a_folder_holding_another_configs_run_is_not_resumed_into(tmp_path, caps
     assert run.main([f"out_dir={tmp_path}", "name=mine", *FAST, "eval.multipliers=[1]", "eval.max_tokens=64"]) == 0
     capsys.readouterr()
     (tmp_path / "mine" / "results.json").unlink()  # unfinished, so it would resume from last.ckpt
-    one_line_error(capsys, ["name=mine", *FAST, "eval.multipliers=[1]", "eval.max_tokens=64", "seed=3"],
-                   "holds a run of another config", tmp_path)
+    one_line_error(
+        capsys,
+        ["name=mine", *FAST, "eval.multipliers=[1]", "eval.max_tokens=64", "seed=3"],
+        "holds a run of another config",
+        tmp_path,
+    )
 
 
 def test_compare_refuses_what_is_not_a_results_file(tmp_path, capsys):
@@ -189,12 +216,13 @@ def test_a_bootstrap_needs_a_resample():
 
 
 def test_a_pretrained_model_trains_and_evaluates_from_its_own_l0(tmp_path):
-    from clex.config import compose, parse_overrides
     from clex.commands import CONFIG_DIR
+    from clex.config import compose, parse_overrides
 
     (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({"max_position_embeddings": 8192,
-                                                                "rope_parameters": {"rope_theta": 1e5}}))
+    (tmp_path / "ckpt" / "config.json").write_text(
+        json.dumps({"max_position_embeddings": 8192, "rope_parameters": {"rope_theta": 1e5}})
+    )
     axes, overrides = parse_overrides(CONFIG_DIR, ["model=hf", f"model.path={tmp_path / 'ckpt'}"])
     cfg = compose(CONFIG_DIR, {k: v[0] for k, v in axes.items()}, overrides)
     assert cfg.train.length == 8192 and list(cfg.eval.multipliers) == [1, 2, 4, 8, 16]  # evaluated at 1-16 x L0

@@ -1,4 +1,5 @@
 """A config that would exhaust the machine is refused in one line before anything runs."""
+
 import time
 
 import pytest
@@ -7,17 +8,25 @@ from clex.commands import run
 from clex.registry import ConfigError
 
 
-@pytest.mark.parametrize("args,message", [
-    (["train.length=100000"], "train.length=100000: this config needs an estimated "),
-    (["strategy=clex", "strategy.step_size=1e-9"], "strategy.step_size=1e-09, strategy.max_step_t=1: the ODE solve"),
-    (["eval.lengths=[128,4000000]"], "eval.lengths=4000000: this config needs an estimated "),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train.length=100000"], "train.length=100000: this config needs an estimated "),
+        (
+            ["strategy=clex", "strategy.step_size=1e-9"],
+            "strategy.step_size=1e-09, strategy.max_step_t=1: the ODE solve",
+        ),
+        (["eval.lengths=[128,4000000]"], "eval.lengths=4000000: this config needs an estimated "),
+    ],
+)
 def test_a_config_that_cannot_fit_is_refused_in_one_line_within_seconds(tmp_path, capsys, args, message):
     start = time.time()
     assert run.main([f"out_dir={tmp_path / 'runs'}", *args]) == 2
     assert time.time() - start < 10
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith(f"error: {message}") and ("lower " in err or "raise " in err), err
+    assert (
+        len(err.splitlines()) == 1 and err.startswith(f"error: {message}") and ("lower " in err or "raise " in err)
+    ), err
     assert not (tmp_path / "runs").exists()
 
 
@@ -38,4 +47,6 @@ def test_clex_caps_the_solver_steps_in_the_library():
 
     with pytest.raises(ConfigError, match="would take about 1.72e\\+05 steps, more than the 10000 allowed"):
         clex.build_strategy("clex", rotary_dim=32, base=1e4, original_length=128, max_scale=16, step_size=2e-5)
-    clex.build_strategy("clex", rotary_dim=32, base=1e4, original_length=128, max_scale=16, method="dopri5", step_size=1e-9)
+    clex.build_strategy(
+        "clex", rotary_dim=32, base=1e4, original_length=128, max_scale=16, method="dopri5", step_size=1e-9
+    )

@@ -1,5 +1,6 @@
 """Every file the project unpickles (the base-model cache, last.ckpt, Lightning's own resume load) is read
 weights-only, even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1: a planted pickle never runs its code."""
+
 import os
 import pickle
 
@@ -10,13 +11,25 @@ from clex import io
 from clex.commands import run
 from clex.registry import ConfigError
 
-TINY = ["data.max_documents=60", "base.steps=1", "base.batch_size=2", "train.steps=1", "train.batch_size=2",
-        "model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
-        "trainer.enable_progress_bar=false", "eval.multipliers=[1]", "eval.max_tokens=64"]
+TINY = [
+    "data.max_documents=60",
+    "base.steps=1",
+    "base.batch_size=2",
+    "train.steps=1",
+    "train.batch_size=2",
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "trainer.enable_progress_bar=false",
+    "eval.multipliers=[1]",
+    "eval.max_tokens=64",
+]
 
 
 def plant(path, marker):
     """A pickle that would create ``marker`` when unpickled, in the place of ``path``."""
+
     class Payload:
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))

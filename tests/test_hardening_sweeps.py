@@ -1,5 +1,6 @@
 """A study's journal and settings: a record cut by a killed worker loses nothing else; a worker with other
 experiment overrides does not join a study silently."""
+
 import time
 
 import optuna
@@ -13,18 +14,34 @@ from clex.sweeps import STUDY_DEFAULTS, open_study, run_worker, summary
 
 
 def sweep_of(tmp_path, n_trials, *experiment_overrides):
-    return {"study": {**STUDY_DEFAULTS, "name": "unit", "storage": str(tmp_path / "unit.journal"), "pruner": "none",
-                      "sampler": "random", "n_trials": n_trials, "objectives": [{"metric": "ppl@1", "direction": "minimize"}]},
-            "experiment": ["strategy=clex", "train.steps=6", f"out_dir={tmp_path}", *experiment_overrides],
-            "space": {"strategy.amplification": {"type": "float", "low": 1.0, "high": 2.0}}}
+    return {
+        "study": {
+            **STUDY_DEFAULTS,
+            "name": "unit",
+            "storage": str(tmp_path / "unit.journal"),
+            "pruner": "none",
+            "sampler": "random",
+            "n_trials": n_trials,
+            "objectives": [{"metric": "ppl@1", "direction": "minimize"}],
+        },
+        "experiment": ["strategy=clex", "train.steps=6", f"out_dir={tmp_path}", *experiment_overrides],
+        "space": {"strategy.amplification": {"type": "float", "low": 1.0, "high": 2.0}},
+    }
 
 
 @pytest.fixture
 def instant_runs(monkeypatch):
     """Trials that 'train' in no time: their PPL is the amplification suggested."""
+
     def run(cfg, prepared=None, callbacks=(), wait=False):
-        return {"run_dir": str(cfg.name), "seed": 0, "eval": [{"length": 128, "ppl": cfg.strategy.amplification}],
-                "train_length": 128, "extrapolation_length": {"value": 128}, "parameters": 1}
+        return {
+            "run_dir": str(cfg.name),
+            "seed": 0,
+            "eval": [{"length": 128, "ppl": cfg.strategy.amplification}],
+            "train_length": 128,
+            "extrapolation_length": {"value": 128},
+            "parameters": 1,
+        }
 
     monkeypatch.setattr(experiment, "run_experiment", run)
     monkeypatch.setattr(experiment, "prepare", lambda cfg: None)
@@ -69,10 +86,15 @@ def test_a_worker_with_other_experiment_overrides_is_refused_and_the_study_untou
     journal = tmp_path / "unit.journal"
     before = journal.read_bytes()
     longer = sweep_of(tmp_path, 2, "train.steps=10", "seed=3")
-    with pytest.raises(ConfigError, match=r"study 'unit' was made with other experiment overrides \(seed=\(unset\) in "
-                                          r"the study, 3 here; train.steps=6 in the study, 10 here\); .*study.name="):
+    with pytest.raises(
+        ConfigError,
+        match=r"study 'unit' was made with other experiment overrides \(seed=\(unset\) in "
+        r"the study, 3 here; train.steps=6 in the study, 10 here\); .*study.name=",
+    ):
         run_worker(longer, CONFIG_DIR, tmp_path)
     assert journal.read_bytes() == before
-    assert run_worker(sweep_of(tmp_path, 2, f"out_dir={tmp_path / 'elsewhere'}"), CONFIG_DIR, tmp_path) == 1  # where, not what
+    assert (
+        run_worker(sweep_of(tmp_path, 2, f"out_dir={tmp_path / 'elsewhere'}"), CONFIG_DIR, tmp_path) == 1
+    )  # where, not what
     longer["study"]["name"] = "longer"
     assert run_worker(longer, CONFIG_DIR, tmp_path) == 2

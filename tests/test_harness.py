@@ -1,6 +1,7 @@
 """eval=harness: lm-eval tasks on the run's patched model. A local loglikelihood task scored exactly by hand
 proves the patched model is what the harness evaluates; a spy proves t holds at the prompt's length while it
 generates; what cannot run offline is refused before training in one line."""
+
 import copy
 import json
 import math
@@ -19,16 +20,31 @@ pytest.importorskip("accelerate")
 
 DATA = Path(__file__).parent / "data" / "harness"
 L0 = 16
-OPTS = {"tasks": ["clex_local_short", "clex_local_long"], "lengths": None, "limit": None, "batch_size": 1,
-        "max_length": None, "include_path": str(DATA), "allow_download": False, "options": {"bootstrap_iters": 0}}
+OPTS = {
+    "tasks": ["clex_local_short", "clex_local_long"],
+    "lengths": None,
+    "limit": None,
+    "batch_size": 1,
+    "max_length": None,
+    "include_path": str(DATA),
+    "allow_download": False,
+    "options": {"bootstrap_iters": 0},
+}
 
 
 def byte_llama():
     """A tiny random Llama over bytes (vocabulary 257: 256 bytes and the separator), L0 = 16."""
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=257, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=L0,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    config = LlamaConfig(
+        vocab_size=257,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=L0,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -67,8 +83,10 @@ def test_the_harness_scores_the_patched_model_exactly_t_one_within_L0(monkeypatc
     got_plain, got_clex = scores(plain, monkeypatch), scores(clexed, monkeypatch)
     for name, model, got in (("plain", plain, got_plain), ("clex", clexed, got_clex)):
         for task in OPTS["tasks"]:
-            assert got[task] == pytest.approx(perplexity_by_hand(model, task.removeprefix("clex_local_")), rel=1e-5), \
-                (name, task)
+            assert got[task] == pytest.approx(perplexity_by_hand(model, task.removeprefix("clex_local_")), rel=1e-5), (
+                name,
+                task,
+            )
     assert got_clex["clex_local_short"] == pytest.approx(got_plain["clex_local_short"], rel=1e-6)  # <= L0: t = 1
     # 4 x L0: t = 4 moves the score (by 2.6e-5 relative on this seeded random model; float noise is under 1e-6)
     assert abs(got_clex["clex_local_long"] / got_plain["clex_local_long"] - 1) > 1e-5
@@ -124,11 +142,27 @@ def test_without_the_extra_eval_harness_says_how_to_install_it(tmp_path, capsys,
 def test_eval_harness_end_to_end_writes_a_score_per_task_and_length(tmp_path):
     """RULER's niah_single_1 and ruler_vt at 2048 tokens on a tiny Llama with a BPE tokenizer, 2 samples,
     offline (ruler_vt's generator needs about 2048 tokens)."""
-    args = [f"out_dir={tmp_path}", "eval=harness", "data.tokenizer=bpe", "base.steps=0", "train.steps=1",
-            "train.batch_size=1", "train.val_every=1", "train.val_batches=1", "model.hidden_size=32",
-            "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2", "eval.multipliers=[1]",
-            "eval.max_tokens=256", "eval.harness.tasks=[niah_single_1,ruler_vt]", "eval.harness.lengths=[2048]",
-            "eval.harness.limit=2", "+eval.harness.options.bootstrap_iters=0", "trainer.enable_progress_bar=false"]
+    args = [
+        f"out_dir={tmp_path}",
+        "eval=harness",
+        "data.tokenizer=bpe",
+        "base.steps=0",
+        "train.steps=1",
+        "train.batch_size=1",
+        "train.val_every=1",
+        "train.val_batches=1",
+        "model.hidden_size=32",
+        "model.intermediate_size=64",
+        "model.num_layers=1",
+        "model.num_heads=2",
+        "eval.multipliers=[1]",
+        "eval.max_tokens=256",
+        "eval.harness.tasks=[niah_single_1,ruler_vt]",
+        "eval.harness.lengths=[2048]",
+        "eval.harness.limit=2",
+        "+eval.harness.options.bootstrap_iters=0",
+        "trainer.enable_progress_bar=false",
+    ]
     assert run.main(args) == 0
     [run_dir] = [p for p in tmp_path.iterdir() if p.name.startswith("clex")]
     harness = json.loads((run_dir / "harness.json").read_text())
@@ -137,4 +171,6 @@ def test_eval_harness_end_to_end_writes_a_score_per_task_and_length(tmp_path):
     assert harness["harness"]["niah_single_1@2048"]["n-samples"]["niah_single_1"]["effective"] == 2
     assert (run_dir / "harness.png").stat().st_size > 1000
     summary = json.loads((run_dir / "results.json").read_text())["harness"]
-    assert set(summary["score_by_task"]) == {"niah_single_1", "ruler_vt"} and set(summary["score_by_length"]) == {"2048"}
+    assert set(summary["score_by_task"]) == {"niah_single_1", "ruler_vt"} and set(summary["score_by_length"]) == {
+        "2048"
+    }

@@ -1,5 +1,6 @@
 """Imports run one way, from the commands down to the maths: every ``import`` under clex/ is read, those inside
 functions included (a lazy import hides a cycle from Python, not from a reader)."""
+
 import ast
 from pathlib import Path
 
@@ -23,8 +24,10 @@ def imports() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 found |= {a.name for a in node.names if a.name.startswith("clex")}
             elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("clex") and not node.level:
-                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
-                          for a in node.names}
+                found |= {
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                    for a in node.names
+                }
         graph[name] = {m for m in found if m in modules and m != name}
     return graph
 
@@ -36,7 +39,7 @@ def cycles(graph: dict) -> list[list[str]]:
         state[node] = "open"
         for other in sorted(graph[node]):
             if state.get(other) == "open":
-                found.append(stack[stack.index(other):] + [other])
+                found.append(stack[stack.index(other) :] + [other])
             elif other not in state:
                 visit(other, stack + [other])
         state[node] = "done"
@@ -52,8 +55,12 @@ def test_no_import_cycle_among_clex_modules():
 
 
 def test_library_modules_import_neither_the_facade_nor_a_command():
-    bad = {(m, i) for m, imported in imports().items() for i in imported
-           if (i == "clex" and m != "clex") or (i.startswith("clex.commands") and not m.startswith("clex.commands"))}
+    bad = {
+        (m, i)
+        for m, imported in imports().items()
+        for i in imported
+        if (i == "clex" and m != "clex") or (i.startswith("clex.commands") and not m.startswith("clex.commands"))
+    }
     assert bad == set()
 
 

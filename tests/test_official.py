@@ -1,6 +1,7 @@
 """Released CLEX checkpoints (DAMO-NLP-SG/CLEX): tiny checkpoints in each official format, imported, against an
 independent reference written from the official formulas (a float64 ODE solve in t, a plain transformers
 forward with those frequencies and the query scaling done in the attention itself)."""
+
 import json
 import math
 
@@ -20,10 +21,25 @@ VOCAB = 300  # the tiny tokenizer's (tests.conftest.save_tiny_tokenizer)
 FORMATS = {  # name: (family, release, config extras, log scale applied by that release's code)
     "llama-2023": ("llama", 2023, {"log_scale": True}, True),
     "llama-2024": ("llama", 2024, {"log_scale": True, "use_flashattn": False}, False),
-    "llama-2024-gqa-theta1e6": ("llama", 2024, {"log_scale": True, "use_flashattn": True, "num_key_value_heads": 2,
-                                                "rope_theta": 1e6}, True),
-    "mixtral-2024": ("mixtral", 2024, {"log_scale": True, "use_flashattn": True, "num_local_experts": 2,
-                                       "num_experts_per_tok": 1, "num_key_value_heads": 2, "rope_theta": 1e6}, False),
+    "llama-2024-gqa-theta1e6": (
+        "llama",
+        2024,
+        {"log_scale": True, "use_flashattn": True, "num_key_value_heads": 2, "rope_theta": 1e6},
+        True,
+    ),
+    "mixtral-2024": (
+        "mixtral",
+        2024,
+        {
+            "log_scale": True,
+            "use_flashattn": True,
+            "num_local_experts": 2,
+            "num_experts_per_tok": 1,
+            "num_key_value_heads": 2,
+            "rope_theta": 1e6,
+        },
+        False,
+    ),
     "phi2-2024": ("phi", 2024, {"log_scale": True, "partial_rotary_factor": 0.5}, False),
 }
 
@@ -35,8 +51,16 @@ def official_checkpoint(path, name, act="silu", seed=0):
     log_scale, flash = extras.pop("log_scale"), extras.pop("use_flashattn", None)
     theta = extras.pop("rope_theta", 10000.0)
     torch.manual_seed(seed)
-    config = CONFIG_MAPPING[family](vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                    num_attention_heads=4, max_position_embeddings=L0, rope_theta=theta, **extras)
+    config = CONFIG_MAPPING[family](
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=L0,
+        rope_theta=theta,
+        **extras,
+    )
     model = AutoModelForCausalLM.from_config(config).eval()
     model.save_pretrained(path)
     save_tiny_tokenizer(path)
@@ -46,8 +70,16 @@ def official_checkpoint(path, name, act="silu", seed=0):
     down = torch.randn(d, d // 2, generator=generator) * 0.4 / math.sqrt(d)
     inv_freq = 1.0 / theta ** (torch.arange(0, d, 2).float() / d)
     weights = load_file(str(path / "model.safetensors"))
-    save_file({**weights, "model.clex_layer.proj_func.ode_up_proj": up, "model.clex_layer.proj_func.ode_down_proj": down,
-               "model.clex_layer.inv_freq": inv_freq}, str(path / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {
+            **weights,
+            "model.clex_layer.proj_func.ode_up_proj": up,
+            "model.clex_layer.proj_func.ode_down_proj": down,
+            "model.clex_layer.inv_freq": inv_freq,
+        },
+        str(path / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     raw = json.loads((path / "config.json").read_text())
     raw.pop("rope_parameters", None)
     raw["rope_theta"] = theta
@@ -58,8 +90,13 @@ def official_checkpoint(path, name, act="silu", seed=0):
     if flash is not None:
         raw["use_flashattn"] = flash
     (path / "config.json").write_text(json.dumps(raw))
-    return model, {"up": up.double().numpy(), "down": down.double().numpy(), "inv_freq": inv_freq.double().numpy(),
-                   "act": act if release == 2024 else "silu", "d": d}
+    return model, {
+        "up": up.double().numpy(),
+        "down": down.double().numpy(),
+        "inv_freq": inv_freq.double().numpy(),
+        "act": act if release == 2024 else "silu",
+        "d": d,
+    }
 
 
 def reference_inv_freq(ode, t: float) -> np.ndarray:
@@ -96,7 +133,7 @@ def reference_logits(plain, ode, ids, log_scale: bool):
     try:
         return plain(ids).logits
     finally:
-        for layer, value in zip(layers, saved):
+        for layer, value in zip(layers, saved, strict=False):
             layer.self_attn.scaling = value
 
 
@@ -131,20 +168,27 @@ def test_round_trips_keep_the_logits(tmp_path):
         clex.save_pretrained(imported, tmp_path / "official", format="official")
         assert torch.equal(clex.load_pretrained(tmp_path / "official").eval()(ids).logits, expected)
     exported = json.loads((tmp_path / "official" / "config.json").read_text())
-    assert exported["rope_scaling"] == {"type": "clex", "max_factor": MAX_FACTOR, "param_factor": 1, "act": "silu",
-                                        "time_dt": 0.01}
+    assert exported["rope_scaling"] == {
+        "type": "clex",
+        "max_factor": MAX_FACTOR,
+        "param_factor": 1,
+        "act": "silu",
+        "time_dt": 0.01,
+    }
     assert "model.clex_layer.proj_func.ode_up_proj" in load_file(str(tmp_path / "official" / "model.safetensors"))
 
 
 def test_export_refuses_what_the_format_cannot_express(tmp_path):
     from tests.conftest import tiny_llama
 
-    model = clex.patch_model(tiny_llama(L0=L0), clex.build_strategy("clex", rotary_dim=16, base=1e4, original_length=L0,
-                                                                    dynamics="discrete"))
+    model = clex.patch_model(
+        tiny_llama(L0=L0), clex.build_strategy("clex", rotary_dim=16, base=1e4, original_length=L0, dynamics="discrete")
+    )
     with pytest.raises(clex.ConfigError, match="discrete dynamics"):
         clex.save_pretrained(model, tmp_path / "out", format="official")
-    model = clex.patch_model(tiny_llama(L0=L0), clex.build_strategy("pi", rotary_dim=16, base=1e4, original_length=L0,
-                                                                    factor=4))
+    model = clex.patch_model(
+        tiny_llama(L0=L0), clex.build_strategy("pi", rotary_dim=16, base=1e4, original_length=L0, factor=4)
+    )
     with pytest.raises(clex.ConfigError, match="CLEX only"):
         clex.save_pretrained(model, tmp_path / "out", format="official")
     assert not (tmp_path / "out").exists()
@@ -170,9 +214,20 @@ def test_fine_tuning_an_import_starts_from_its_ode(tmp_path):
 @pytest.mark.slow
 def test_a_run_fine_tunes_an_import(tmp_path):
     official_checkpoint(tmp_path / "ckpt", "llama-2023")
-    args = [f"out_dir={tmp_path / 'runs'}", "model=hf", f"model.path={tmp_path / 'ckpt'}", "train.length=32",
-            "train.steps=2", "train.batch_size=2", "train.val_every=2", "train.val_batches=1", "eval.multipliers=[1,2]",
-            "eval.max_tokens=128", "data.max_documents=60", "trainer.enable_progress_bar=false"]
+    args = [
+        f"out_dir={tmp_path / 'runs'}",
+        "model=hf",
+        f"model.path={tmp_path / 'ckpt'}",
+        "train.length=32",
+        "train.steps=2",
+        "train.batch_size=2",
+        "train.val_every=2",
+        "train.val_batches=1",
+        "eval.multipliers=[1,2]",
+        "eval.max_tokens=128",
+        "data.max_documents=60",
+        "trainer.enable_progress_bar=false",
+    ]
     assert run.main(args) == 0
     [result] = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/results.json")]
     assert result["original_length"] == L0 and result["config"]["strategy"]["ntk_base"] == 1e4
@@ -185,13 +240,24 @@ def write_config(path, change):
     (path / "config.json").write_text(json.dumps(config))
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda p: write_config(p, lambda c: c["rope_scaling"].update(type="wobbly")), "rope_scaling.type 'wobbly'"),
-    (lambda p: write_config(p, lambda c: c["rope_scaling"].update(param_factor=2)), "has shape [4, 8]"),
-    (lambda p: (p / "config.json").write_text((p / "config.json").read_text()[:-1] + ",}"), "not valid JSON (line 1"),
-    (lambda p: save_file({k: v for k, v in load_file(str(p / "model.safetensors")).items() if "ode_down" not in k},
-                         str(p / "model.safetensors")), "no tensor model.clex_layer.proj_func.ode_down_proj"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: write_config(p, lambda c: c["rope_scaling"].update(type="wobbly")), "rope_scaling.type 'wobbly'"),
+        (lambda p: write_config(p, lambda c: c["rope_scaling"].update(param_factor=2)), "has shape [4, 8]"),
+        (
+            lambda p: (p / "config.json").write_text((p / "config.json").read_text()[:-1] + ",}"),
+            "not valid JSON (line 1",
+        ),
+        (
+            lambda p: save_file(
+                {k: v for k, v in load_file(str(p / "model.safetensors")).items() if "ode_down" not in k},
+                str(p / "model.safetensors"),
+            ),
+            "no tensor model.clex_layer.proj_func.ode_down_proj",
+        ),
+    ],
+)
 def test_a_damaged_checkpoint_is_one_line(tmp_path, capsys, damage, message):
     official_checkpoint(tmp_path / "ckpt", "llama-2024")
     damage(tmp_path / "ckpt")
@@ -205,8 +271,16 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path, capsys, damage, message):
 @pytest.mark.slow
 def test_train_steps_0_evaluates_an_import_as_released(tmp_path):
     official_checkpoint(tmp_path / "ckpt", "llama-2024")
-    args = [f"out_dir={tmp_path / 'runs'}", "model=hf", f"model.path={tmp_path / 'ckpt'}", "train.steps=0",
-            "eval.lengths=[16,48]", "eval.max_tokens=96", "data.max_documents=60", "trainer.enable_progress_bar=false"]
+    args = [
+        f"out_dir={tmp_path / 'runs'}",
+        "model=hf",
+        f"model.path={tmp_path / 'ckpt'}",
+        "train.steps=0",
+        "eval.lengths=[16,48]",
+        "eval.max_tokens=96",
+        "data.max_documents=60",
+        "trainer.enable_progress_bar=false",
+    ]
     assert run.main(args) == 0
     [path] = (tmp_path / "runs").glob("*/results.json")
     result = json.loads(path.read_text())
@@ -224,12 +298,23 @@ def test_a_runs_saved_model_runs_again_with_its_strategy_and_ode(tmp_path):
     assert run.main(tiny_args(tmp_path / "runs", "data.tokenizer=bpe", "data.vocab_size=300", "train.steps=6")) == 0
     [first] = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/results.json")]
     model_dir = tmp_path / "runs" / first["name"] / "model"
-    again = [f"out_dir={tmp_path / 'again'}", "model=hf", f"model.path={model_dir}", "train.steps=0",
-             "eval.multipliers=[1,2,4]", "eval.max_tokens=256", "data.max_documents=300",
-             "trainer.enable_progress_bar=false"]
+    again = [
+        f"out_dir={tmp_path / 'again'}",
+        "model=hf",
+        f"model.path={model_dir}",
+        "train.steps=0",
+        "eval.multipliers=[1,2,4]",
+        "eval.max_tokens=256",
+        "data.max_documents=300",
+        "trainer.enable_progress_bar=false",
+    ]
     assert run.main(again) == 0
     [second] = [json.loads(p.read_text()) for p in (tmp_path / "again").glob("*/results.json")]
     assert second["config"]["strategy"]["max_scale"] == 4.0 and second["original_length"] == 32
-    for a, b in zip(first["eval"], second["eval"]):  # the same model, strategy and ODE: the same perplexities
-        assert (a["length"], a["tokens"]) == (b["length"], b["tokens"]) and b["ppl"] == pytest.approx(a["ppl"], rel=1e-4)
+    for a, b in zip(
+        first["eval"], second["eval"], strict=False
+    ):  # the same model, strategy and ODE: the same perplexities
+        assert (a["length"], a["tokens"]) == (b["length"], b["tokens"]) and b["ppl"] == pytest.approx(
+            a["ppl"], rel=1e-4
+        )
     assert run.main(again + ["strategy=pi"]) == 2  # saved with clex: another strategy is refused

@@ -1,8 +1,9 @@
 """pyproject.toml and environment.yml list the same packages; the README's commands are what CI runs."""
+
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,8 +20,16 @@ def test_pyproject_and_environment_agree():
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert set(pip) == wanted
     assert "python=3.11" in env["dependencies"]
-    assert names(pip) >= {"torch", "lightning", "torchdiffeq", "transformers", "optuna", "tensorboard",
-                          "omegaconf", "matplotlib"}
+    assert names(pip) >= {
+        "torch",
+        "lightning",
+        "torchdiffeq",
+        "transformers",
+        "optuna",
+        "tensorboard",
+        "omegaconf",
+        "matplotlib",
+    }
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,13 +1,13 @@
 """Passkey prompts are built to spec, and eval=passkey writes its grid and figure."""
+
 import json
 
 import pytest
 import torch
 
+from clex.commands import run
 from clex.data import ByteTokenizer
 from clex.passkey import INTRO, QUESTION, passkey_prompt
-
-from clex.commands import run
 
 
 @pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])
@@ -26,12 +26,29 @@ def test_prompt_has_the_length_the_key_at_its_depth_and_ends_with_the_question(d
 
 @pytest.mark.slow
 def test_eval_passkey_writes_grid_results_and_figure(tmp_path):
-    args = [f"out_dir={tmp_path}", "eval=passkey", "strategy=clex", "strategy.max_scale=4", "model.hidden_size=32",
-            "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2", "train.length=256",
-            "train.steps=2", "train.batch_size=1", "train.val_every=2", "train.val_batches=1", "base.steps=0",
-            "eval.multipliers=[1]", "eval.max_tokens=256", "eval.passkey.multipliers=[1,2]",
-            "eval.passkey.depths=[0.0,1.0]", "eval.passkey.trials=2", "data.max_documents=100",
-            "trainer.enable_progress_bar=false"]
+    args = [
+        f"out_dir={tmp_path}",
+        "eval=passkey",
+        "strategy=clex",
+        "strategy.max_scale=4",
+        "model.hidden_size=32",
+        "model.intermediate_size=64",
+        "model.num_layers=1",
+        "model.num_heads=2",
+        "train.length=256",
+        "train.steps=2",
+        "train.batch_size=1",
+        "train.val_every=2",
+        "train.val_batches=1",
+        "base.steps=0",
+        "eval.multipliers=[1]",
+        "eval.max_tokens=256",
+        "eval.passkey.multipliers=[1,2]",
+        "eval.passkey.depths=[0.0,1.0]",
+        "eval.passkey.trials=2",
+        "data.max_documents=100",
+        "trainer.enable_progress_bar=false",
+    ]
     assert run.main(args) == 0
     [run_dir] = [p for p in tmp_path.iterdir() if p.name.startswith("clex")]
     grid = json.loads((run_dir / "passkey.json").read_text())["rows"]

@@ -1,4 +1,5 @@
 """The angle backward (clex/rotary_grad.py) against autograd through the family's own apply_rotary_pos_emb."""
+
 import sys
 import types
 
@@ -33,7 +34,9 @@ def test_the_angle_backward_matches_autograd_through_the_original_function(famil
     """Llama with grouped-query heads, GPT-NeoX rotating half of each head; every weight's gradient,
     the ODE's included, and a loss that is bit for bit the original's."""
     model = family().train()
-    strategy = clex.build_strategy(name, **clex.rotary_settings(model), **({"max_scale": 4.0} if name == "clex" else {}))
+    strategy = clex.build_strategy(
+        name, **clex.rotary_settings(model), **({"max_scale": 4.0} if name == "clex" else {})
+    )
     if name == "clex":
         torch.nn.init.normal_(strategy.down.weight, std=0.1)  # a learned term, so the ODE weights get a gradient
     clex.patch_model(model, strategy)
@@ -73,9 +76,11 @@ def test_the_angle_gradient_is_the_analytic_one():
 
 def test_a_family_whose_function_rotates_otherwise_keeps_it():
     """An interleaved rotation (pairs 2i, 2i+1) is not the layout the backward assumes: nothing is wrapped."""
+
     def interleaved(q, k, cos, sin, unsqueeze_dim=1):
         def rotate(x):
             return torch.stack((-x[..., 1::2], x[..., ::2]), -1).flatten(-2)
+
         cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
         return q * cos + rotate(q) * sin, k * cos + rotate(k) * sin
 
@@ -109,17 +114,23 @@ def test_under_bf16_autocast_fixed_frequencies_train_bit_for_bit(monkeypatch):
     ids = torch.randint(0, 97, (2, 24), generator=torch.Generator().manual_seed(2))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         (fused_loss, fused), (loss, reference) = wrapped_and_original(
-            model, ids, 1.0, torch.arange(24, dtype=torch.float32), monkeypatch)
+            model, ids, 1.0, torch.arange(24, dtype=torch.float32), monkeypatch
+        )
     assert torch.equal(fused_loss, loss)
     assert all(torch.equal(fused[key], reference[key]) for key in reference)
 
 
 def test_other_signatures_reach_the_original_function():
     """A family whose function also takes q alone (k=None, cos and sin by keyword) is called as it was."""
+
     def apply(q, k=None, cos=None, sin=None, unsqueeze_dim=1):
         cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
         rotate = torch.cat((-q[..., 2:], q[..., :2]), -1) * sin
-        return (q * cos + rotate, None) if k is None else (q * cos + rotate, k * cos + torch.cat((-k[..., 2:], k[..., :2]), -1) * sin)
+        return (
+            (q * cos + rotate, None)
+            if k is None
+            else (q * cos + rotate, k * cos + torch.cat((-k[..., 2:], k[..., :2]), -1) * sin)
+        )
 
     wrapped = rotary_grad._wrap(apply)
     q, angles = torch.randn(1, 2, 3, 4, requires_grad=True), torch.randn(1, 3, 2)

@@ -1,4 +1,5 @@
 """The rotary patch against transformers' own rotary modules, on tiny Llama and GPT-NeoX models."""
+
 import pytest
 import torch
 from conftest import tiny_llama
@@ -9,8 +10,12 @@ from clex.registry import ConfigError
 
 L0 = 64
 IDS = torch.randint(0, 97, (2, 3 * L0), generator=torch.Generator().manual_seed(0))
-BUILTIN = {"pi": ("linear", {"factor": 4.0}), "yarn": ("yarn", {"factor": 4.0, "original_max_position_embeddings": L0}),
-           "rope": ("default", {}), "fbs": ("dynamic", {"factor": 1.0})}
+BUILTIN = {
+    "pi": ("linear", {"factor": 4.0}),
+    "yarn": ("yarn", {"factor": 4.0, "original_max_position_embeddings": L0}),
+    "rope": ("default", {}),
+    "fbs": ("dynamic", {"factor": 1.0}),
+}
 
 
 def patched(family, name, **options):
@@ -45,7 +50,7 @@ def test_cached_generation_takes_t_from_the_position_not_the_input_length():
     model = patched(tiny_llama, "clex", max_scale=8)
     full = model(IDS[:, : 2 * L0 + 5]).logits[:, -1]
     _, cache = forward_cached(model, IDS[:, : 2 * L0 + 4])
-    step = forward_cached(model, IDS[:, 2 * L0 + 4: 2 * L0 + 5], cache)[0][:, -1]
+    step = forward_cached(model, IDS[:, 2 * L0 + 4 : 2 * L0 + 5], cache)[0][:, -1]
     torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)
 
 
@@ -98,10 +103,15 @@ def test_saved_model_reloads_in_a_fresh_process_with_identical_logits(tmp_path):
         within_original = model(IDS[:, :L0]).logits  # t = 1: the unscaled model
     clex.save_pretrained(model, tmp_path / "ckpt")
     torch.save(IDS, tmp_path / "ids.pt")
-    code = ("import clex, torch, sys; m = clex.load_pretrained(sys.argv[1]).eval(); "
-            "torch.save(m(torch.load(sys.argv[2])).logits.detach(), sys.argv[3])")
-    done = subprocess.run([sys.executable, "-c", code, tmp_path / "ckpt", tmp_path / "ids.pt", tmp_path / "out.pt"],
-                          capture_output=True, text=True)
+    code = (
+        "import clex, torch, sys; m = clex.load_pretrained(sys.argv[1]).eval(); "
+        "torch.save(m(torch.load(sys.argv[2])).logits.detach(), sys.argv[3])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, tmp_path / "ckpt", tmp_path / "ids.pt", tmp_path / "out.pt"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     # processes may pick different CPU kernels (seen: 1.8e-7); in one process the reload is exact
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, rtol=0, atol=1e-6)

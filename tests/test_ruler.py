@@ -1,5 +1,6 @@
 """RULER-style tasks: prompts built to spec (length, needle at its depth, answers in the text), the
 scoring path with a model that knows the answers, and bad options refused in one line."""
+
 import json
 import random
 import re
@@ -12,11 +13,24 @@ from clex.commands import run
 from clex.data import ByteTokenizer
 from clex.ruler import DEPTH_TASKS, TASKS, Haystack, make_sample, matches, ruler_grid
 
-TEXT = ("Rivers carry sediment toward the delta, where slower water drops sand and silt. Farmers value "
-        "these plains because the soil stays fertile after every flood season. ") * 40
-DOCUMENTS = [(f"doc{i}", TEXT[i * 37:] + f" Chapter {i} closes with a quiet morning.") for i in range(6)]
-OPTS = OmegaConf.create({"tasks": list(TASKS), "depths": [0.0, 0.5, 1.0], "trials": 3, "needles": 4, "queries": 2,
-                         "hops": 3, "common": 3, "common_frequency": 4, "digits": 5})
+TEXT = (
+    "Rivers carry sediment toward the delta, where slower water drops sand and silt. Farmers value "
+    "these plains because the soil stays fertile after every flood season. "
+) * 40
+DOCUMENTS = [(f"doc{i}", TEXT[i * 37 :] + f" Chapter {i} closes with a quiet morning.") for i in range(6)]
+OPTS = OmegaConf.create(
+    {
+        "tasks": list(TASKS),
+        "depths": [0.0, 0.5, 1.0],
+        "trials": 3,
+        "needles": 4,
+        "queries": 2,
+        "hops": 3,
+        "common": 3,
+        "common_frequency": 4,
+        "digits": 5,
+    }
+)
 TOKENIZER = ByteTokenizer()
 
 
@@ -38,11 +52,14 @@ def test_the_asked_needle_holds_the_answer_at_the_stated_depth(task, depth):
     # the filler before the asked needle, over all the filler, is the stated depth (moved to a word start
     # within 5% of the filler), and the needle starts before a word, never inside one
     before = sum(e - s for s, e in sample.spans[1:] if s < start)
-    room = 1000 - sum(e - s for s, e in sample.spans) - len(TOKENIZER.encode(prompt[prompt.rindex("\nWhat"):]))
+    room = 1000 - sum(e - s for s, e in sample.spans) - len(TOKENIZER.encode(prompt[prompt.rindex("\nWhat") :]))
     assert abs((start - before) / room - depth) <= (round(0.05 * room) + 1) / room
-    after = text_of(sample.prompt[end:end + 1])
-    assert end == 1000 - len(TOKENIZER.encode(prompt[prompt.rindex("\nWhat"):])) or after.isspace() or end in (
-        s for s, _ in sample.spans)
+    after = text_of(sample.prompt[end : end + 1])
+    assert (
+        end == 1000 - len(TOKENIZER.encode(prompt[prompt.rindex("\nWhat") :]))
+        or after.isspace()
+        or end in (s for s, _ in sample.spans)
+    )
     asked = r"\w+" if task == "niah_multiquery" else key
     for value in sample.expected:  # every answer is in the text once
         assert len(re.findall(rf"for {asked} is {value}\.", prompt)) == 1
@@ -56,7 +73,7 @@ def test_variable_tracking_chains_in_order_and_asks_for_every_name():
     assert len(names) == OPTS.hops + 1 and len(sample.prompt) == 800
     value = re.search(rf"VAR {names[0]} = (\d+)\.", prompt).group(1)
     positions = [prompt.index(f" VAR {names[0]} = {value}.")]
-    positions += [prompt.index(f" VAR {b} = {a}.") for a, b in zip(names, names[1:])]
+    positions += [prompt.index(f" VAR {b} = {a}.") for a, b in zip(names, names[1:], strict=False)]
     assert positions == sorted(positions) and prompt.endswith(f"\nWhich variables hold the value {value}? They are")
 
 
@@ -80,7 +97,10 @@ def test_samples_are_seeded_and_too_short_cells_are_skipped_with_the_reason():
 def test_whole_word_matching_on_the_first_line_in_any_case():
     assert matches(" 12345, 67890", ["12345", "67890"]) == [True, True]
     assert matches(" 123456", ["12345"]) == [False]
-    assert matches("\n Apple pie\n12345", ["apple", "12345"]) == [True, False]  # what follows the answer line is not read
+    assert matches("\n Apple pie\n12345", ["apple", "12345"]) == [
+        True,
+        False,
+    ]  # what follows the answer line is not read
 
 
 class Parrot(torch.nn.Module):
@@ -106,15 +126,19 @@ def test_a_model_that_knows_the_answers_scores_one_and_the_grid_covers_every_cel
     opts = OmegaConf.merge(OPTS, {"tasks": list(DEPTH_TASKS), "trials": 2})
     rows = ruler_grid(Parrot(), TOKENIZER, DOCUMENTS, [400, 700], opts, seed=0)
     assert [(r["task"], r["length"], r["depth"]) for r in rows] == [
-        (t, n, d) for t in DEPTH_TASKS for n in (400, 700) for d in (0.0, 0.5, 1.0)]
+        (t, n, d) for t in DEPTH_TASKS for n in (400, 700) for d in (0.0, 0.5, 1.0)
+    ]
     assert all(r["accuracy"] == 1.0 and r["score"] == 1.0 for r in rows), rows
 
 
-@pytest.mark.parametrize("arg, message", [
-    ("eval.ruler.tasks=[niah_single,haystack_poem]", "unknown task 'haystack_poem'; choices: niah_single"),
-    ("eval.ruler.depths=[0.5,1.5]", "eval.ruler.depths must be a non-empty list of depths in [0, 1]"),
-    ("eval.ruler.trials=0", "eval.ruler.trials must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("eval.ruler.tasks=[niah_single,haystack_poem]", "unknown task 'haystack_poem'; choices: niah_single"),
+        ("eval.ruler.depths=[0.5,1.5]", "eval.ruler.depths must be a non-empty list of depths in [0, 1]"),
+        ("eval.ruler.trials=0", "eval.ruler.trials must be an integer >= 1"),
+    ],
+)
 def test_bad_ruler_options_are_one_line_and_exit_2(tmp_path, capsys, arg, message):
     assert run.main([f"out_dir={tmp_path}", "eval=ruler", arg]) == 2
     err = capsys.readouterr().err.strip()
@@ -129,8 +153,16 @@ def test_a_passkey_depth_outside_zero_one_is_refused(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_eval_ruler_end_to_end_writes_the_grid_and_its_heat_map(tmp_path):
-    args = [f"out_dir={tmp_path}", "eval=ruler", "base.steps=20", "train.steps=4", "eval.multipliers=[1,2]",
-            "eval.max_tokens=512", "eval.ruler.trials=1", "trainer.enable_progress_bar=false"]
+    args = [
+        f"out_dir={tmp_path}",
+        "eval=ruler",
+        "base.steps=20",
+        "train.steps=4",
+        "eval.multipliers=[1,2]",
+        "eval.max_tokens=512",
+        "eval.ruler.trials=1",
+        "trainer.enable_progress_bar=false",
+    ]
     assert run.main(args) == 0
     [run_dir] = [p for p in tmp_path.iterdir() if p.name.startswith("clex")]
     ruler = json.loads((run_dir / "ruler.json").read_text())

@@ -1,4 +1,5 @@
 """experiments/run.py end to end on tiny settings: every strategy, both tiny models, files and numbers."""
+
 import importlib.util
 import json
 import math
@@ -11,16 +12,29 @@ import torch
 import yaml
 
 from clex.commands import run
-
 from clex.data import evaluation_sequences, load_corpus
 from clex.evaluate import sequence_nll
 
 STRATEGIES = ["rope", "pi", "fbs", "yarn", "clex"]
-TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
-        "model.original_length=32", "train.length=32", "train.steps=4", "train.batch_size=2",
-        "train.val_every=2", "train.val_batches=1", "base.steps=4", "base.batch_size=2",
-        "eval.multipliers=[1,2,4]", "eval.max_tokens=256", "data.max_documents=300",
-        "trainer.enable_progress_bar=false", "strategy.max_scale=4"]
+TINY = [
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.original_length=32",
+    "train.length=32",
+    "train.steps=4",
+    "train.batch_size=2",
+    "train.val_every=2",
+    "train.val_batches=1",
+    "base.steps=4",
+    "base.batch_size=2",
+    "eval.multipliers=[1,2,4]",
+    "eval.max_tokens=256",
+    "data.max_documents=300",
+    "trainer.enable_progress_bar=false",
+    "strategy.max_scale=4",
+]
 
 
 def tiny_args(out_dir, *extra):
@@ -51,8 +65,13 @@ def test_every_strategy_writes_its_files_and_numbers(comparison):
     for name, result in results.items():
         run_dir = out / result["name"]
         assert not (run_dir / "checkpoints" / "best.ckpt").exists()  # a second full copy only with train.save_best
-        for path in ("config.yaml", "ppl_vs_length.png", "checkpoints/last.ckpt",
-                     "model/config.json", "model/model.safetensors"):
+        for path in (
+            "config.yaml",
+            "ppl_vs_length.png",
+            "checkpoints/last.ckpt",
+            "model/config.json",
+            "model/model.safetensors",
+        ):
             assert (run_dir / path).is_file(), path
         assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
         assert result["schema_version"] == 1 and result["strategy"] == name
@@ -101,8 +120,9 @@ def test_reported_perplexity_matches_an_independent_evaluation_of_the_checkpoint
     model = clex.load_pretrained(out / result["name"] / "model")  # the saved model, not the live one
     corpus = load_corpus(cfg.data)
     for row in result["eval"]:
-        sequences, _, _ = evaluation_sequences(ByteTokenizer(), corpus.documents["test"], row["length"],
-                                               cfg.eval.max_tokens, cfg.eval.seed)
+        sequences, _, _ = evaluation_sequences(
+            ByteTokenizer(), corpus.documents["test"], row["length"], cfg.eval.max_tokens, cfg.eval.seed
+        )
         total, count = sequence_nll(model, sequences, 10_000, chunk_size=row["length"] // 3)
         assert count == row["tokens"]
         assert total / count == pytest.approx(row["nll"], rel=1e-5)
@@ -121,31 +141,53 @@ def test_same_seed_same_results(tmp_path):
     assert c["train"]["final_loss"] != a["train"]["final_loss"]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["strategy=ntk"], "strategy='ntk' is not an option of group 'strategy'; choices: abf, clex, fbs, llama3, longrope, pi, rope, yarn"),
-    (["train.lenght=64"], "unknown config key 'train.lenght'; did you mean 'train.length'?"),
-    (["train.length=abc"], "train.length must be an integer, got 'abc'"),
-    (["train.length=1"], "train.length must be an integer >= 2, got 1"),
-    (["strategy.max_scale=0.5"], "strategy.max_scale (t_max) must be >= 1, got 0.5"),
-    (["eval.lengths=[128,0]"], "eval.lengths / eval.multipliers must be positive integers, got [128, 0]"),
-    (["eval.multipliers=[1,1.5]"], "eval.lengths / eval.multipliers must be positive integers"),
-    (["data=text", "data.paths=[/nonexistent/*.txt]"], "data.paths: no file matches '/nonexistent/*.txt'"),
-    (["train.lr=nan"], "train.lr must be a finite number, got nan"),
-    (["sampler.position=shuffled"], "unknown position sampler 'shuffled'; known: contiguous, extrapolated-random"),
-    (["strategy=pi", "strategy.max_scale=4"], "unknown config key 'strategy.max_scale'"),
-    (["model=hf", "model.path=/nonexistent"], "model.path: '/nonexistent' is not a directory"),
-    (["train"], "argument 'train' is not key=value or group=option"),
-    (["trainer=fsdp", "+trainer.strategy.sharding=full"], "trainer.strategy.sharding is not an option of fsdp; "
-     "allowed: reshard_after_forward, save_distributed_checkpoint"),
-    (["model.attn_implementation=flash"], "model.attn_implementation must be one of sdpa, eager, flash_attention_2"),
-    pytest.param(["model.attn_implementation=flash_attention_2"], "flash_attention_2 needs the flash-attn package",
-                 marks=pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="installed")),
-    (["trainer=fsdp", "trainer.devices=0"], "trainer.devices must be a positive integer for fsdp, got 0"),
-    pytest.param(["trainer=deepspeed"], "trainer.strategy.name deepspeed needs the deepspeed package "
-                 "(pip install deepspeed), which is not installed, got 'deepspeed'",
-                 marks=pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="installed")),
-    (["trainer=fsdp", "trainer.strategy.name=zero"], "trainer.strategy.name must be one of fsdp, deepspeed, got 'zero'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["strategy=ntk"],
+            "strategy='ntk' is not an option of group 'strategy'; "
+            "choices: abf, clex, fbs, llama3, longrope, pi, rope, yarn",
+        ),
+        (["train.lenght=64"], "unknown config key 'train.lenght'; did you mean 'train.length'?"),
+        (["train.length=abc"], "train.length must be an integer, got 'abc'"),
+        (["train.length=1"], "train.length must be an integer >= 2, got 1"),
+        (["strategy.max_scale=0.5"], "strategy.max_scale (t_max) must be >= 1, got 0.5"),
+        (["eval.lengths=[128,0]"], "eval.lengths / eval.multipliers must be positive integers, got [128, 0]"),
+        (["eval.multipliers=[1,1.5]"], "eval.lengths / eval.multipliers must be positive integers"),
+        (["data=text", "data.paths=[/nonexistent/*.txt]"], "data.paths: no file matches '/nonexistent/*.txt'"),
+        (["train.lr=nan"], "train.lr must be a finite number, got nan"),
+        (["sampler.position=shuffled"], "unknown position sampler 'shuffled'; known: contiguous, extrapolated-random"),
+        (["strategy=pi", "strategy.max_scale=4"], "unknown config key 'strategy.max_scale'"),
+        (["model=hf", "model.path=/nonexistent"], "model.path: '/nonexistent' is not a directory"),
+        (["train"], "argument 'train' is not key=value or group=option"),
+        (
+            ["trainer=fsdp", "+trainer.strategy.sharding=full"],
+            "trainer.strategy.sharding is not an option of fsdp; "
+            "allowed: reshard_after_forward, save_distributed_checkpoint",
+        ),
+        (
+            ["model.attn_implementation=flash"],
+            "model.attn_implementation must be one of sdpa, eager, flash_attention_2",
+        ),
+        pytest.param(
+            ["model.attn_implementation=flash_attention_2"],
+            "flash_attention_2 needs the flash-attn package",
+            marks=pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="installed"),
+        ),
+        (["trainer=fsdp", "trainer.devices=0"], "trainer.devices must be a positive integer for fsdp, got 0"),
+        pytest.param(
+            ["trainer=deepspeed"],
+            "trainer.strategy.name deepspeed needs the deepspeed package "
+            "(pip install deepspeed), which is not installed, got 'deepspeed'",
+            marks=pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="installed"),
+        ),
+        (
+            ["trainer=fsdp", "trainer.strategy.name=zero"],
+            "trainer.strategy.name must be one of fsdp, deepspeed, got 'zero'",
+        ),
+    ],
+)
 def test_config_errors_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "runs"
     assert run.main([f"out_dir={out}", *args]) == 2
@@ -159,8 +201,9 @@ def test_command_line_error_has_no_traceback_and_cfg_prints_the_config(tmp_path)
     bad = subprocess.run([sys.executable, script, "strategy.factor=x", "strategy=pi"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "error: strategy.factor must be a number, got 'x'"
-    shown = subprocess.run([sys.executable, script, "--cfg", "strategy=pi", "train.length=64"],
-                           capture_output=True, text=True)
+    shown = subprocess.run(
+        [sys.executable, script, "--cfg", "strategy=pi", "train.length=64"], capture_output=True, text=True
+    )
     cfg = yaml.safe_load(shown.stdout)
     assert shown.returncode == 0 and cfg["strategy"]["name"] == "pi" and cfg["train"]["length"] == 64
     helped = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
@@ -175,19 +218,38 @@ def save_tiny_hf_checkpoint(path, rope_parameters=None):
 
     fast = save_tiny_tokenizer(path)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=24, eos_token_id=fast.eos_token_id,
-                         **({"rope_parameters": rope_parameters} if rope_parameters else {}))
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=24,
+        eos_token_id=fast.eos_token_id,
+        **({"rope_parameters": rope_parameters} if rope_parameters else {}),
+    )
     LlamaForCausalLM(config).save_pretrained(path)
 
 
 @pytest.mark.slow
 def test_a_transformers_checkpoint_runs_through_model_hf(tmp_path):
     save_tiny_hf_checkpoint(tmp_path / "ckpt")
-    args = [f"out_dir={tmp_path / 'runs'}", "model=hf", f"model.path={tmp_path / 'ckpt'}", "strategy=clex",
-            "strategy.max_scale=4", "train.length=24", "train.steps=2", "train.batch_size=2", "train.val_every=2",
-            "train.val_batches=1", "eval.multipliers=[1,2]", "eval.max_tokens=96", "data.max_documents=60",
-            "trainer.enable_progress_bar=false"]
+    args = [
+        f"out_dir={tmp_path / 'runs'}",
+        "model=hf",
+        f"model.path={tmp_path / 'ckpt'}",
+        "strategy=clex",
+        "strategy.max_scale=4",
+        "train.length=24",
+        "train.steps=2",
+        "train.batch_size=2",
+        "train.val_every=2",
+        "train.val_batches=1",
+        "eval.multipliers=[1,2]",
+        "eval.max_tokens=96",
+        "data.max_documents=60",
+        "trainer.enable_progress_bar=false",
+    ]
     assert run.main(args) == 0
     [result] = load_results(tmp_path / "runs").values()
     assert result["original_length"] == 24  # L0 read from the checkpoint's config
@@ -200,19 +262,38 @@ def test_a_transformers_checkpoint_runs_through_model_hf(tmp_path):
 
 @pytest.mark.slow
 def test_a_llama3_checkpoint_is_extended_from_its_own_rope(tmp_path):
-    rope = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 2.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 12}
+    rope = {
+        "rope_type": "llama3",
+        "rope_theta": 10000.0,
+        "factor": 2.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 12,
+    }
     save_tiny_hf_checkpoint(tmp_path / "ckpt", rope)
-    args = [f"out_dir={tmp_path / 'runs'}", "model=hf", f"model.path={tmp_path / 'ckpt'}", "strategy=yarn",
-            "strategy.factor=2", "train.steps=2", "train.batch_size=2", "train.val_every=2", "train.val_batches=1",
-            "eval.multipliers=[1,2]", "eval.max_tokens=96", "data.max_documents=60", "trainer.enable_progress_bar=false"]
+    args = [
+        f"out_dir={tmp_path / 'runs'}",
+        "model=hf",
+        f"model.path={tmp_path / 'ckpt'}",
+        "strategy=yarn",
+        "strategy.factor=2",
+        "train.steps=2",
+        "train.batch_size=2",
+        "train.val_every=2",
+        "train.val_batches=1",
+        "eval.multipliers=[1,2]",
+        "eval.max_tokens=96",
+        "data.max_documents=60",
+        "trainer.enable_progress_bar=false",
+    ]
     assert run.main(args) == 0
     [result] = load_results(tmp_path / "runs").values()
     assert result["original_length"] == result["train_length"] == 24  # the context its llama3 rope covers
     saved = json.loads((tmp_path / "runs" / result["name"] / "model" / "config.json").read_text())
     assert saved["rope_parameters"]["rope_type"] == "llama3"  # plain transformers still loads it as it was
-    import clex
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    import clex
 
     reloaded = clex.load_pretrained(tmp_path / "runs" / result["name"] / "model")  # scaled on from llama3 again
     llama3_inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](reloaded.config)
@@ -225,8 +306,14 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path):
     import signal
     import time
 
-    args = tiny_args(tmp_path / "x", "strategy=clex", "base.steps=0", "train.steps=300", "train.val_every=4",
-                     "eval.multipliers=[1,2]")
+    args = tiny_args(
+        tmp_path / "x",
+        "strategy=clex",
+        "base.steps=0",
+        "train.steps=300",
+        "train.val_every=4",
+        "eval.multipliers=[1,2]",
+    )
     assert run.main(tiny_args(tmp_path / "uninterrupted", *args[1:])) == 0  # same config, another out_dir
     [expected] = load_results(tmp_path / "uninterrupted").values()
     script = Path(__file__).resolve().parents[1] / "experiments" / "run.py"
@@ -247,9 +334,15 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path):
 
 
 def run_two_cpu_processes(out, trainer, *args):
-    args = tiny_args(out, *args, f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2",
-                     "trainer.precision=32-true")
-    done = subprocess.run([sys.executable, Path(__file__).resolve().parents[1] / "experiments" / "run.py", *args], capture_output=True, text=True, timeout=300)
+    args = tiny_args(
+        out, *args, f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"
+    )
+    done = subprocess.run(
+        [sys.executable, Path(__file__).resolve().parents[1] / "experiments" / "run.py", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     [result] = load_results(out).values()  # rank 0 alone writes results
     return result
@@ -262,8 +355,15 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
     (a rank seeing the wrong half of the data, or FSDP losing a shard, would break it). Later steps
     drift apart by float reduction order, which Adam's normalisation amplifies for near-zero
     gradients: 7e-4 after 6 steps."""
-    common = ["strategy=clex", "base.steps=0", f"train.steps={steps}", f"train.val_every={steps}",
-              "eval.multipliers=[1]", "train.lr=3e-3", "train.val_batches=2"]
+    common = [
+        "strategy=clex",
+        "base.steps=0",
+        f"train.steps={steps}",
+        f"train.val_every={steps}",
+        "eval.multipliers=[1]",
+        "train.lr=3e-3",
+        "train.val_batches=2",
+    ]
     assert run.main(tiny_args(tmp_path / "single", *common, "train.batch_size=4")) == 0
     two = run_two_cpu_processes(tmp_path / trainer, trainer, *common, "train.batch_size=2")
     [one] = load_results(tmp_path / "single").values()
@@ -278,8 +378,16 @@ def test_fsdp_matches_ddp_through_both_stages_and_resumes_from_its_sharded_check
     the same numbers through stage 1 (gathered onto every rank for stage 2), stage 2 with activation
     checkpointing, and the weights rank 0 gathers to evaluate. Run again, it resumes from the per-rank
     shards of the last step and, training nothing, must evaluate the very same weights."""
-    common = ["strategy=clex", "model.num_layers=2", "base.steps=2", "train.steps=3", "train.val_every=3",
-              "eval.multipliers=[1,2]", "train.lr=3e-3", "train.gradient_checkpointing=true"]
+    common = [
+        "strategy=clex",
+        "model.num_layers=2",
+        "base.steps=2",
+        "train.steps=3",
+        "train.val_every=3",
+        "eval.multipliers=[1,2]",
+        "train.lr=3e-3",
+        "train.gradient_checkpointing=true",
+    ]
     ddp = run_two_cpu_processes(tmp_path / "ddp", "ddp", *common)
     sharded = [*common, "trainer.strategy.save_distributed_checkpoint=true"]
     fsdp = run_two_cpu_processes(tmp_path / "fsdp", "fsdp", *sharded)
@@ -288,7 +396,9 @@ def test_fsdp_matches_ddp_through_both_stages_and_resumes_from_its_sharded_check
     assert [r["nll"] for r in fsdp["eval"]] == pytest.approx([r["nll"] for r in ddp["eval"]], rel=1e-5)
     run_dir = tmp_path / "fsdp" / fsdp["name"]
     assert sorted(p.name for p in (run_dir / "checkpoints" / "last.ckpt").iterdir() if p.suffix == ".distcp") == [
-        "__0_0.distcp", "__1_0.distcp"]
+        "__0_0.distcp",
+        "__1_0.distcp",
+    ]
     (run_dir / "results.json").unlink()
     again = run_two_cpu_processes(tmp_path / "fsdp", "fsdp", *sharded)
     assert [r["nll"] for r in again["eval"]] == pytest.approx([r["nll"] for r in fsdp["eval"]], rel=1e-6)
@@ -324,14 +434,17 @@ def test_gradient_checkpointing_trains_the_same_model(tmp_path):
 def test_a_run_that_only_scores_differently_reuses_the_fine_tuned_model(tmp_path, caplog):
     from safetensors.torch import load_file
 
-    args = tiny_args(tmp_path, "strategy=clex", "base.steps=0", "train.steps=4", "train.val_every=2",
-                     "eval.multipliers=[1,2]")
+    args = tiny_args(
+        tmp_path, "strategy=clex", "base.steps=0", "train.steps=4", "train.val_every=2", "eval.multipliers=[1,2]"
+    )
     assert run.main(args) == 0
     with caplog.at_level("INFO", logger="clex"):
         assert run.main(args + ["eval.stride=16"]) == 0  # another protocol: nothing to train
         assert run.main(args + ["train.lr=1e-3"]) == 0  # another training setting: trained
-    runs = {(r["config"]["eval"].get("stride"), r["config"]["train"]["lr"]): r
-            for r in (json.loads(p.read_text()) for p in tmp_path.glob("*/results.json"))}
+    runs = {
+        (r["config"]["eval"].get("stride"), r["config"]["train"]["lr"]): r
+        for r in (json.loads(p.read_text()) for p in tmp_path.glob("*/results.json"))
+    }
     first, scored, retrained = runs[(None, 3.0e-4)], runs[(16, 3.0e-4)], runs[(None, 1e-3)]
     assert scored["train"]["reused_from"] == first["name"] and "reused_from" not in retrained["train"]
     assert caplog.text.count("its fine-tuned model is reused") == 1

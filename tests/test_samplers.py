@@ -1,4 +1,5 @@
 """Each sampler draws from the distribution it claims, reproducibly under a seed."""
+
 import math
 
 import pytest

@@ -1,5 +1,6 @@
 """Seeds and intervals: the arithmetic against hand-computed numbers, grouping by everything but the
 seed, paired differences, the censored fit, and the analysis tables' handling of bad and repeated runs."""
+
 import json
 import math
 import sys
@@ -43,12 +44,27 @@ def test_paired_difference_is_the_mean_of_per_seed_differences():
 
 
 def run(strategy, seed, ppl, **config):
-    cfg = {"strategy": {"name": strategy}, "train": {"length": 128, "steps": 200}, "seed": seed, "name": f"{strategy}{seed}",
-           "out_dir": f"/somewhere/{seed}", "choices": {"strategy": strategy}, **config}
-    return {"name": f"{strategy}-{seed}-{json.dumps(config, sort_keys=True)}", "strategy": strategy, "seed": seed,
-            "config": cfg, "train_length": 128, "original_length": 128,
-            "eval": [{"length": n, "ppl": p, "nll": math.log(p), "tokens": 512} for n, p in zip((128, 256), ppl)],
-            "extrapolation_length": {"value": 256.0, "censored": True, "eps": 0.1}}
+    cfg = {
+        "strategy": {"name": strategy},
+        "train": {"length": 128, "steps": 200},
+        "seed": seed,
+        "name": f"{strategy}{seed}",
+        "out_dir": f"/somewhere/{seed}",
+        "choices": {"strategy": strategy},
+        **config,
+    }
+    return {
+        "name": f"{strategy}-{seed}-{json.dumps(config, sort_keys=True)}",
+        "strategy": strategy,
+        "seed": seed,
+        "config": cfg,
+        "train_length": 128,
+        "original_length": 128,
+        "eval": [
+            {"length": n, "ppl": p, "nll": math.log(p), "tokens": 512} for n, p in zip((128, 256), ppl, strict=False)
+        ],
+        "extrapolation_length": {"value": 256.0, "censored": True, "eps": 0.1},
+    }
 
 
 def test_variants_group_everything_but_the_seed_and_never_merge_two():
@@ -62,7 +78,11 @@ def test_variants_group_everything_but_the_seed_and_never_merge_two():
 
 
 def test_comparison_has_intervals_n_and_a_paired_section():
-    runs = [run(name, s, [base + 0.1 * s, base + 1 + 0.2 * s]) for s in range(3) for name, base in (("rope", 5.0), ("clex", 4.0))]
+    runs = [
+        run(name, s, [base + 0.1 * s, base + 1 + 0.2 * s])
+        for s in range(3)
+        for name, base in (("rope", 5.0), ("clex", 4.0))
+    ]
     text = comparison_markdown(runs, reference="rope")
     assert "| rope | 3 | 5.10 ± 0.25 | 6.20 ± 0.50 |" in text
     assert "| clex - rope | 3 | -1.00 ± 0.00* | -1.00 ± 0.00* |" in text
@@ -90,8 +110,14 @@ def write_run(directory, results):
 
 
 def tidy(result, seed):
-    return {**result, "schema_version": 1, "choices": {"model": "tiny-llama"}, "parameters": 1000,
-            "corpus": {"sha256": "abc"}, "config": {**result["config"], "strategy": {"name": result["strategy"]}}}
+    return {
+        **result,
+        "schema_version": 1,
+        "choices": {"model": "tiny-llama"},
+        "parameters": 1000,
+        "corpus": {"sha256": "abc"},
+        "config": {**result["config"], "strategy": {"name": result["strategy"]}},
+    }
 
 
 def test_collect_counts_a_run_found_twice_once_and_leaves_out_infinite_ppl(tmp_path, capsys):
@@ -114,9 +140,11 @@ def synthetic(rng, seeds, cap=None, alpha=0.3, beta=0.8, noise=0.1, seed_noise=0
     for config, (size, length) in enumerate((s, n) for s in (1e5, 3e5, 1e6, 3e6) for n in (64, 128, 256)):
         shared = rng.normal(0, noise)  # the configuration's own deviation, shared by its seeds
         for _ in range(seeds):
-            value = 2.0 * size ** alpha * length ** beta * math.exp(shared + rng.normal(0, seed_noise))
-            rows.append((size, length, value if cap is None else min(value, cap), cap is not None and value >= cap, config))
-    return [list(column) for column in zip(*rows)]
+            value = 2.0 * size**alpha * length**beta * math.exp(shared + rng.normal(0, seed_noise))
+            rows.append(
+                (size, length, value if cap is None else min(value, cap), cap is not None and value >= cap, config)
+            )
+    return [list(column) for column in zip(*rows, strict=False)]
 
 
 def test_censored_runs_enter_as_lower_bounds_not_values():
@@ -148,7 +176,9 @@ def test_bootstrap_keeps_a_configurations_seeds_together():
 def test_analysis_imports_no_torch():
     import subprocess
 
-    code = "import sys, clex.analysis, clex.stats, clex.report; print('torch' in sys.modules, 'lightning' in sys.modules)"
+    code = (
+        "import sys, clex.analysis, clex.stats, clex.report; print('torch' in sys.modules, 'lightning' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -156,16 +186,23 @@ def test_analysis_imports_no_torch():
 def test_null_options_leave_names_alone_but_a_users_null_in_a_map_counts():
     from clex.stats import drop_nulls
 
-    assert drop_nulls({"seed": 0, "threads": None, "eval": {"stride": None, "eps": 0.1}}) == {"seed": 0, "eval": {"eps": 0.1}}
+    assert drop_nulls({"seed": 0, "threads": None, "eval": {"stride": None, "eps": 0.1}}) == {
+        "seed": 0,
+        "eval": {"eps": 0.1},
+    }
     skip_test = {"data": {"splits": {"test": None, "unsupervised": None}}}
     assert variant_id(skip_test) != variant_id({"data": {"splits": {"unsupervised": None}}})
 
 
 def test_a_strategy_reference_with_several_variants_pairs_setting_by_setting():
-    runs = [run(name, s, [p, p + 1], eval={"stride": stride} if stride else {})
-            for s in range(2) for name, p, stride in (("rope", 5.0, None), ("rope", 7.0, 64), ("clex", 4.0, None),
-                                                       ("clex", 5.0, 64))]
+    runs = [
+        run(name, s, [p, p + 1], eval={"stride": stride} if stride else {})
+        for s in range(2)
+        for name, p, stride in (("rope", 5.0, None), ("rope", 7.0, 64), ("clex", 4.0, None), ("clex", 5.0, 64))
+    ]
     text = comparison_markdown(runs, reference="rope")
     assert "| clex - rope | 2 | -1.00 ± 0.00* |" in text
-    assert "| clex eval={'stride': 64} - rope eval={'stride': 64} | 2 | -2.00 ± 0.00* |" in text or \
-        "- rope stride=64 | 2 | -2.00 ± 0.00* |" in text, text
+    assert (
+        "| clex eval={'stride': 64} - rope eval={'stride': 64} | 2 | -2.00 ± 0.00* |" in text
+        or "- rope stride=64 | 2 | -2.00 ± 0.00* |" in text
+    ), text

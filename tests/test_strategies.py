@@ -1,4 +1,5 @@
 """Each static strategy against transformers' own rope functions (docs/design.md, section 2)."""
+
 import pytest
 import torch
 from transformers import LlamaConfig
@@ -19,8 +20,13 @@ def hf_config(rotary_dim, base, rope_type, factor):
         params["original_max_position_embeddings"] = L0
     if rope_type == "dynamic":
         params["factor"] = 1.0  # dynamic at seq_len = t L0 with factor 1 is base * t^(d/(d-2))
-    return LlamaConfig(hidden_size=rotary_dim * 2, num_attention_heads=2, head_dim=rotary_dim,
-                       max_position_embeddings=L0, rope_parameters=params)
+    return LlamaConfig(
+        hidden_size=rotary_dim * 2,
+        num_attention_heads=2,
+        head_dim=rotary_dim,
+        max_position_embeddings=L0,
+        rope_parameters=params,
+    )
 
 
 def hf_reference(rotary_dim, base, rope_type, t):
@@ -31,8 +37,9 @@ def hf_reference(rotary_dim, base, rope_type, t):
     return ROPE_INIT_FUNCTIONS[rope_type](config, "cpu", seq_len=seq_len)
 
 
-@pytest.mark.parametrize("name,rope_type", [("rope", "default"), ("pi", "linear"), ("fbs", "dynamic"),
-                                            ("yarn", "yarn")])
+@pytest.mark.parametrize(
+    "name,rope_type", [("rope", "default"), ("pi", "linear"), ("fbs", "dynamic"), ("yarn", "yarn")]
+)
 @pytest.mark.parametrize("t", [1.0, 1.5, 4.0, 16.0])
 @pytest.mark.parametrize("rotary_dim", [32, 64, 128])
 @pytest.mark.parametrize("base", [1e4, 5e5])
@@ -78,20 +85,42 @@ def test_unknown_names_and_options_are_clear_errors():
 @pytest.mark.parametrize("base", [1e4, 5e5])
 @pytest.mark.parametrize("low,high", [(1.0, 4.0), (2.0, 8.0)])
 def test_llama3_matches_transformers(t, rotary_dim, base, low, high):
-    config = LlamaConfig(hidden_size=rotary_dim * 2, num_attention_heads=2, head_dim=rotary_dim, max_position_embeddings=L0,
-                         rope_parameters={"rope_type": "llama3", "rope_theta": base, "factor": t, "low_freq_factor": low,
-                                          "high_freq_factor": high, "original_max_position_embeddings": L0})
+    config = LlamaConfig(
+        hidden_size=rotary_dim * 2,
+        num_attention_heads=2,
+        head_dim=rotary_dim,
+        max_position_embeddings=L0,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": base,
+            "factor": t,
+            "low_freq_factor": low,
+            "high_freq_factor": high,
+            "original_max_position_embeddings": L0,
+        },
+    )
     expected, expected_factor = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
-    strategy = clex.build_strategy("llama3", rotary_dim=rotary_dim, base=base, original_length=L0, factor=t,
-                                   low_freq_factor=low, high_freq_factor=high)
+    strategy = clex.build_strategy(
+        "llama3",
+        rotary_dim=rotary_dim,
+        base=base,
+        original_length=L0,
+        factor=t,
+        low_freq_factor=low,
+        high_freq_factor=high,
+    )
     torch.testing.assert_close(strategy.inv_freq(strategy.scale_for_length(L0)), expected.float(), rtol=1e-6, atol=0)
     assert strategy.attention_factor(t) == pytest.approx(expected_factor)
 
 
 @pytest.mark.parametrize("rotary_dim", [32, 128])
 def test_abf_is_plain_rope_with_the_new_base(rotary_dim):
-    config = LlamaConfig(hidden_size=rotary_dim * 2, num_attention_heads=2, head_dim=rotary_dim,
-                         rope_parameters={"rope_type": "default", "rope_theta": 5e5})
+    config = LlamaConfig(
+        hidden_size=rotary_dim * 2,
+        num_attention_heads=2,
+        head_dim=rotary_dim,
+        rope_parameters={"rope_type": "default", "rope_theta": 5e5},
+    )
     expected, _ = LlamaRotaryEmbedding.compute_default_rope_parameters(config)
     strategy = clex.build_strategy("abf", rotary_dim=rotary_dim, base=1e4, original_length=L0, new_base=5e5)
     for t in (1.0, 4.0):
@@ -106,12 +135,28 @@ def test_longrope_matches_transformers_within_and_beyond_l0(factor):
     rng = torch.Generator().manual_seed(0)
     short = (1 + torch.rand(rotary_dim // 2, generator=rng)).tolist()
     long = (1 + 4 * torch.rand(rotary_dim // 2, generator=rng)).tolist()
-    config = LlamaConfig(hidden_size=rotary_dim * 2, num_attention_heads=2, head_dim=rotary_dim,
-                         max_position_embeddings=int(factor * L0),
-                         rope_parameters={"rope_type": "longrope", "rope_theta": base, "short_factor": short,
-                                          "long_factor": long, "original_max_position_embeddings": L0})
-    strategy = clex.build_strategy("longrope", rotary_dim=rotary_dim, base=base, original_length=L0, factor=factor,
-                                   short_factor=short, long_factor=long)
+    config = LlamaConfig(
+        hidden_size=rotary_dim * 2,
+        num_attention_heads=2,
+        head_dim=rotary_dim,
+        max_position_embeddings=int(factor * L0),
+        rope_parameters={
+            "rope_type": "longrope",
+            "rope_theta": base,
+            "short_factor": short,
+            "long_factor": long,
+            "original_max_position_embeddings": L0,
+        },
+    )
+    strategy = clex.build_strategy(
+        "longrope",
+        rotary_dim=rotary_dim,
+        base=base,
+        original_length=L0,
+        factor=factor,
+        short_factor=short,
+        long_factor=long,
+    )
     for seq_len in (L0 // 2, 2 * L0):
         expected, expected_factor = ROPE_INIT_FUNCTIONS["longrope"](config, "cpu", seq_len=seq_len)
         t = strategy.scale_for_length(seq_len)

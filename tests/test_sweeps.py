@@ -1,4 +1,5 @@
 """Sweep workers: shared journal storage, a killed worker's trial retried, pruning, bad sweep files."""
+
 import json
 import os
 import signal
@@ -11,29 +12,53 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = ROOT / "sweeps" / "run.py"
-
 from clex.commands import CONFIG_DIR, SWEEP_DIR
 from clex.commands import sweep as sweep_cli
 
-TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
-        "train.length=32", "train.batch_size=2", "train.val_batches=1", "base.steps=0",
-        "eval.multipliers=[1,4]", "eval.max_tokens=128", "data.max_documents=150", "trainer.enable_progress_bar=false"]
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "sweeps" / "run.py"
+
+TINY = [
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "train.length=32",
+    "train.batch_size=2",
+    "train.val_batches=1",
+    "base.steps=0",
+    "eval.multipliers=[1,4]",
+    "eval.max_tokens=128",
+    "data.max_documents=150",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def worker_args(tmp_path, *extra, steps=3):
-    return ["sweep=clex_lambda", f"study.storage={tmp_path / 'study.journal'}", f"out_dir={tmp_path / 'runs'}",
-            f"train.steps={steps}", "train.val_every=1", *TINY, *extra]
+    return [
+        "sweep=clex_lambda",
+        f"study.storage={tmp_path / 'study.journal'}",
+        f"out_dir={tmp_path / 'runs'}",
+        f"train.steps={steps}",
+        "train.val_every=1",
+        *TINY,
+        *extra,
+    ]
 
 
 def start_worker(tmp_path, *extra, steps=3):
-    return subprocess.Popen([sys.executable, WORKER, *worker_args(tmp_path, *extra, steps=steps)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, WORKER, *worker_args(tmp_path, *extra, steps=steps)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def load(tmp_path, name="clex_lambda"):
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))
+    )
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -64,8 +89,9 @@ def test_a_killed_worker_trial_is_failed_and_retried(tmp_path):
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     killed = running[0].number
-    restarted = subprocess.run([sys.executable, WORKER, *worker_args(tmp_path, *options)],
-                               capture_output=True, text=True, timeout=600)
+    restarted = subprocess.run(
+        [sys.executable, WORKER, *worker_args(tmp_path, *options)], capture_output=True, text=True, timeout=600
+    )
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     trials = load(tmp_path).get_trials()
     assert trials[killed].state == TrialState.FAIL
@@ -79,15 +105,33 @@ def test_a_killed_worker_trial_is_failed_and_retried(tmp_path):
 
 @pytest.mark.slow
 def test_pruning_prunes_a_clearly_bad_trial(tmp_path):
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal")))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))
+    )
     study = optuna.create_study(study_name="clex_lambda", storage=storage)
     study.enqueue_trial({"strategy.amplification": 1.0})
     study.enqueue_trial({"strategy.amplification": 1.0})
     # the second trial learns nothing (lr 1e-9): its validation loss is above the first's at every step
-    first = sweep_cli.main(worker_args(tmp_path, "study.n_trials=1", "study.pruner_startup_trials=1",
-                                       "train.lr=1e-2", "train.warmup_steps=1", steps=4))
-    second = sweep_cli.main(worker_args(tmp_path, "study.n_trials=2", "study.pruner_startup_trials=1",
-                                        "train.lr=1e-9", "train.warmup_steps=1", steps=4))
+    first = sweep_cli.main(
+        worker_args(
+            tmp_path,
+            "study.n_trials=1",
+            "study.pruner_startup_trials=1",
+            "train.lr=1e-2",
+            "train.warmup_steps=1",
+            steps=4,
+        )
+    )
+    second = sweep_cli.main(
+        worker_args(
+            tmp_path,
+            "study.n_trials=2",
+            "study.pruner_startup_trials=1",
+            "train.lr=1e-9",
+            "train.warmup_steps=1",
+            steps=4,
+        )
+    )
     assert first == second == 0
     trials = load(tmp_path).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
@@ -107,32 +151,65 @@ def test_summary_lists_states_and_run_dirs(tmp_path, capsys):
 GOOD_STUDY = "study: {objectives: [{metric: ppl@4, direction: minimize}]}\nexperiment: [strategy=clex]\n"
 
 
-@pytest.mark.parametrize("text,message", [
-    (GOOD_STUDY + "space: {strategy.amplificaton: {type: float, low: 1, high: 2}}",
-     "space key 'strategy.amplificaton' is not an experiment config key"),
-    (GOOD_STUDY + "space: {}", "space is empty"),
-    (GOOD_STUDY + "space: {strategy.amplification: {type: gaussian, low: 1, high: 2}}",
-     "type must be float, int or categorical"),
-    (GOOD_STUDY + "space: {strategy.amplification: {type: float, low: 2, high: 1}}", "needs numbers low < high"),
-    (GOOD_STUDY + "space: {strategy.amplification: {type: float, low: 0, high: 1, log: true}}",
-     "log distribution needs low > 0"),
-    ("study: {trials: 2}\nspace: {strategy.amplification: {type: float, low: 1, high: 2}}",
-     "unknown study key 'trials'"),
-    ("study: {objectives: [{metric: ppl@x, direction: minimize}]}\nspace: {strategy.amplification: {type: float, low: 1, high: 2}}",
-     "objective metric 'ppl@x'"),
-    ("searchspace: {}", "unknown section(s) searchspace"),
-    (GOOD_STUDY + "space: {sampler: {type: categorical, choices: [pose, poze]}}", "sampler='poze' is not an option"),
-    (GOOD_STUDY + "space: {train.steps: {type: categorical, choices: [10, ten]}}", "train.steps must be an integer"),
-    ("study: {objectives: [{metric: ppl@4, direction: minimize}]}\nexperiment: [strategy=clex, 'eval.multipliers=[1,2]']\n"
-     "space: {strategy.max_scale: {type: float, low: 4, high: 16}}", "objective ppl@4 needs length 512"),
-    (GOOD_STUDY + "experiment: [x]\nspace: {}", "duplicate key"),
-    (GOOD_STUDY + "space: {strategy.amplification: !!python/name:os.system {type: float}}", "bad.yaml"),
-    ("study: {objectives: [{metric: ppl@1, direction: minimize}], seeds: 0}\n"
-     "space: {strategy.amplification: {type: float, low: 1, high: 2}}", "study.seeds must be a positive integer"),
-    ("study: {objectives: [{metric: ppl@1, direction: minimize}], heartbeat_interval: 0}\n"
-     "space: {strategy.amplification: {type: float, low: 1, high: 2}}", "study.heartbeat_interval must be a number > 0"),
-    (GOOD_STUDY + "space: {strategy.max_scale: {type: categorical, choices: 8.0}}", "needs a non-empty choices list"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (
+            GOOD_STUDY + "space: {strategy.amplificaton: {type: float, low: 1, high: 2}}",
+            "space key 'strategy.amplificaton' is not an experiment config key",
+        ),
+        (GOOD_STUDY + "space: {}", "space is empty"),
+        (
+            GOOD_STUDY + "space: {strategy.amplification: {type: gaussian, low: 1, high: 2}}",
+            "type must be float, int or categorical",
+        ),
+        (GOOD_STUDY + "space: {strategy.amplification: {type: float, low: 2, high: 1}}", "needs numbers low < high"),
+        (
+            GOOD_STUDY + "space: {strategy.amplification: {type: float, low: 0, high: 1, log: true}}",
+            "log distribution needs low > 0",
+        ),
+        (
+            "study: {trials: 2}\nspace: {strategy.amplification: {type: float, low: 1, high: 2}}",
+            "unknown study key 'trials'",
+        ),
+        (
+            "study: {objectives: [{metric: ppl@x, direction: minimize}]}\n"
+            "space: {strategy.amplification: {type: float, low: 1, high: 2}}",
+            "objective metric 'ppl@x'",
+        ),
+        ("searchspace: {}", "unknown section(s) searchspace"),
+        (
+            GOOD_STUDY + "space: {sampler: {type: categorical, choices: [pose, poze]}}",
+            "sampler='poze' is not an option",
+        ),
+        (
+            GOOD_STUDY + "space: {train.steps: {type: categorical, choices: [10, ten]}}",
+            "train.steps must be an integer",
+        ),
+        (
+            "study: {objectives: [{metric: ppl@4, direction: minimize}]}\n"
+            "experiment: [strategy=clex, 'eval.multipliers=[1,2]']\n"
+            "space: {strategy.max_scale: {type: float, low: 4, high: 16}}",
+            "objective ppl@4 needs length 512",
+        ),
+        (GOOD_STUDY + "experiment: [x]\nspace: {}", "duplicate key"),
+        (GOOD_STUDY + "space: {strategy.amplification: !!python/name:os.system {type: float}}", "bad.yaml"),
+        (
+            "study: {objectives: [{metric: ppl@1, direction: minimize}], seeds: 0}\n"
+            "space: {strategy.amplification: {type: float, low: 1, high: 2}}",
+            "study.seeds must be a positive integer",
+        ),
+        (
+            "study: {objectives: [{metric: ppl@1, direction: minimize}], heartbeat_interval: 0}\n"
+            "space: {strategy.amplification: {type: float, low: 1, high: 2}}",
+            "study.heartbeat_interval must be a number > 0",
+        ),
+        (
+            GOOD_STUDY + "space: {strategy.max_scale: {type: categorical, choices: 8.0}}",
+            "needs a non-empty choices list",
+        ),
+    ],
+)
 def test_malformed_sweep_file_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, text, message):
     monkeypatch.setattr(sweep_cli, "SWEEP_DIR", tmp_path)
     (tmp_path / "bad.yaml").write_text(text + "\n")
@@ -161,11 +238,25 @@ def assert_two_trials_of_two_ranks(tmp_path):
 @pytest.mark.slow
 def test_a_ddp_worker_asks_optuna_on_rank_zero_only(tmp_path):
     """Two CPU processes per trial (gloo): rank 0 asks and tells, rank 1 follows by broadcast."""
-    done = subprocess.run([sys.executable, WORKER, *worker_args(tmp_path, "study.n_trials=2", "study.pruner=median",
-                                                                 "study.pruner_startup_trials=5", "trainer=ddp",
-                                                                 "trainer.accelerator=cpu", "trainer.devices=2",
-                                                                 "trainer.precision=32-true")],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            WORKER,
+            *worker_args(
+                tmp_path,
+                "study.n_trials=2",
+                "study.pruner=median",
+                "study.pruner_startup_trials=5",
+                "trainer=ddp",
+                "trainer.accelerator=cpu",
+                "trainer.devices=2",
+                "trainer.precision=32-true",
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert_two_trials_of_two_ranks(tmp_path)
 
@@ -184,15 +275,36 @@ def test_a_worker_whose_ranks_srun_started_on_two_nodes_runs_each_trial_across_b
     once with SLURM's variables, one per "node". Rank 0 asks Optuna and hands the first trial over its
     TCP store, later ones by broadcast; rank 1 must follow, not ask."""
     port = free_port()
-    args = worker_args(tmp_path, "study.n_trials=2", "study.pruner=none", "trainer=ddp", "trainer.accelerator=cpu",
-                       "trainer.devices=1", "trainer.num_nodes=2", "trainer.precision=32-true")
-    slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "2", "SLURM_JOB_ID": "4242",
-             "SLURM_JOB_NAME": "sweep", "SLURM_NODELIST": "127.0.0.1", "MASTER_ADDR": "127.0.0.1",
-             "MASTER_PORT": str(port)}
-    ranks = [subprocess.Popen([sys.executable, WORKER, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env={**os.environ, **slurm, "SLURM_PROCID": str(r), "SLURM_LOCALID": "0",
-                                              "SLURM_NODEID": str(r)})
-             for r in range(2)]
+    args = worker_args(
+        tmp_path,
+        "study.n_trials=2",
+        "study.pruner=none",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.num_nodes=2",
+        "trainer.precision=32-true",
+    )
+    slurm = {
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "sweep",
+        "SLURM_NODELIST": "127.0.0.1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, WORKER, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **slurm, "SLURM_PROCID": str(r), "SLURM_LOCALID": "0", "SLURM_NODEID": str(r)},
+        )
+        for r in range(2)
+    ]
     outputs = [r.communicate(timeout=600)[0] for r in ranks]
     assert all(r.returncode == 0 for r in ranks), [o[-2000:] for o in outputs]
     assert_two_trials_of_two_ranks(tmp_path)
@@ -213,8 +325,8 @@ def test_study_seeds_runs_each_trial_per_seed_and_stores_every_value(tmp_path):
     per_seed = trial.user_attrs["values_per_seed"]
     assert sorted(per_seed) == ["0", "1"] and trial.user_attrs["n_seeds"] == 2
     assert trial.value == pytest.approx((per_seed["0"][0] + per_seed["1"][0]) / 2)
-    assert trial.user_attrs["values_std"][0] == pytest.approx(abs(per_seed["0"][0] - per_seed["1"][0]) / 2 ** 0.5)
-    for seed, run_dir in zip((0, 1), trial.user_attrs["run_dirs"]):
+    assert trial.user_attrs["values_std"][0] == pytest.approx(abs(per_seed["0"][0] - per_seed["1"][0]) / 2**0.5)
+    for seed, run_dir in zip((0, 1), trial.user_attrs["run_dirs"], strict=False):
         results = json.loads((Path(run_dir) / "results.json").read_text())
         ppl = next(r["ppl"] for r in results["eval"] if r["length"] == 4 * 32)
         assert results["seed"] == seed and ppl == pytest.approx(per_seed[str(seed)][0])
@@ -222,8 +334,10 @@ def test_study_seeds_runs_each_trial_per_seed_and_stores_every_value(tmp_path):
 
 @pytest.mark.slow
 def test_two_workers_started_together_explore_different_points(tmp_path):
-    workers = [start_worker(tmp_path, "study.n_trials=2", "study.pruner=none", "study.sampler=random", steps=1)
-               for _ in range(2)]
+    workers = [
+        start_worker(tmp_path, "study.n_trials=2", "study.pruner=none", "study.sampler=random", steps=1)
+        for _ in range(2)
+    ]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
     trials = load(tmp_path).get_trials()
@@ -233,10 +347,20 @@ def test_two_workers_started_together_explore_different_points(tmp_path):
 @pytest.mark.slow
 def test_a_grid_sweep_ends_normally_at_its_last_point(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sweep_cli, "SWEEP_DIR", tmp_path)
-    (tmp_path / "grid.yaml").write_text(GOOD_STUDY.replace("ppl@4", "ppl@1")
-                                        + "space: {strategy.amplification: {type: categorical, choices: [1.0, 2.0]}}\n")
-    args = ["sweep=grid", f"study.storage={tmp_path / 'study.journal'}", f"out_dir={tmp_path / 'runs'}", "train.steps=1",
-            "study.sampler=grid", "study.n_trials=5", "study.pruner=none", *TINY]
+    (tmp_path / "grid.yaml").write_text(
+        GOOD_STUDY.replace("ppl@4", "ppl@1")
+        + "space: {strategy.amplification: {type: categorical, choices: [1.0, 2.0]}}\n"
+    )
+    args = [
+        "sweep=grid",
+        f"study.storage={tmp_path / 'study.journal'}",
+        f"out_dir={tmp_path / 'runs'}",
+        "train.steps=1",
+        "study.sampler=grid",
+        "study.n_trials=5",
+        "study.pruner=none",
+        *TINY,
+    ]
     assert sweep_cli.main(args) == 0
     assert "the grid has 2 points" in capsys.readouterr().out
     trials = load(tmp_path, "grid").get_trials()
@@ -247,16 +371,24 @@ def test_a_grid_sweep_ends_normally_at_its_last_point(tmp_path, monkeypatch, cap
 def in_process_sweep(tmp_path, **study):
     from clex.sweeps import STUDY_DEFAULTS
 
-    return {"study": {**STUDY_DEFAULTS, "name": "unit", "storage": str(tmp_path / "unit.journal"), "pruner": "none",
-                      "objectives": [{"metric": "ppl@1", "direction": "minimize"}], **study},
-            "experiment": ["strategy=clex", *TINY, f"out_dir={tmp_path}"],
-            "space": {"strategy.amplification": {"type": "float", "low": 1.0, "high": 2.0}}}
+    return {
+        "study": {
+            **STUDY_DEFAULTS,
+            "name": "unit",
+            "storage": str(tmp_path / "unit.journal"),
+            "pruner": "none",
+            "objectives": [{"metric": "ppl@1", "direction": "minimize"}],
+            **study,
+        },
+        "experiment": ["strategy=clex", *TINY, f"out_dir={tmp_path}"],
+        "space": {"strategy.amplification": {"type": "float", "low": 1.0, "high": 2.0}},
+    }
 
 
 def test_a_worker_stops_after_consecutive_failures(tmp_path, monkeypatch):
     from clex import experiment
-    from clex.sweeps import worker
     from clex.registry import TooManyFailures
+    from clex.sweeps import worker
 
     def broken(cfg, prepared=None, callbacks=(), wait=False):
         raise RuntimeError("out of memory")
@@ -281,15 +413,20 @@ def test_a_live_worker_declared_dead_says_so_and_goes_on(tmp_path, monkeypatch, 
         study = load_unit(tmp_path)  # another worker, seeing a late heartbeat, fails this trial
         running = study.get_trials(states=(TrialState.RUNNING,))[0]
         study._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
-        return {"run_dir": "x", "seed": 0, "eval": [{"length": 32, "ppl": 5.0}], "train_length": 32,
-                "extrapolation_length": {"value": 32}, "parameters": 1}
+        return {
+            "run_dir": "x",
+            "seed": 0,
+            "eval": [{"length": 32, "ppl": 5.0}],
+            "train_length": 32,
+            "extrapolation_length": {"value": 32},
+            "parameters": 1,
+        }
 
     monkeypatch.setattr(experiment, "run_experiment", slow_run)
     monkeypatch.setattr(experiment, "prepare", lambda cfg: None)
     study, _ = study.open_study(in_process_sweep(tmp_path), tmp_path)
     trial = study.ask()
-    assert worker.run_trial(study, trial, in_process_sweep(tmp_path), CONFIG_DIR,
-                           ranks.TrialChannel()) is None
+    assert worker.run_trial(study, trial, in_process_sweep(tmp_path), CONFIG_DIR, ranks.TrialChannel()) is None
     assert "was marked failed by another worker" in capsys.readouterr().out
 
 
@@ -303,13 +440,21 @@ def test_a_failed_grid_point_is_run_again_not_skipped(tmp_path, monkeypatch):
         calls.append(cfg.strategy.amplification)
         if len(calls) == 1:
             raise RuntimeError("out of memory")
-        return {"run_dir": "x", "seed": 0, "eval": [{"length": 32, "ppl": cfg.strategy.amplification}],
-                "train_length": 32, "extrapolation_length": {"value": 32}, "parameters": 1}
+        return {
+            "run_dir": "x",
+            "seed": 0,
+            "eval": [{"length": 32, "ppl": cfg.strategy.amplification}],
+            "train_length": 32,
+            "extrapolation_length": {"value": 32},
+            "parameters": 1,
+        }
 
     monkeypatch.setattr(experiment, "run_experiment", flaky)
     monkeypatch.setattr(experiment, "prepare", lambda cfg: None)
     sweep = in_process_sweep(tmp_path, n_trials=3, sampler="grid")
     sweep["space"] = {"strategy.amplification": {"type": "categorical", "choices": [1.0, 2.0, 3.0]}}
     worker.run_worker(sweep, CONFIG_DIR, tmp_path)
-    complete = [t.params["strategy.amplification"] for t in load_unit(tmp_path).get_trials() if t.state == TrialState.COMPLETE]
+    complete = [
+        t.params["strategy.amplification"] for t in load_unit(tmp_path).get_trials() if t.state == TrialState.COMPLETE
+    ]
     assert sorted(complete) == [1.0, 2.0, 3.0] and len(calls) == 4

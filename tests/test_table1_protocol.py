@@ -1,5 +1,6 @@
 """The protocol of Table 1 at L = 4 x L0: L0 is the base's own key, every length scores the same tokens, and the
 loss by position is what a direct computation gives."""
+
 import math
 
 import pytest
@@ -47,7 +48,7 @@ def test_position_bins_are_the_direct_mean_nll():
     direct = F.cross_entropy(logits.transpose(1, 2), sequences[:, 1:], reduction="none")  # [5, 64]
     assert position_bins(16, 64) == [(0, 16), (16, 32), (32, 64)]
     bins = binned_nll(per_position, len(sequences), 16)
-    for row, (start, end) in zip(bins, position_bins(16, 64)):
+    for row, (start, end) in zip(bins, position_bins(16, 64), strict=False):
         assert row["tokens"] == 5 * (end - start)
         assert math.isclose(row["nll"], direct[:, start:end].mean().item(), rel_tol=1e-5)
     assert math.isclose(total / count, direct.mean().item(), rel_tol=1e-5) and count == 5 * 64
@@ -73,9 +74,10 @@ def test_a_run_writes_the_loss_by_position_of_its_longest_length(tmp_path):
     assert [(b["start"], b["end"]) for b in result["position_nll"]] == [(0, 16), (16, 32), (32, 64), (64, 128)]
     cfg = OmegaConf.create(result["config"])
     model = clex.load_pretrained(path.parent / "model").eval()  # the saved model, scored directly
-    sequences, _, _ = evaluation_sequences(ByteTokenizer(), load_corpus(cfg.data).documents["test"], 128,
-                                           cfg.eval.max_tokens, cfg.eval.seed)
+    sequences, _, _ = evaluation_sequences(
+        ByteTokenizer(), load_corpus(cfg.data).documents["test"], 128, cfg.eval.max_tokens, cfg.eval.seed
+    )
     with torch.no_grad():
         nll = F.cross_entropy(model(sequences[:, :-1]).logits.transpose(1, 2), sequences[:, 1:], reduction="none")
     for row in result["position_nll"]:
-        assert row["nll"] == pytest.approx(nll[:, row["start"]:row["end"]].mean().item(), rel=1e-4)
+        assert row["nll"] == pytest.approx(nll[:, row["start"] : row["end"]].mean().item(), rel=1e-4)

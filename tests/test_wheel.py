@@ -1,5 +1,6 @@
 """A wheel built from the checkout works from a folder outside the clone: its console scripts find the configs and
 sweep files inside the package, never in the clone's layout."""
+
 import json
 import os
 import subprocess
@@ -9,35 +10,65 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "model.num_heads=2",
-        "model.original_length=32", "train.length=32", "train.steps=2", "train.batch_size=2", "train.val_every=2",
-        "train.val_batches=1", "base.steps=2", "base.batch_size=2", "eval.multipliers=[1,2,4]", "eval.max_tokens=64",
-        "data.max_documents=60", "trainer.enable_progress_bar=false"]
+TINY = [
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.original_length=32",
+    "train.length=32",
+    "train.steps=2",
+    "train.batch_size=2",
+    "train.val_every=2",
+    "train.val_batches=1",
+    "base.steps=2",
+    "base.batch_size=2",
+    "eval.multipliers=[1,2,4]",
+    "eval.max_tokens=64",
+    "data.max_documents=60",
+    "trainer.enable_progress_bar=false",
+]
 
 
 @pytest.mark.slow
 def test_an_installed_wheel_runs_outside_the_clone(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(ROOT)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        check=True,
+    )
     [wheel] = (tmp_path / "dist").glob("clex-*.whl")
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)], check=True
+    )
     work = tmp_path / "elsewhere"
     work.mkdir()
     # the wheel's clex, not the clone's: PYTHONPATH comes before the editable install of the checkout
     env = {**os.environ, "PYTHONPATH": str(site)}
 
     def clex(*args):
-        done = subprocess.run([sys.executable, "-m", *args], cwd=work, env=env, capture_output=True, text=True,
-                              timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", *args], cwd=work, env=env, capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout
 
     where = clex("clex.commands.run", "--cfg", "strategy=pi")
     assert "name: pi" in where
-    origin = subprocess.run([sys.executable, "-c", "import clex; print(clex.__file__)"], cwd=work, env=env,
-                            capture_output=True, text=True).stdout
+    origin = subprocess.run(
+        [sys.executable, "-c", "import clex; print(clex.__file__)"], cwd=work, env=env, capture_output=True, text=True
+    ).stdout
     assert origin.startswith(str(site)), origin
     assert "groups" in clex("clex.commands.run", "--help")
     clex("clex.commands.run", "out_dir=runs", *TINY)

@@ -4,6 +4,7 @@ of experiments/run.py writes, for runs made by separate commands or collected fr
 
     python analysis/compare.py RUNS_DIR_OR_RESULTS... [--reference rope] [--out DIR] [--no-runs]
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -14,9 +15,14 @@ from clex.registry import ConfigError
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="run directories (searched recursively) or results.json files")
-    parser.add_argument("--reference", default="rope",
-                        help="a variant's label (e.g. clex) or a strategy; paired differences are taken against it")
+    parser.add_argument(
+        "runs", nargs="+", type=Path, help="run directories (searched recursively) or results.json files"
+    )
+    parser.add_argument(
+        "--reference",
+        default="rope",
+        help="a variant's label (e.g. clex) or a strategy; paired differences are taken against it",
+    )
     parser.add_argument("--out", type=Path, default=Path("analysis/out/comparison"))
     parser.add_argument("--no-runs", action="store_true", help="leave out the per-run table")
     args = parser.parse_args(argv)
@@ -34,7 +40,9 @@ def main(argv=None) -> int:
                     try:
                         rows_of(results[-1], str(path))  # the same checks as collect
                     except (KeyError, TypeError) as error:
-                        raise ConfigError(f"{path}: not a clex results.json ({type(error).__name__}: {error})") from None
+                        raise ConfigError(
+                            f"{path}: not a clex results.json ({type(error).__name__}: {error})"
+                        ) from None
         if not results:
             raise ConfigError(f"no results.json under {', '.join(map(str, args.runs))}")
     except ConfigError as error:

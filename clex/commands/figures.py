@@ -4,10 +4,10 @@ study its parameter importances, slices and optimisation history. PNG and PDF, n
 
     python analysis/figures.py TABLE [--study NAME --storage URL] [--out DIR]
 """
+
 import argparse
 import sys
 from pathlib import Path
-
 
 from clex.cli import fail
 from clex.registry import ConfigError
@@ -34,8 +34,10 @@ def ppl_figure(table, out):
     train_lengths = sorted({k[1] for k in table})
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(train_lengths), figsize=(4.2 * len(train_lengths), 3.2), squeeze=False)
-        for ax, train_length in zip(axes[0], train_lengths):
-            draw_curves(ax, {variant: curve for (variant, length), curve in sorted(table.items()) if length == train_length})
+        for ax, train_length in zip(axes[0], train_lengths, strict=False):
+            draw_curves(
+                ax, {variant: curve for (variant, length), curve in sorted(table.items()) if length == train_length}
+            )
             ax.axvline(train_length, color="0.6", ls=":", lw=1)
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(ScalarFormatter())
@@ -51,14 +53,21 @@ def table_one(table, out, protocols):
 
     lengths = sorted({n for curve in table.values() for n in curve})
     md = ["| run | L | n | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 3) + "|"]
-    tex = [r"\begin{tabular}{llr" + "r" * len(lengths) + "}", r"\toprule",
-           "Run & $L$ & $n$ & " + " & ".join(map(str, lengths)) + r" \\", r"\midrule"]
+    tex = [
+        r"\begin{tabular}{llr" + "r" * len(lengths) + "}",
+        r"\toprule",
+        "Run & $L$ & $n$ & " + " & ".join(map(str, lengths)) + r" \\",
+        r"\midrule",
+    ]
     for (variant, train_length), curve in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         n = max(i.n for i in curve.values())
         cells = [curve[k].format().replace(" (1 seed, no interval)", "") if k in curve else "-" for k in lengths]
         md.append(f"| {variant} | {train_length} | {n} | " + " | ".join(cells) + " |")
-        tex.append(f"{variant.replace('_', chr(92) + '_')} & {train_length} & {n} & "
-                   + " & ".join(c.replace("±", r"$\pm$") for c in cells) + r" \\")
+        tex.append(
+            f"{variant.replace('_', chr(92) + '_')} & {train_length} & {n} & "
+            + " & ".join(c.replace("±", r"$\pm$") for c in cells)
+            + r" \\"
+        )
     md += ["", f"PPL by evaluation length (tokens). {protocols_line(protocols)} Cells: {INTERVAL_NOTE}."]
     tex += [r"\bottomrule", r"\end{tabular}"]
     io.write_text(out / "table1.md", "\n".join(md) + "\n")
@@ -75,14 +84,25 @@ def heat_maps(table, out):
     train_lengths = sorted({k[1] for k in table})
     lengths = sorted({n for curve in table.values() for n in curve})
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(strategies), figsize=(3.0 * len(strategies) + 0.8, 0.5 * len(train_lengths) + 1.6),
-                                 squeeze=False, constrained_layout=True)
-        grids = {s: np.array([[getattr(table.get((s, L), {}).get(n), "mean", np.nan) for n in lengths] for L in train_lengths])
-                 for s in strategies}
+        fig, axes = plt.subplots(
+            1,
+            len(strategies),
+            figsize=(3.0 * len(strategies) + 0.8, 0.5 * len(train_lengths) + 1.6),
+            squeeze=False,
+            constrained_layout=True,
+        )
+        grids = {
+            s: np.array(
+                [[getattr(table.get((s, L), {}).get(n), "mean", np.nan) for n in lengths] for L in train_lengths]
+            )
+            for s in strategies
+        }
         finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
         vmin, vmax = (finite.min(), finite.max()) if finite.size else (1, 2)
-        for ax, strategy in zip(axes[0], strategies):
-            image = ax.imshow(np.log(grids[strategy]), cmap="viridis", vmin=np.log(vmin), vmax=np.log(vmax), aspect="auto")
+        for ax, strategy in zip(axes[0], strategies, strict=False):
+            image = ax.imshow(
+                np.log(grids[strategy]), cmap="viridis", vmin=np.log(vmin), vmax=np.log(vmax), aspect="auto"
+            )
             ax.set_xticks(range(len(lengths)), [str(n) for n in lengths], rotation=45, ha="right")
             ax.set_yticks(range(len(train_lengths)), [str(n) for n in train_lengths])
             ax.set_xlabel("evaluation length (tokens)")
@@ -90,7 +110,9 @@ def heat_maps(table, out):
             for i in range(len(train_lengths)):
                 for j in range(len(lengths)):
                     if np.isfinite(grids[strategy][i, j]):
-                        ax.text(j, i, f"{grids[strategy][i, j]:.1f}", ha="center", va="center", fontsize=7, color="white")
+                        ax.text(
+                            j, i, f"{grids[strategy][i, j]:.1f}", ha="center", va="center", fontsize=7, color="white"
+                        )
         axes[0][0].set_ylabel("training length L (tokens)")
         bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
         bar.set_label("log perplexity")
@@ -110,8 +132,11 @@ def study_figures(name, storage, out):
         raise ConfigError(f"--study {name!r}: needs >= 2 complete trials for its figures, has {len(complete)}")
     target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
     with plt.rc_context(STYLE):
-        for figure, plot in (("history", ov.plot_optimization_history), ("slice", ov.plot_slice),
-                             ("importances", ov.plot_param_importances)):
+        for figure, plot in (
+            ("history", ov.plot_optimization_history),
+            ("slice", ov.plot_slice),
+            ("importances", ov.plot_param_importances),
+        ):
             if figure == "importances" and len(study.best_trials[0].params) < 2:
                 continue  # importances need two parameters or more
             metric = study.user_attrs.get("objectives", ["objective"])[0]
@@ -149,8 +174,10 @@ def main(argv=None) -> int:
     ppl_figure(table, args.out)
     table_one(table, args.out, [row.get("protocol", "full") for row in rows])
     heat_maps(table, args.out)
-    print(f"wrote {args.out}: ppl_vs_length, ppl_heatmap (.png, .pdf), table1.md, table1.tex"
-          + (f", study_{args.study}_* figures" if args.study else ""))
+    print(
+        f"wrote {args.out}: ppl_vs_length, ppl_heatmap (.png, .pdf), table1.md, table1.tex"
+        + (f", study_{args.study}_* figures" if args.study else "")
+    )
     return 0
 
 

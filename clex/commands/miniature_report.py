@@ -6,6 +6,7 @@ finished trials and reuses finished runs), then writes docs/miniature/README.md 
 Overrides go to every sweep (e.g. trainer=gpu for a cluster node). Every table is mean ± 95% CI
 over seeds 0, 1, 2; claims are read off paired intervals.
 """
+
 import argparse
 import subprocess
 import sys
@@ -14,24 +15,40 @@ from pathlib import Path
 
 import yaml
 
-from clex.commands import SWEEP_DIR
 from clex.cli import fail
+from clex.commands import SWEEP_DIR
 from clex.registry import ConfigError
 
 PARTS = {
     "table1_4x": ["miniature_table1_4x", "miniature_table1_4x_yarn16", "miniature_table1_4x_clex"],
     "table1": ["miniature_table1"],
-    "ablations": ["clex_dynamics", "clex_positions", "clex_max_scale", "clex_amplification", "clex_log_scale",
-                  "clex_eval_rule", "baseline_eval_rule"],
+    "ablations": [
+        "clex_dynamics",
+        "clex_positions",
+        "clex_max_scale",
+        "clex_amplification",
+        "clex_log_scale",
+        "clex_eval_rule",
+        "baseline_eval_rule",
+    ],
     "scaling": ["miniature_scaling"],
 }
 
 
 def run_sweep(name: str, out: Path, overrides: list[str]) -> float:
     start = time.time()
-    done = subprocess.run([sys.executable, "-m", "clex.commands.sweep", f"sweep={name}", f"out_dir={out}",
-                           f"study.storage={out / 'studies' / (name + '.journal')}", "trainer.enable_progress_bar=false",
-                           *overrides])
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clex.commands.sweep",
+            f"sweep={name}",
+            f"out_dir={out}",
+            f"study.storage={out / 'studies' / (name + '.journal')}",
+            "trainer.enable_progress_bar=false",
+            *overrides,
+        ]
+    )
     if done.returncode:
         raise ConfigError(f"sweep {name} ended with exit code {done.returncode}; rerun to resume it")
     return time.time() - start

@@ -1,20 +1,19 @@
 """Train and evaluate one configuration, or each of a comma list: PPL against length.
 
-    python experiments/run.py                       # the default: CLEX on a tiny Llama, CPU, minutes
-    python experiments/run.py strategy=rope,pi,fbs,yarn,clex seed=0,1,2   # 15 runs, mean ± CI, paired
-    python experiments/run.py --help | --cfg [overrides]
+python experiments/run.py                       # the default: CLEX on a tiny Llama, CPU, minutes
+python experiments/run.py strategy=rope,pi,fbs,yarn,clex seed=0,1,2   # 15 runs, mean ± CI, paired
+python experiments/run.py --help | --cfg [overrides]
 """
+
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-
 from clex.cli import fail, quiet_libraries
+from clex.commands import CONFIG_DIR
 from clex.config import compose, expand, group_options, load_defaults, parse_overrides
 from clex.registry import ConfigError
-
-from clex.commands import CONFIG_DIR
 
 
 def usage() -> str:
@@ -37,18 +36,22 @@ def main(argv=None) -> int:
         axes, overrides = parse_overrides(CONFIG_DIR, args)
         configs = [compose(CONFIG_DIR, choice, overrides) for choice in expand(axes)]
         if len(configs) > 1 and configs[0].name:
-            raise ConfigError(f"name={configs[0].name} would give all {len(configs)} runs of the list one folder; "
-                              "leave name unset (each run is named by its config)")
+            raise ConfigError(
+                f"name={configs[0].name} would give all {len(configs)} runs of the list one folder; "
+                "leave name unset (each run is named by its config)"
+            )
         strategies = group_options(CONFIG_DIR, "strategy")
         if configs[0].compare.reference not in strategies:
-            raise ConfigError(f"compare.reference must be one of {', '.join(strategies)}, got {configs[0].compare.reference!r}")
+            raise ConfigError(
+                f"compare.reference must be one of {', '.join(strategies)}, got {configs[0].compare.reference!r}"
+            )
         if show_config:
             print("\n---\n".join(OmegaConf.to_yaml(cfg, resolve=True) for cfg in configs))
             return 0
         quiet_libraries()
         from clex.experiment import TrainingDiverged, prepare, run_experiment
-        from clex.results import format_table
         from clex.report import comparison_dir, write_comparison
+        from clex.results import format_table
 
         for cfg in configs:  # every config is checked before the first run starts
             prepare(cfg, load_weights=False)

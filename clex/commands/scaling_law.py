@@ -3,10 +3,10 @@ with bootstrap confidence intervals over runs; draw the data and fit, and the pe
 
     python analysis/scaling_law.py TABLE [--strategy clex] [--bootstrap 1000] [--out DIR]
 """
+
 import argparse
 import sys
 from pathlib import Path
-
 
 from clex.cli import fail
 from clex.registry import ConfigError
@@ -29,8 +29,16 @@ def plot_per_strategy(runs, out: Path):
                     by_length.setdefault(r["train_length"], []).append(r["extrapolation_length"])
             lengths = sorted(by_length)
             intervals = [mean_ci(by_length[n]) for n in lengths]
-            ax.errorbar(lengths, [i.mean for i in intervals], yerr=[i.half_width or 0 for i in intervals], marker="o",
-                        ms=3.5, capsize=2, label=strategy, color=colour(strategy, index))
+            ax.errorbar(
+                lengths,
+                [i.mean for i in intervals],
+                yerr=[i.half_width or 0 for i in intervals],
+                marker="o",
+                ms=3.5,
+                capsize=2,
+                label=strategy,
+                color=colour(strategy, index),
+            )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         lengths = sorted({r["train_length"] for r in runs})
@@ -55,21 +63,33 @@ def main(argv=None) -> int:
         runs = [r for r in per_run(read_table(args.table, REQUIRED)) if finite([r["extrapolation_length"]])]
         chosen = [r for r in runs if r["strategy"] == args.strategy]
         if not chosen:
-            raise ConfigError(f"--strategy {args.strategy!r}: no runs; the table has {', '.join(sorted({r['strategy'] for r in runs}))}")
-        fit = fit_power_law([r["parameters"] for r in chosen], [r["train_length"] for r in chosen],
-                            [r["extrapolation_length"] for r in chosen], censored=[bool(r["censored"]) for r in chosen],
-                            groups=[r["variant_id"] for r in chosen], bootstrap=args.bootstrap)
+            raise ConfigError(
+                f"--strategy {args.strategy!r}: no runs; the table has "
+                f"{', '.join(sorted({r['strategy'] for r in runs}))}"
+            )
+        fit = fit_power_law(
+            [r["parameters"] for r in chosen],
+            [r["train_length"] for r in chosen],
+            [r["extrapolation_length"] for r in chosen],
+            censored=[bool(r["censored"]) for r in chosen],
+            groups=[r["variant_id"] for r in chosen],
+            bootstrap=args.bootstrap,
+        )
     except ConfigError as error:
         return fail(error)
     names = ("log a", "alpha (model size)", "beta (training length)")
-    print(f"{args.strategy}: log E = log a + alpha log N + beta log L, {fit['samples']} runs of "
-          f"{fit['configurations']} configurations, {int(fit['level'] * 100)}% bootstrap intervals "
-          f"({fit['bootstrap']} resamples of configurations, seeds kept together)")
-    for name, value, (low, high) in zip(names, fit["coef"], fit["ci"]):
+    print(
+        f"{args.strategy}: log E = log a + alpha log N + beta log L, {fit['samples']} runs of "
+        f"{fit['configurations']} configurations, {int(fit['level'] * 100)}% bootstrap intervals "
+        f"({fit['bootstrap']} resamples of configurations, seeds kept together)"
+    )
+    for name, value, (low, high) in zip(names, fit["coef"], fit["ci"], strict=False):
         print(f"  {name:<24} {value:8.3f}   [{low:.3f}, {high:.3f}]")
     if fit["censored"]:
-        print(f"  {fit['censored']} run(s) stayed within eps at every evaluated length: their E is a lower bound, "
-              "fitted as one (Tobit likelihood), not as a value")
+        print(
+            f"  {fit['censored']} run(s) stayed within eps at every evaluated length: their E is a lower bound, "
+            "fitted as one (Tobit likelihood), not as a value"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     from clex import io
     from clex.plots import plot_fit

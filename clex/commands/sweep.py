@@ -5,15 +5,14 @@
 
 Start the same command in several processes (or cluster jobs) to share one study; rerun it to resume.
 """
+
 import os
 import sys
 from pathlib import Path
 
-
 from clex.cli import fail
-from clex.registry import ConfigError, TooManyFailures
-
 from clex.commands import CONFIG_DIR, SWEEP_DIR
+from clex.registry import ConfigError, TooManyFailures
 
 STUDIES_DIR = Path("sweeps") / "studies"  # the default storage folder, under the folder it runs from
 
@@ -34,7 +33,9 @@ def main(argv=None) -> int:
             pairs.append(tuple(arg.split("=", 1)))
         name = dict(pairs).get("sweep")
         if not name:
-            raise ConfigError(f"sweep=<name> is required; choices: {', '.join(sorted(p.stem for p in SWEEP_DIR.glob('*.yaml')))}")
+            raise ConfigError(
+                f"sweep=<name> is required; choices: {', '.join(sorted(p.stem for p in SWEEP_DIR.glob('*.yaml')))}"
+            )
         from clex.cli import quiet_libraries
 
         quiet_libraries()

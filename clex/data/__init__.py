@@ -3,6 +3,7 @@
 A corpus source is one file here registered in ``DATASETS``: a function of its config section
 returning ``(key, text)`` documents, where ``key`` (a relative path) decides the split.
 """
+
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -26,8 +27,11 @@ def split_of(key: str, validation: float, test: float) -> str:
 def split_by_position(key: str, text: str, validation: float, test: float) -> list[tuple]:
     """One document cut in three: its first 1 - v - t of characters train, then validation, then test."""
     first, second = round(len(text) * (1 - validation - test)), round(len(text) * (1 - test))
-    return [(f"{key}#train", text[:first], "train"), (f"{key}#validation", text[first:second], "validation"),
-            (f"{key}#test", text[second:], "test")]
+    return [
+        (f"{key}#train", text[:first], "train"),
+        (f"{key}#validation", text[first:second], "validation"),
+        (f"{key}#test", text[second:], "test"),
+    ]
 
 
 @dataclass
@@ -47,8 +51,9 @@ def load_corpus(cfg) -> Corpus:
     docs = sorted(source(cfg), key=lambda doc: doc[0])
     if cfg.get("max_documents"):  # caps the documents split by key; those a source puts in a split stay whole
         given = [doc for doc in docs if len(doc) > 2 and doc[2]]
-        docs = sorted([doc for doc in docs if not (len(doc) > 2 and doc[2])][: cfg.max_documents] + given,
-                      key=lambda doc: doc[0])
+        docs = sorted(
+            [doc for doc in docs if not (len(doc) > 2 and doc[2])][: cfg.max_documents] + given, key=lambda doc: doc[0]
+        )
     mode = cfg.get("split", "hash")
     if mode == "hash" and 0 < len(docs) < len(SPLITS):
         log.info("data: %d document(s), fewer than the 3 splits: each is split by position", len(docs))
@@ -71,13 +76,25 @@ def load_corpus(cfg) -> Corpus:
     sizes = {split: len(documents[split]) for split in SPLITS}
     for split, count in sizes.items():
         if docs and not count:
-            raise ConfigError(f"data: the {split} split is empty ({len(docs)} documents split by {mode} into "
-                              f"{', '.join(f'{k} {v}' for k, v in sizes.items())}); set data.{split}_paths=[...], "
-                              f"data.split=position, or a larger data.{split}_fraction")
+            raise ConfigError(
+                f"data: the {split} split is empty ({len(docs)} documents split by {mode} into "
+                f"{', '.join(f'{k} {v}' for k, v in sizes.items())}); set data.{split}_paths=[...], "
+                f"data.split=position, or a larger data.{split}_fraction"
+            )
     split_bytes = {split: sum(len(t) for _, t in documents[split]) for split in SPLITS}
-    log.info("data: %s", ", ".join(f"{split} {sizes[split]} documents ({split_bytes[split]:,} characters)" for split in SPLITS))
-    fingerprint = {"source": cfg.name, "files": len(docs), "bytes": total, "sha256": digest.hexdigest()[:16],
-                   "split": mode, "split_files": sizes, "split_characters": split_bytes}
+    log.info(
+        "data: %s",
+        ", ".join(f"{split} {sizes[split]} documents ({split_bytes[split]:,} characters)" for split in SPLITS),
+    )
+    fingerprint = {
+        "source": cfg.name,
+        "files": len(docs),
+        "bytes": total,
+        "sha256": digest.hexdigest()[:16],
+        "split": mode,
+        "split_files": sizes,
+        "split_characters": split_bytes,
+    }
     return Corpus(documents, fingerprint)
 
 
@@ -108,14 +125,16 @@ class PretrainedTokenizer:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError, TypeError) as error:
-            raise ConfigError(f"model.path: {path} has no tokenizer transformers can load (tokenizer.json or "
-                              f"tokenizer_config.json): {' '.join(str(error).split())[:200]}") from None
+            raise ConfigError(
+                f"model.path: {path} has no tokenizer transformers can load (tokenizer.json or "
+                f"tokenizer_config.json): {' '.join(str(error).split())[:200]}"
+            ) from None
         self.vocab_size = len(self.tokenizer)
         self.separator = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         self.name = str(path)
         # the special tokens the tokenizer puts before a text (Llama's BOS): prompts (passkey, RULER) start with them
         plain, full = self.tokenizer("a", add_special_tokens=False)["input_ids"], self.tokenizer("a")["input_ids"]
-        self.prefix = full[: len(full) - len(plain)] if plain and full[len(full) - len(plain):] == plain else []
+        self.prefix = full[: len(full) - len(plain)] if plain and full[len(full) - len(plain) :] == plain else []
 
     def encode(self, text: str) -> np.ndarray:
         from clex.data.bpe import valid_utf8  # undecodable bytes (read with surrogateescape) -> U+FFFD
@@ -145,8 +164,10 @@ class RandomWindows(torch.utils.data.Dataset):
 
     def __init__(self, tokens: torch.Tensor, length: int, count: int, seed: int, split: str = "train"):
         if len(tokens) < length + 2:
-            raise ConfigError(f"data: the {split} split has {len(tokens)} tokens, fewer than one window of {length + 2}; "
-                              "use a larger corpus or a shorter train.length")
+            raise ConfigError(
+                f"data: the {split} split has {len(tokens)} tokens, fewer than one window of {length + 2}; "
+                "use a larger corpus or a shorter train.length"
+            )
         self.tokens, self.length = tokens, length
         generator = torch.Generator().manual_seed(seed)
         self.offsets = torch.randint(0, len(tokens) - length - 1, (count,), generator=generator)
@@ -156,7 +177,7 @@ class RandomWindows(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         start = int(self.offsets[i])
-        return self.tokens[start: start + self.length + 1].long()
+        return self.tokens[start : start + self.length + 1].long()
 
 
 class ResumeSampler(torch.utils.data.Sampler):
@@ -190,7 +211,7 @@ def evaluation_sequences(tokenizer, documents, length: int, max_tokens: int, see
         if len(tokens) < size:
             skipped += 1
             continue
-        chunks += [(index, tokens[i * size: (i + 1) * size]) for i in range(len(tokens) // size)]
+        chunks += [(index, tokens[i * size : (i + 1) * size]) for i in range(len(tokens) // size)]
     if not chunks:
         return torch.zeros(0, length + 1, dtype=torch.long), 0, skipped
     count = min(len(chunks), -(-max_tokens // length))

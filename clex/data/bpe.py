@@ -2,6 +2,7 @@
 or test text), cached under ``out_dir/.tokenizers/<corpus>-<vocabulary size>/`` and reused by every run
 of that corpus. Byte-level: every text round-trips, no unknown token. A token is about 3-4 bytes of
 code or prose, so a window of L tokens sees 3-4x the text of L bytes."""
+
 import hashlib
 import logging
 from pathlib import Path
@@ -27,8 +28,12 @@ def train_bpe(texts, vocab_size: int):
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[SEPARATOR], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[SEPARATOR],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator(map(valid_utf8, texts), trainer=trainer)
     return tokenizer
 
@@ -67,14 +72,18 @@ def bpe_tokenizer(corpus, vocab_size: int, cache_root: Path) -> BPETokenizer:
     from tokenizers import Tokenizer
 
     train = hashlib.sha256("\0".join(key for key, _ in corpus.documents["train"]).encode()).hexdigest()[:8]
-    root = Path(cache_root) / f"{corpus.fingerprint['sha256']}-train{train}-v{vocab_size}-f{FORMAT}"  # the split's train part
+    root = (
+        Path(cache_root) / f"{corpus.fingerprint['sha256']}-train{train}-v{vocab_size}-f{FORMAT}"
+    )  # the split's train part
     path = root / "tokenizer.json"
     if path.is_file():
         return BPETokenizer(Tokenizer.from_file(str(path)), path)
     log.info("training a byte-level BPE tokenizer (vocabulary %d) on the train split", vocab_size)
     tokenizer = train_bpe((text for _, text in corpus.documents["train"]), vocab_size)
     if tokenizer.get_vocab_size() < vocab_size:
-        raise ConfigError(f"data.vocab_size {vocab_size}: the train split supports only {tokenizer.get_vocab_size()} "
-                          "tokens (no pair left to merge); choose a smaller vocabulary or a larger corpus")
+        raise ConfigError(
+            f"data.vocab_size {vocab_size}: the train split supports only {tokenizer.get_vocab_size()} "
+            "tokens (no pair left to merge); choose a smaller vocabulary or a larger corpus"
+        )
     io.write_text(path, tokenizer.to_str())
     return BPETokenizer(tokenizer, path)

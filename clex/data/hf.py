@@ -6,6 +6,7 @@ train / validation / test splits are kept), read memory-mapped row by row, or fi
 ``max_characters`` stop the reading early: they take the first documents in reading order (row
 order, files in sorted order), before load_corpus sorts them by key.
 """
+
 import glob
 import logging
 import math
@@ -16,8 +17,16 @@ from clex.data import DATASETS
 from clex.registry import ConfigError
 
 log = logging.getLogger("clex")
-BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".arrow": "arrow",
-            ".jsonl.gz": "json", ".json.gz": "json", ".csv.gz": "csv"}  # datasets decompresses .gz as it reads
+BUILDERS = {
+    ".parquet": "parquet",
+    ".jsonl": "json",
+    ".json": "json",
+    ".csv": "csv",
+    ".arrow": "arrow",
+    ".jsonl.gz": "json",
+    ".json.gz": "json",
+    ".csv.gz": "csv",
+}  # datasets decompresses .gz as it reads
 SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation", "test": "test"}
 SUPPORTED = "a folder written by save_to_disk, or " + ", ".join(BUILDERS) + " files"
 
@@ -65,7 +74,9 @@ def open_parts(cfg, datasets) -> list:
     """``[(key prefix, split, dataset)]``: the splits of a saved folder, or one part per file."""
     paths = [cfg.path] if isinstance(cfg.get("path"), str) else list(cfg.get("path") or [])
     if not paths:
-        raise ConfigError(f"data.path is empty; give {SUPPORTED}, e.g. data.path=pg19_saved or data.path=[data/*.parquet]")
+        raise ConfigError(
+            f"data.path is empty; give {SUPPORTED}, e.g. data.path=pg19_saved or data.path=[data/*.parquet]"
+        )
     if len(paths) == 1 and os.path.isdir(paths[0]):
         return saved_parts(cfg, datasets, paths[0])
     files = []
@@ -79,9 +90,14 @@ def open_parts(cfg, datasets) -> list:
             files.append(Path(match).resolve())
     files = list(dict.fromkeys(files))
     root = Path(os.path.commonpath([str(f.parent) for f in files]))  # keys relative to it survive a move
-    return [(f.relative_to(root).as_posix(), None,
-             datasets.load_dataset(builder_of(f.name), data_files=str(f), split="train", streaming=True))
-            for f in files]
+    return [
+        (
+            f.relative_to(root).as_posix(),
+            None,
+            datasets.load_dataset(builder_of(f.name), data_files=str(f), split="train", streaming=True),
+        )
+        for f in files
+    ]
 
 
 def builder_of(name: str):
@@ -92,18 +108,25 @@ def saved_parts(cfg, datasets, path):
     try:
         saved = datasets.load_from_disk(path)  # memory-mapped Arrow: rows are read as they are iterated
     except FileNotFoundError:
-        raise ConfigError(f"data.path: {path} is a folder but not one written by save_to_disk; for a folder of "
-                          f"data files give a glob, e.g. data.path=[{path}/*.parquet]") from None
+        raise ConfigError(
+            f"data.path: {path} is a folder but not one written by save_to_disk; for a folder of "
+            f"data files give a glob, e.g. data.path=[{path}/*.parquet]"
+        ) from None
     if not isinstance(saved, datasets.DatasetDict):
         return [("", None, saved)]
     names = {**SPLIT_NAMES, **(cfg.get("splits") or {})}
     unknown = [name for name in saved if name not in names]
     if unknown or not set(names.values()) <= {*SPLIT_NAMES.values(), None}:
-        raise ConfigError(f"data.splits: {path} holds the splits {', '.join(saved)}; data=hf reads train, validation "
-                          "(or valid, dev) and test: map the others, e.g. data.splits={other: test} (null skips one)")
+        raise ConfigError(
+            f"data.splits: {path} holds the splits {', '.join(saved)}; data=hf reads train, validation "
+            "(or valid, dev) and test: map the others, e.g. data.splits={other: test} (null skips one)"
+        )
     # train documents get no split: load_corpus splits them by key, and keeps given splits for their documents
-    return [(name, None if names[name] == "train" else names[name], saved[name])
-            for name in saved if names[name] is not None]
+    return [
+        (name, None if names[name] == "train" else names[name], saved[name])
+        for name in saved
+        if names[name] is not None
+    ]
 
 
 def needed_columns(dataset, columns: dict, where):

@@ -10,8 +10,12 @@ from clex.registry import ConfigError
 
 log = logging.getLogger("clex")
 # a byte-order mark says how a file is encoded; UTF-32's are tried first (UTF-32-LE's begins with UTF-16-LE's)
-BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"))
+BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 class BadFile(ConfigError):
@@ -30,8 +34,10 @@ def matching_files(patterns, key: str) -> list[Path]:
             raise ConfigError(f"{key}: no file matches {pattern!r}")
         regular = [Path(m).resolve() for m in matches if Path(m).is_file()]
         if not regular:
-            raise ConfigError(f"{key}: {pattern!r} matches no regular file (only folders or devices such as "
-                              "/dev/null); give text or .jsonl files")
+            raise ConfigError(
+                f"{key}: {pattern!r} matches no regular file (only folders or devices such as "
+                "/dev/null); give text or .jsonl files"
+            )
         files += regular
     return files
 
@@ -43,13 +49,17 @@ def decode_file(path: Path) -> tuple[str, str]:
     raw = path.read_bytes()
     encoding = next((name for bom, name in BOMS if raw.startswith(bom)), "utf-8")
     if encoding == "utf-8" and b"\0" in raw:
-        raise BadFile(path, f"is a binary file (a NUL byte at byte offset {raw.index(0)}), not text",
-                      "remove it from data.paths")
+        raise BadFile(
+            path, f"is a binary file (a NUL byte at byte offset {raw.index(0)}), not text", "remove it from data.paths"
+        )
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as error:
-        raise BadFile(path, f"is not {encoding.upper()} text (byte 0x{raw[error.start]:02x} at byte offset "
-                      f"{error.start})", "convert it to UTF-8") from None
+        raise BadFile(
+            path,
+            f"is not {encoding.upper()} text (byte 0x{raw[error.start]:02x} at byte offset {error.start})",
+            "convert it to UTF-8",
+        ) from None
     return text.replace("\r\n", "\n").replace("\r", "\n"), encoding
 
 
@@ -85,11 +95,18 @@ def text_documents(cfg):
         else:
             yield key, text, given.get(path)
     if other_encodings:
-        log.info("data: %d file(s) read by their byte-order mark, not as UTF-8: %s", len(other_encodings),
-                 ", ".join(other_encodings[:3]) + (", ..." if len(other_encodings) > 3 else ""))
+        log.info(
+            "data: %d file(s) read by their byte-order mark, not as UTF-8: %s",
+            len(other_encodings),
+            ", ".join(other_encodings[:3]) + (", ..." if len(other_encodings) > 3 else ""),
+        )
     if skipped:
-        log.warning("warning: data: skipped %d file(s) that are binary or not text (data.on_bad_file=skip); the "
-                    "first: %s %s", len(skipped), skipped[0].path, skipped[0].reason)
+        log.warning(
+            "warning: data: skipped %d file(s) that are binary or not text (data.on_bad_file=skip); the first: %s %s",
+            len(skipped),
+            skipped[0].path,
+            skipped[0].reason,
+        )
 
 
 def jsonl_texts(path: Path, text: str, field: str):
@@ -102,9 +119,11 @@ def jsonl_texts(path: Path, text: str, field: str):
         except json.JSONDecodeError as error:
             raise ConfigError(f"data.paths: {path}:{number + 1} is not a JSON record ({error.msg})") from None
         if not isinstance(record, dict):
-            raise ConfigError(f"data.paths: {path}:{number + 1} is a JSON {type(record).__name__}, "
-                              "not an object with a text field")
+            raise ConfigError(
+                f"data.paths: {path}:{number + 1} is a JSON {type(record).__name__}, not an object with a text field"
+            )
         if field not in record:
-            raise ConfigError(f"data.text_field: {path}:{number + 1} has no field {field!r} "
-                              f"(fields: {', '.join(record)})")
+            raise ConfigError(
+                f"data.text_field: {path}:{number + 1} has no field {field!r} (fields: {', '.join(record)})"
+            )
         yield number, record[field]

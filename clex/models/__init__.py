@@ -2,6 +2,7 @@
 
 Builders return a transformers causal LM with its own rotary module; the rotary patch comes later.
 """
+
 from clex.registry import Registry
 
 MODELS = Registry("model", "clex.models")

@@ -15,11 +15,13 @@ def pretrained(cfg, tokenizer):
             from clex.official import load_model
 
             return load_model(cfg.path, attn_implementation=cfg.attn_implementation)
-        return AutoModelForCausalLM.from_pretrained(checkpoint_dir(cfg), local_files_only=True,
-                                                    attn_implementation=cfg.attn_implementation)
+        return AutoModelForCausalLM.from_pretrained(
+            checkpoint_dir(cfg), local_files_only=True, attn_implementation=cfg.attn_implementation
+        )
     except (OSError, ValueError) as error:
-        raise ConfigError(f"model.path: {cfg.path} holds no model transformers can load: "
-                          f"{' '.join(str(error).split())[:200]}") from None
+        raise ConfigError(
+            f"model.path: {cfg.path} holds no model transformers can load: {' '.join(str(error).split())[:200]}"
+        ) from None
 
 
 def check_checkpoint(path):
@@ -36,8 +38,10 @@ def check_checkpoint(path):
     known = sorted({"default", "clex", *ROPE_INIT_FUNCTIONS})
     if kind not in known:
         key = "rope_parameters.rope_type" if "rope_parameters" in config else "rope_scaling.type"
-        raise ConfigError(f"{path}/config.json: {key} {kind!r} is not a rope type transformers or clex knows; "
-                          f"known: {', '.join(known)}")
+        raise ConfigError(
+            f"{path}/config.json: {key} {kind!r} is not a rope type transformers or clex knows; "
+            f"known: {', '.join(known)}"
+        )
     settings = official_clex(path)
     if settings is not None:
         from clex.official import ode_tensors, transformers_config

@@ -2,6 +2,7 @@
 
 Every draw goes through the ``torch.Generator`` passed in, so a seeded run repeats exactly.
 """
+
 from clex.registry import Registry
 
 SCALE_SAMPLERS = Registry("scale sampler", "clex.samplers")

@@ -2,6 +2,7 @@
 
 ``original_length`` is L0, the model's pre-training length.
 """
+
 import torch
 
 from clex.samplers import POSITION_SAMPLERS

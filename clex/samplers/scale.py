@@ -1,4 +1,5 @@
 """Scale samplers: draw the length scale factor t in [1, t_max] for one training step."""
+
 import math
 
 import torch

@@ -18,5 +18,7 @@ class AdjustedBaseFrequency(Strategy):
         return self.adjusted_inv_freq
 
     def start_from(self, inv_freq, attention_factor=1.0, short=None):
-        raise ConfigError("strategy abf replaces the base of plain RoPE; this checkpoint's rope is not plain "
-                          "(rope_type != 'default'): use pi, fbs, yarn, llama3, longrope or clex, which scale on from it")
+        raise ConfigError(
+            "strategy abf replaces the base of plain RoPE; this checkpoint's rope is not plain "
+            "(rope_type != 'default'): use pi, fbs, yarn, llama3, longrope or clex, which scale on from it"
+        )

@@ -1,4 +1,5 @@
 """The scaling-strategy interface: t (the length scale factor) -> (inv_freq, attention factor)."""
+
 import math
 
 import torch
@@ -26,15 +27,23 @@ class Strategy(nn.Module):
     samples_scale = False  # True for strategies trained on sampled t (CLEX)
     needs_factor = False  # True where factor = 1 would silently be plain RoPE (pi, fbs, yarn)
 
-    def __init__(self, rotary_dim: int, base: float, original_length: int, factor: float | None = None,
-                 eval_scale: str = "static"):
+    def __init__(
+        self,
+        rotary_dim: int,
+        base: float,
+        original_length: int,
+        factor: float | None = None,
+        eval_scale: str = "static",
+    ):
         super().__init__()
         if rotary_dim < 2 or rotary_dim % 2:
             raise ConfigError(f"rotary_dim must be an even integer >= 2, got {rotary_dim}")
         if factor is None:
             if self.needs_factor and eval_scale == "static":
-                raise ConfigError(f"strategy {self.name!r} needs factor= (the static scale t, e.g. factor=4 for 4 x L0) "
-                                  "or eval_scale='dynamic' / 'ceil' (t from the input length)")
+                raise ConfigError(
+                    f"strategy {self.name!r} needs factor= (the static scale t, e.g. factor=4 for 4 x L0) "
+                    "or eval_scale='dynamic' / 'ceil' (t from the input length)"
+                )
             factor = 1.0
         if not factor >= 1:
             raise ConfigError(f"strategy.factor must be >= 1, got {factor}")
@@ -49,7 +58,9 @@ class Strategy(nn.Module):
         self.eval_scale = eval_scale
         self.register_buffer("base_inv_freq", default_inv_freq(rotary_dim, base), persistent=False)
         self.base_attention = 1.0  # the attention factor of the rope this strategy starts from
-        self.checkpoint_short = None  # LongRoPE checkpoints: (short-factor inv_freq, length up to which it applies at t = 1)
+        self.checkpoint_short = (
+            None  # LongRoPE checkpoints: (short-factor inv_freq, length up to which it applies at t = 1)
+        )
 
     def start_from(self, inv_freq: torch.Tensor, attention_factor: float = 1.0, short=None):
         """Scale on from a checkpoint's own rope (linear, llama3, yarn, longrope) instead of plain RoPE: its
@@ -57,11 +68,14 @@ class Strategy(nn.Module):
         attention factor multiplies the strategy's. ``short``: LongRoPE's (short-factor inv_freq, original
         length), the checkpoint's frequencies for inputs up to that length."""
         if inv_freq.shape != self.base_inv_freq.shape:
-            raise ConfigError(f"the checkpoint's rope has {inv_freq.numel()} frequencies, the strategy "
-                              f"{self.base_inv_freq.numel()}")
+            raise ConfigError(
+                f"the checkpoint's rope has {inv_freq.numel()} frequencies, the strategy {self.base_inv_freq.numel()}"
+            )
         self.base_inv_freq = inv_freq.float().to(self.base_inv_freq.device)
         self.base_attention = float(attention_factor)
-        self.checkpoint_short = None if short is None else (short[0].float().to(self.base_inv_freq.device), int(short[1]))
+        self.checkpoint_short = (
+            None if short is None else (short[0].float().to(self.base_inv_freq.device), int(short[1]))
+        )
 
     def _apply(self, fn, recurse=True):
         # parameters and buffers keep their float32 values whatever the model's precision (a bf16

@@ -1,4 +1,5 @@
 """CLEX (Chen et al., ICLR 2024): the RoPE frequency basis evolved over t by a neural ODE."""
+
 import math
 
 import torch
@@ -44,12 +45,24 @@ class Clex(Strategy):
 
     samples_scale = True
 
-    def __init__(self, *args, max_scale: float = 8.0, amplification: float = 1.0,
-                 projection_width: int | None = None, activation: str = "tanh",
-                 dynamics: str = "continuous", method: str = "rk4", step_size: float = 0.5,
-                 max_step_t: float = 1.0,
-                 rtol: float = 1e-6, atol: float = 1e-8, beyond_max: str = "clamp",
-                 eval_scale: str = "ceil", ntk_base: float | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        max_scale: float = 8.0,
+        amplification: float = 1.0,
+        projection_width: int | None = None,
+        activation: str = "tanh",
+        dynamics: str = "continuous",
+        method: str = "rk4",
+        step_size: float = 0.5,
+        max_step_t: float = 1.0,
+        rtol: float = 1e-6,
+        atol: float = 1e-8,
+        beyond_max: str = "clamp",
+        eval_scale: str = "ceil",
+        ntk_base: float | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, eval_scale=eval_scale, **kwargs)
         if not max_scale >= 1:
             raise ConfigError(f"strategy.max_scale (t_max) must be >= 1, got {max_scale}")
@@ -58,8 +71,9 @@ class Clex(Strategy):
         if dynamics not in ("continuous", "discrete"):
             raise ConfigError(f"strategy.dynamics must be one of continuous, discrete, got {dynamics!r}")
         if method not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
-            raise ConfigError(f"strategy.method must be one of {', '.join(FIXED_STEP_METHODS + ADAPTIVE_METHODS)}, "
-                              f"got {method!r}")
+            raise ConfigError(
+                f"strategy.method must be one of {', '.join(FIXED_STEP_METHODS + ADAPTIVE_METHODS)}, got {method!r}"
+            )
         if beyond_max not in BEYOND_MAX:
             raise ConfigError(f"strategy.beyond_max must be one of {', '.join(BEYOND_MAX)}, got {beyond_max!r}")
         if not (step_size > 0 and max_step_t > 0):
@@ -67,9 +81,11 @@ class Clex(Strategy):
         # a fixed-step solve over t in [1, t_max] takes about this many steps (each bounded in s and in t)
         steps = math.log(2 * max_scale - 1) / step_size + (max_scale - 1) / max_step_t
         if method in FIXED_STEP_METHODS and steps > MAX_SOLVER_STEPS:
-            raise ConfigError(f"strategy.step_size={step_size:g}, strategy.max_step_t={max_step_t:g}: the ODE solve over t "
-                              f"in [1, {max_scale:g}] would take about {steps:.3g} steps, more than the {MAX_SOLVER_STEPS} "
-                              f"allowed; raise strategy.step_size (default 0.5) or strategy.max_step_t (default 1.0)")
+            raise ConfigError(
+                f"strategy.step_size={step_size:g}, strategy.max_step_t={max_step_t:g}: the ODE solve over t "
+                f"in [1, {max_scale:g}] would take about {steps:.3g} steps, more than the {MAX_SOLVER_STEPS} "
+                f"allowed; raise strategy.step_size (default 0.5) or strategy.max_step_t (default 1.0)"
+            )
         if ntk_base is not None and not ntk_base > 1:
             raise ConfigError(f"strategy.ntk_base must be > 1 or null (the model's base), got {ntk_base}")
         width = int(projection_width) if projection_width else int(round(amplification * self.rotary_dim))
@@ -189,6 +205,8 @@ class Clex(Strategy):
         return self._cache[1]
 
     def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, max_scale={self.max_scale:g}, width={self.width}, "
-                f"activation={self.activation}, dynamics={self.dynamics}, method={self.method}, "
-                f"step_size={self.step_size:g}, beyond_max={self.beyond_max}, ntk_base={self.ntk_base:g}")
+        return (
+            f"{super().extra_repr()}, max_scale={self.max_scale:g}, width={self.width}, "
+            f"activation={self.activation}, dynamics={self.dynamics}, method={self.method}, "
+            f"step_size={self.step_size:g}, beyond_max={self.beyond_max}, ntk_base={self.ntk_base:g}"
+        )

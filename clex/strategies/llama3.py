@@ -19,8 +19,10 @@ class Llama3(Strategy):
         if not high_freq_factor > low_freq_factor > 0:
             from clex.registry import ConfigError
 
-            raise ConfigError(f"strategy.high_freq_factor must exceed strategy.low_freq_factor > 0, got "
-                              f"{high_freq_factor}, {low_freq_factor}")
+            raise ConfigError(
+                f"strategy.high_freq_factor must exceed strategy.low_freq_factor > 0, got "
+                f"{high_freq_factor}, {low_freq_factor}"
+            )
         self.low_freq_factor, self.high_freq_factor = float(low_freq_factor), float(high_freq_factor)
 
     def inv_freq(self, t: float):

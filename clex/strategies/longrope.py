@@ -13,8 +13,15 @@ class LongRope(Strategy):
     sqrt(1 + ln(factor) / ln L0) for factor = (longest context) / L0 > 1, else 1. The factors come from
     the config or a checkpoint's ``rope_parameters``."""
 
-    def __init__(self, *args, short_factor: list | None = None, long_factor: list | None = None,
-                 attention_factor: float | None = None, eval_scale: str = "dynamic", **kwargs):
+    def __init__(
+        self,
+        *args,
+        short_factor: list | None = None,
+        long_factor: list | None = None,
+        attention_factor: float | None = None,
+        eval_scale: str = "dynamic",
+        **kwargs,
+    ):
         super().__init__(*args, eval_scale=eval_scale, **kwargs)
         half = self.rotary_dim // 2
         for name, values in (("short_factor", short_factor), ("long_factor", long_factor)):

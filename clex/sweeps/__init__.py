@@ -6,10 +6,22 @@ cluster. A worker that dies leaves a RUNNING trial whose heartbeat stops; the ne
 it FAIL and Optuna's RetryHeartbeatStaleTrialCallback re-queues its parameters (RDB: Optuna's own heartbeat;
 journal storage has none in Optuna 5, so the heartbeat is a user attribute written by a thread here).
 """
+
 from clex.sweeps.ranks import TRIAL_ENV, TrialChannel, srun_rank
 from clex.sweeps.schema import STUDY_DEFAULTS, load_sweep, metric_value
 from clex.sweeps.study import open_study, summary
 from clex.sweeps.worker import follow_rank_zero, run_trial, run_worker
 
-__all__ = ["STUDY_DEFAULTS", "TRIAL_ENV", "TrialChannel", "follow_rank_zero", "load_sweep", "metric_value", "open_study",
-           "run_trial", "run_worker", "srun_rank", "summary"]
+__all__ = [
+    "STUDY_DEFAULTS",
+    "TRIAL_ENV",
+    "TrialChannel",
+    "follow_rank_zero",
+    "load_sweep",
+    "metric_value",
+    "open_study",
+    "run_trial",
+    "run_worker",
+    "srun_rank",
+    "summary",
+]

@@ -1,6 +1,7 @@
 """Worker liveness: heartbeats, failing the trials of dead workers, the journal lock. The only module
 that touches Optuna internals (``study._storage``, ``trial._trial_id``): journal storage has no
 heartbeat in Optuna 5, and a live Trial does not expose the retry callback's system attributes."""
+
 import fcntl
 import threading
 import time
@@ -10,8 +11,6 @@ from pathlib import Path
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
-
-
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -91,8 +90,11 @@ class DeclaredDead(Exception):
 def is_surplus(study, trial, target: int) -> bool:
     """RDB storage has no cross-process lock here: a trial asked by two workers at once beyond the
     target is closed unrun (FAIL, reason recorded) rather than run twice."""
-    live = [t for t in study.get_trials(deepcopy=False)
-            if t.state in FINISHED + (TrialState.RUNNING,) and t.number < trial.number]
+    live = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in FINISHED + (TrialState.RUNNING,) and t.number < trial.number
+    ]
     if len(live) < target:
         return False
     trial.set_user_attr("fail_reason", "surplus: the study already had its trials; not run")

@@ -1,5 +1,6 @@
 """Several processes, one sweep worker: rank 0 alone talks to Optuna and hands each trial's
 overrides to the other data-parallel ranks, which may live on other nodes."""
+
 import json
 import os
 from datetime import timedelta
@@ -31,8 +32,13 @@ class TrialChannel:
         self.store, self.count = None, 0
         if rank is not None:
             env = SLURMEnvironment()
-            self.store = dist.TCPStore(env.main_address, env.main_port + 1, env.world_size(), rank == 0,
-                                       timeout=timedelta(seconds=store_timeout))
+            self.store = dist.TCPStore(
+                env.main_address,
+                env.main_port + 1,
+                env.world_size(),
+                rank == 0,
+                timeout=timedelta(seconds=store_timeout),
+            )
 
     @staticmethod
     def _group():

@@ -1,5 +1,6 @@
 """The sweep file: its study, experiment and space sections, checked up front against the experiment
 config (every choice and range end composed and validated, objectives against the evaluation lengths)."""
+
 import math
 from pathlib import Path
 
@@ -9,11 +10,23 @@ from omegaconf import OmegaConf
 from clex.config import load_defaults, parse_value, single_config
 from clex.registry import ConfigError
 
-
-STUDY_DEFAULTS = {"name": None, "n_trials": 8, "storage": None, "sampler": "tpe", "seed": 0, "pruner": "median",
-                  "pruner_warmup_steps": 0, "pruner_startup_trials": 2, "objectives": None,
-                  "heartbeat_interval": 10, "grace_period": 60, "max_retry": 3, "seeds": 1, "max_failures": 5,
-                  "share_runs": False}
+STUDY_DEFAULTS = {
+    "name": None,
+    "n_trials": 8,
+    "storage": None,
+    "sampler": "tpe",
+    "seed": 0,
+    "pruner": "median",
+    "pruner_warmup_steps": 0,
+    "pruner_startup_trials": 2,
+    "objectives": None,
+    "heartbeat_interval": 10,
+    "grace_period": 60,
+    "max_retry": 3,
+    "seeds": 1,
+    "max_failures": 5,
+    "share_runs": False,
+}
 
 
 SAMPLERS = ("tpe", "gp", "cmaes", "grid", "random")
@@ -39,13 +52,19 @@ def load_sweep(path: Path, cli_overrides: list, config_dir: Path) -> dict:
         raise ConfigError(f"{path.name}: expected sections study, experiment, space")
     unknown = set(raw) - {"study", "experiment", "space"}
     if unknown:
-        raise ConfigError(f"{path.name}: unknown section(s) {', '.join(sorted(unknown))}; allowed: study, experiment, space")
+        raise ConfigError(
+            f"{path.name}: unknown section(s) {', '.join(sorted(unknown))}; allowed: study, experiment, space"
+        )
     study = dict(STUDY_DEFAULTS, name=path.stem)
-    for key, value in list((raw.get("study") or {}).items()) + [(k[6:], v) for k, v in cli_overrides if k.startswith("study.")]:
+    for key, value in list((raw.get("study") or {}).items()) + [
+        (k[6:], v) for k, v in cli_overrides if k.startswith("study.")
+    ]:
         if key not in STUDY_DEFAULTS:
             raise ConfigError(f"{path.name}: unknown study key {key!r}; allowed: {', '.join(STUDY_DEFAULTS)}")
         study[key] = parse_value(value) if isinstance(value, str) and key != "storage" else value
-    experiment = list(raw.get("experiment") or []) + [f"{k}={v}" for k, v in cli_overrides if not k.startswith("study.")]
+    experiment = list(raw.get("experiment") or []) + [
+        f"{k}={v}" for k, v in cli_overrides if not k.startswith("study.")
+    ]
     space = raw.get("space") or {}
     if not space:
         raise ConfigError(f"{path.name}: space is empty; give at least one parameter, e.g. strategy.amplification")
@@ -64,13 +83,21 @@ def _check_study(name, study):
     for key in ("seeds", "max_failures"):
         if not (isinstance(study[key], int) and not isinstance(study[key], bool) and study[key] >= 1):
             raise ConfigError(f"{name}: study.{key} must be a positive integer, got {study[key]!r}")
-    for key, low in (("heartbeat_interval", 1e-9), ("grace_period", 1e-9), ("max_retry", 0), ("pruner_warmup_steps", 0),
-                     ("pruner_startup_trials", 0), ("seed", 0)):
+    for key, low in (
+        ("heartbeat_interval", 1e-9),
+        ("grace_period", 1e-9),
+        ("max_retry", 0),
+        ("pruner_warmup_steps", 0),
+        ("pruner_startup_trials", 0),
+        ("seed", 0),
+    ):
         value = study[key]
         integer = key not in ("heartbeat_interval", "grace_period")
         if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or value < low:
-            raise ConfigError(f"{name}: study.{key} must be {'an integer' if integer else 'a number'} "
-                              f"{'>= 0' if low == 0 else '> 0'}, got {value!r}")
+            raise ConfigError(
+                f"{name}: study.{key} must be {'an integer' if integer else 'a number'} "
+                f"{'>= 0' if low == 0 else '> 0'}, got {value!r}"
+            )
     if not isinstance(study["share_runs"], bool):
         raise ConfigError(f"{name}: study.share_runs must be true or false, got {study['share_runs']!r}")
     objectives = study["objectives"]
@@ -88,19 +115,27 @@ def _check_space(name, space, experiment, config_dir, objectives):
     for key, dist in space.items():
         kind = dist.get("type") if isinstance(dist, dict) else None
         if key not in groups and OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
-            raise ConfigError(f"{name}: space key {key!r} is not an experiment config key (see experiments/run.py --cfg)")
+            raise ConfigError(
+                f"{name}: space key {key!r} is not an experiment config key (see experiments/run.py --cfg)"
+            )
         if kind == "categorical":
             if not isinstance(dist.get("choices"), list) or not dist["choices"]:
-                raise ConfigError(f"{name}: space.{key}: categorical needs a non-empty choices list, got {dist.get('choices')!r}")
+                raise ConfigError(
+                    f"{name}: space.{key}: categorical needs a non-empty choices list, got {dist.get('choices')!r}"
+                )
         elif kind in ("float", "int"):
             low, high = dist.get("low"), dist.get("high")
             if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low < high):
-                raise ConfigError(f"{name}: space.{key}: {kind} needs numbers low < high, got low={low!r} high={high!r}")
+                raise ConfigError(
+                    f"{name}: space.{key}: {kind} needs numbers low < high, got low={low!r} high={high!r}"
+                )
             if dist.get("log") and low <= 0:
                 raise ConfigError(f"{name}: space.{key}: a log distribution needs low > 0, got {low}")
             extra = set(dist) - {"type", "low", "high", "log", "step"}
             if extra:
-                raise ConfigError(f"{name}: space.{key}: unknown field(s) {', '.join(sorted(extra))}; allowed: low, high, log, step")
+                raise ConfigError(
+                    f"{name}: space.{key}: unknown field(s) {', '.join(sorted(extra))}; allowed: low, high, log, step"
+                )
         else:
             raise ConfigError(f"{name}: space.{key}: type must be float, int or categorical, got {kind!r}")
     for values in _corners(space):  # every choice, and each end of every range, makes a valid experiment
@@ -117,8 +152,10 @@ def _check_space(name, space, experiment, config_dir, objectives):
 
 def _corners(space: dict) -> list[dict]:
     """One assignment per categorical choice and per range end, the other keys at their first value."""
-    values = {key: dist["choices"] if dist["type"] == "categorical" else [dist["low"], dist["high"]]
-              for key, dist in space.items()}
+    values = {
+        key: dist["choices"] if dist["type"] == "categorical" else [dist["low"], dist["high"]]
+        for key, dist in space.items()
+    }
     first = {key: options[0] for key, options in values.items()}
     return [{**first, key: option} for key, options in values.items() for option in options]
 
@@ -130,8 +167,10 @@ def _check_objectives(name, objectives, cfg):
     for objective in objectives:
         multiplier = metric_length_multiplier(objective["metric"])
         if multiplier is not None and multiplier * cfg.train.length not in lengths:
-            raise ConfigError(f"{name}: objective {objective['metric']} needs length {multiplier * cfg.train.length} "
-                              f"(train.length {cfg.train.length}), which is not among the eval lengths {lengths}")
+            raise ConfigError(
+                f"{name}: objective {objective['metric']} needs length {multiplier * cfg.train.length} "
+                f"(train.length {cfg.train.length}), which is not among the eval lengths {lengths}"
+            )
 
 
 def metric_length_multiplier(metric: str):
@@ -140,8 +179,9 @@ def metric_length_multiplier(metric: str):
         return None
     kind, _, multiplier = metric.partition("@")
     if kind not in ("ppl", "nll") or not multiplier.isdigit():
-        raise ConfigError(f"objective metric {metric!r}: use ppl@<k>, nll@<k> (k x train.length), "
-                          "extrapolation_length or val_loss")
+        raise ConfigError(
+            f"objective metric {metric!r}: use ppl@<k>, nll@<k> (k x train.length), extrapolation_length or val_loss"
+        )
     return int(multiplier)
 
 

@@ -1,5 +1,6 @@
 """Building the Optuna study: storage (journal file or RDB), sampler (seeded per trial so parallel
 workers explore different points), pruner, and the summary."""
+
 import json
 import math
 from pathlib import Path
@@ -16,17 +17,24 @@ def storage_for(study_cfg, studies_dir: Path):
     if url and "://" in str(url):
         try:
             return optuna.storages.RDBStorage(
-                str(url), heartbeat_interval=study_cfg["heartbeat_interval"], grace_period=study_cfg["grace_period"],
-                failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=study_cfg["max_retry"]))
+                str(url),
+                heartbeat_interval=study_cfg["heartbeat_interval"],
+                grace_period=study_cfg["grace_period"],
+                failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=study_cfg["max_retry"]),
+            )
         except ImportError as error:  # SQLAlchemy found no driver for the URL's dialect
-            raise ConfigError(f"study.storage {str(url).split('://')[0]}://...: the database driver is not installed "
-                              f"({error.name or error}); e.g. pip install psycopg2-binary (PostgreSQL) or pymysql (MySQL)") from None
+            raise ConfigError(
+                f"study.storage {str(url).split('://')[0]}://...: the database driver is not installed "
+                f"({error.name or error}); e.g. pip install psycopg2-binary (PostgreSQL) or pymysql (MySQL)"
+            ) from None
     path = Path(url) if url else studies_dir / f"{study_cfg['name']}.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = Path(f"{path}.lock")  # Optuna's journal lock: a symlink while a worker writes
     if lock.is_symlink():
-        print(f"the journal lock {lock} exists: another worker is writing, or a killed one left it (Optuna "
-              "removes a lock that has not changed for 30 s); waiting for it")
+        print(
+            f"the journal lock {lock} exists: another worker is writing, or a killed one left it (Optuna "
+            "removes a lock that has not changed for 30 s); waiting for it"
+        )
     cut_incomplete_record(path)
     backend = optuna.storages.journal.JournalFileBackend(str(path))
     return optuna.storages.JournalStorage(backend), path
@@ -49,14 +57,18 @@ def cut_incomplete_record(path: Path):
             complete, last = complete[:-1], complete[-1]
         for number, line in enumerate(complete, 1):
             if not _is_record(line):
-                raise ConfigError(f"study journal {path}:{number} is not a JSON record (damaged by hand or by the "
-                                  "file system); repair or remove that line, or give study.name=<a new study>")
+                raise ConfigError(
+                    f"study journal {path}:{number} is not a JSON record (damaged by hand or by the "
+                    "file system); repair or remove that line, or give study.name=<a new study>"
+                )
         if last:
             keep = sum(len(line) + 1 for line in complete)
             with open(path, "r+b") as handle:
                 handle.truncate(keep)
-            print(f"study journal {path}: dropped its incomplete last record ({len(last)} bytes, line "
-                  f"{len(complete) + 1}: a worker killed while writing); every record before it is kept")
+            print(
+                f"study journal {path}: dropped its incomplete last record ({len(last)} bytes, line "
+                f"{len(complete) + 1}: a worker killed while writing); every record before it is kept"
+            )
     finally:
         lock.release()
 
@@ -85,8 +97,11 @@ def grid_of(space) -> dict:
     for key, dist in space.items():
         if dist["type"] != "categorical" and "step" not in dist:
             raise ConfigError(f"sampler grid: space.{key} needs categorical choices or a step")
-        grid[key] = dist["choices"] if dist["type"] == "categorical" else list(
-            _frange(dist["low"], dist["high"], dist["step"], dist["type"]))
+        grid[key] = (
+            dist["choices"]
+            if dist["type"] == "categorical"
+            else list(_frange(dist["low"], dist["high"], dist["step"], dist["type"]))
+        )
     return grid
 
 
@@ -100,10 +115,12 @@ def make_sampler(study_cfg, space, seed=None):
     name, seed = study_cfg["sampler"], study_cfg["seed"] if seed is None else seed
     if name == "grid":
         return CountedGridSampler(grid_of(space), seed=seed)
-    return {"tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
-            "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-            "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
-            "random": lambda: optuna.samplers.RandomSampler(seed=seed)}[name]()
+    return {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    }[name]()
 
 
 def _frange(low, high, step, kind):
@@ -113,8 +130,9 @@ def _frange(low, high, step, kind):
 
 def make_pruner(study_cfg):
     if study_cfg["pruner"] == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=study_cfg["pruner_startup_trials"],
-                                           n_warmup_steps=study_cfg["pruner_warmup_steps"])
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=study_cfg["pruner_startup_trials"], n_warmup_steps=study_cfg["pruner_warmup_steps"]
+        )
     if study_cfg["pruner"] == "hyperband":
         return optuna.pruners.HyperbandPruner()
     return optuna.pruners.NopPruner()
@@ -129,8 +147,12 @@ def open_study(sweep: dict, studies_dir: Path, joining: bool = True):
     if isinstance(storage, tuple):
         storage, journal = storage
     directions = [o["direction"] for o in study_cfg["objectives"]]
-    options = dict(study_name=study_cfg["name"], storage=storage, sampler=make_sampler(study_cfg, sweep["space"]),
-                   pruner=make_pruner(study_cfg))
+    options = dict(
+        study_name=study_cfg["name"],
+        storage=storage,
+        sampler=make_sampler(study_cfg, sweep["space"]),
+        pruner=make_pruner(study_cfg),
+    )
     try:  # loaded first: a journal's create_study appends a record even when the study exists
         study = optuna.load_study(**options)
     except KeyError:
@@ -166,10 +188,15 @@ def check_same_experiment(study, ours: dict):
     recorded = study.user_attrs.get("experiment")
     if recorded is None or recorded == ours:
         return
-    differ = [f"{key}={recorded.get(key, '(unset)')} in the study, {ours.get(key, '(unset)')} here"
-              for key in sorted(set(recorded) | set(ours)) if recorded.get(key) != ours.get(key)]
-    raise ConfigError(f"study {study.study_name!r} was made with other experiment overrides ({'; '.join(differ)}); "
-                      "give the same ones, or study.name=<a new name> for a new study with these")
+    differ = [
+        f"{key}={recorded.get(key, '(unset)')} in the study, {ours.get(key, '(unset)')} here"
+        for key in sorted(set(recorded) | set(ours))
+        if recorded.get(key) != ours.get(key)
+    ]
+    raise ConfigError(
+        f"study {study.study_name!r} was made with other experiment overrides ({'; '.join(differ)}); "
+        "give the same ones, or study.name=<a new name> for a new study with these"
+    )
 
 
 def suggest(trial, space: dict) -> list[str]:
@@ -178,9 +205,13 @@ def suggest(trial, space: dict) -> list[str]:
         if dist["type"] == "categorical":
             value = trial.suggest_categorical(key, dist["choices"])
         elif dist["type"] == "int":
-            value = trial.suggest_int(key, dist["low"], dist["high"], step=dist.get("step", 1), log=dist.get("log", False))
+            value = trial.suggest_int(
+                key, dist["low"], dist["high"], step=dist.get("step", 1), log=dist.get("log", False)
+            )
         else:
-            value = trial.suggest_float(key, dist["low"], dist["high"], step=dist.get("step"), log=dist.get("log", False))
+            value = trial.suggest_float(
+                key, dist["low"], dist["high"], step=dist.get("step"), log=dist.get("log", False)
+            )
         overrides.append(f"{key}={value}")
     return overrides
 
@@ -190,22 +221,36 @@ def summary(sweep: dict, studies_dir: Path, top: int = 5) -> str:
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
     objectives = ", ".join(f"{o['direction']} {o['metric']}" for o in sweep["study"]["objectives"])
-    lines = [f"study {study.study_name}: {objectives}; target {sweep['study']['n_trials']} finished trials",
-             "states: " + ", ".join(f"{k.lower()} {v}" for k, v in counts.items() if v)]
+    lines = [
+        f"study {study.study_name}: {objectives}; target {sweep['study']['n_trials']} finished trials",
+        "states: " + ", ".join(f"{k.lower()} {v}" for k, v in counts.items() if v),
+    ]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
-        best = study.best_trials if len(sweep["study"]["objectives"]) > 1 else sorted(
-            complete, key=lambda t: t.value, reverse=sweep["study"]["objectives"][0]["direction"] == "maximize")
+        best = (
+            study.best_trials
+            if len(sweep["study"]["objectives"]) > 1
+            else sorted(
+                complete, key=lambda t: t.value, reverse=sweep["study"]["objectives"][0]["direction"] == "maximize"
+            )
+        )
         lines.append("best trials:")
         for t in best[:top]:
             params = ", ".join(f"{k}={v}" for k, v in t.params.items())
-            lines.append(f"  #{t.number} values={[round(v, 4) for v in t.values]} {params}  {t.user_attrs.get('run_dir')}")
+            lines.append(
+                f"  #{t.number} values={[round(v, 4) for v in t.values]} {params}  {t.user_attrs.get('run_dir')}"
+            )
     lines.append("all trials:")
     for t in trials:
-        reason = {TrialState.FAIL: t.user_attrs.get("fail_reason"), TrialState.PRUNED: t.user_attrs.get("prune_reason")}.get(t.state)
+        reason = {
+            TrialState.FAIL: t.user_attrs.get("fail_reason"),
+            TrialState.PRUNED: t.user_attrs.get("prune_reason"),
+        }.get(t.state)
         seeds = t.user_attrs.get("values_per_seed")
         if seeds and len(seeds) > 1:
             std = ", ".join("-" if v is None else f"{v:.4g}" for v in t.user_attrs["values_std"])
             reason = f"{len(seeds)} seeds {json.dumps(seeds)}, std [{std}]"
-        lines.append(f"  #{t.number} {t.state.name.lower():8} {t.user_attrs.get('run_dir', '-')} {reason or ''}".rstrip())
+        lines.append(
+            f"  #{t.number} {t.state.name.lower():8} {t.user_attrs.get('run_dir', '-')} {reason or ''}".rstrip()
+        )
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """The worker loop: asks for trials until the study has its count, runs each (``study.seeds``
 experiments) in-process through the same code path as experiments/run.py, and tells Optuna."""
+
 import math
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from optuna.trial import TrialState
 
 from clex.config import single_config
 from clex.registry import ConfigError, TooManyFailures
-from clex.sweeps.liveness import DeclaredDead, FINISHED, is_surplus, fail_stale_trials, file_lock, heartbeat, run_number
+from clex.sweeps.liveness import FINISHED, DeclaredDead, fail_stale_trials, file_lock, heartbeat, is_surplus, run_number
 from clex.sweeps.ranks import TrialChannel
 from clex.sweeps.schema import metric_value
 from clex.sweeps.study import grid_size, make_sampler, open_study, suggest, trial_seed
@@ -42,7 +43,9 @@ def trial_config(sweep: dict, config_dir: Path, overrides: list, number: int, se
     cfg.seed = int(cfg.seed) + seed_index
     if sweep["study"]["share_runs"]:  # named by their config under out_dir: a run any study has finished is reused
         return cfg
-    cfg.name = f"{sweep['study']['name']}-trial{number:04d}" + (f"-seed{cfg.seed}" if sweep["study"]["seeds"] > 1 else "")
+    cfg.name = f"{sweep['study']['name']}-trial{number:04d}" + (
+        f"-seed{cfg.seed}" if sweep["study"]["seeds"] > 1 else ""
+    )
     cfg.out_dir = str(Path(cfg.out_dir) / "sweeps" / sweep["study"]["name"])
     return cfg
 
@@ -73,7 +76,7 @@ def record_seeds(trial, runs: list[dict], objectives: list[dict]) -> list[float]
     import statistics
 
     per_seed = {str(r["seed"]): [metric_value(r, o["metric"]) for o in objectives] for r in runs}
-    columns = list(zip(*per_seed.values()))
+    columns = list(zip(*per_seed.values(), strict=False))
     trial.set_user_attr("run_dir", runs[0]["run_dir"])
     trial.set_user_attr("run_dirs", [r["run_dir"] for r in runs])
     trial.set_user_attr("ppl", {str(row["length"]): row["ppl"] for row in runs[0]["eval"]})
@@ -81,8 +84,9 @@ def record_seeds(trial, runs: list[dict], objectives: list[dict]) -> list[float]
     trial.set_user_attr("parameters", runs[0]["parameters"])
     trial.set_user_attr("values_per_seed", per_seed)
     trial.set_user_attr("n_seeds", len(runs))
-    trial.set_user_attr("values_std", [statistics.stdev(c) if len(c) > 1 and all(map(math.isfinite, c)) else None
-                                       for c in columns])
+    trial.set_user_attr(
+        "values_std", [statistics.stdev(c) if len(c) > 1 and all(map(math.isfinite, c)) else None for c in columns]
+    )
     return [sum(c) / len(c) for c in columns]
 
 
@@ -124,9 +128,11 @@ def run_trial(study, trial, sweep: dict, config_dir: Path, channel: TrialChannel
         study.tell(trial, values)
         return TrialState.COMPLETE
     except (DeclaredDead, optuna.exceptions.UpdateFinishedTrialError):
-        print(f"trial {trial.number} was marked failed by another worker while it ran (its heartbeat came late: "
-              f"raise study.grace_period on a slow file system); its parameters were re-queued and a retry reuses "
-              f"this run's results; going on")
+        print(
+            f"trial {trial.number} was marked failed by another worker while it ran (its heartbeat came late: "
+            f"raise study.grace_period on a slow file system); its parameters were re-queued and a retry reuses "
+            f"this run's results; going on"
+        )
         return None
     except optuna.TrialPruned as pruned:
         trial.set_user_attr("prune_reason", str(pruned))
@@ -141,8 +147,9 @@ def run_trial(study, trial, sweep: dict, config_dir: Path, channel: TrialChannel
         return TrialState.FAIL
 
 
-def run_worker(sweep: dict, config_dir: Path, studies_dir: Path, channel: TrialChannel | None = None,
-               poll_seconds: float = 2.0) -> int:
+def run_worker(
+    sweep: dict, config_dir: Path, studies_dir: Path, channel: TrialChannel | None = None, poll_seconds: float = 2.0
+) -> int:
     """Runs trials until the study has n_trials finished (complete or pruned) trials; waits while
     other workers' trials run, so a trial of a dead worker is failed and retried here. Stops after
     ``study.max_failures`` failed trials in a row (TooManyFailures)."""
@@ -164,7 +171,9 @@ def run_worker(sweep: dict, config_dir: Path, studies_dir: Path, channel: TrialC
             trial = None
             if finished < target and (waiting or finished + running < target):
                 if study_cfg["sampler"] != "grid":  # grid points go by trial number already
-                    study.sampler = make_sampler(study_cfg, sweep["space"], seed=trial_seed(study_cfg["seed"], len(trials)))
+                    study.sampler = make_sampler(
+                        study_cfg, sweep["space"], seed=trial_seed(study_cfg["seed"], len(trials))
+                    )
                 trial = study.ask()
         if trial is None:
             if finished >= target:
@@ -180,5 +189,7 @@ def run_worker(sweep: dict, config_dir: Path, studies_dir: Path, channel: TrialC
         if len(failures) >= study_cfg["max_failures"]:
             channel.send(None)
             reason = study.get_trials(deepcopy=False)[failures[-1].number].user_attrs.get("fail_reason")
-            raise TooManyFailures(f"the last {len(failures)} trials failed (study.max_failures="
-                                  f"{study_cfg['max_failures']}); the last: {reason}")
+            raise TooManyFailures(
+                f"the last {len(failures)} trials failed (study.max_failures="
+                f"{study_cfg['max_failures']}); the last: {reason}"
+            )
