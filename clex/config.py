@@ -234,21 +234,35 @@ def eval_lengths(cfg) -> list[int]:
             "must be a list like [128,256]",
             value,
         )
-    lengths = cfg.eval.lengths if cfg.eval.lengths is not None else [m * cfg.train.length for m in cfg.eval.multipliers]
-    require(
-        len(lengths) > 0,
-        "eval.lengths / eval.multipliers",
-        "must not be empty (nothing would be evaluated)",
-        list(lengths),
-    )
-    for value in lengths:
+    key = "eval.lengths" if cfg.eval.lengths is not None else "eval.multipliers"
+    given = list(cfg.eval.lengths if cfg.eval.lengths is not None else cfg.eval.multipliers)
+    require(len(given) > 0, key, "must not be empty (nothing would be evaluated)", given)
+    for value in given:  # checked as given, before multiplying by L
         require(
             isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-            "eval.lengths / eval.multipliers",
+            key,
             "must be positive integers",
-            list(lengths),
+            given,
         )
+    require(len(set(given)) == len(given), key, "must not repeat a value (each length is evaluated once)", given)
+    lengths = given if cfg.eval.lengths is not None else [m * cfg.train.length for m in given]
     return sorted(set(lengths) | {cfg.train.length})
+
+
+def check_model_shape(model):
+    """A built-in model's sizes: positive, and heads that divide the width into even (rotary) head dims."""
+    for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads"):
+        if key in model:
+            require(
+                isinstance(model[key], int) and model[key] >= 1, f"model.{key}", "must be an integer >= 1", model[key]
+            )
+    if "hidden_size" in model and "num_heads" in model:
+        require(
+            model.hidden_size % model.num_heads == 0 and (model.hidden_size // model.num_heads) % 2 == 0,
+            "model.num_heads",
+            f"must divide model.hidden_size ({model.hidden_size}) into heads of an even width (rotary pairs)",
+            model.num_heads,
+        )
 
 
 def validate(cfg):
@@ -267,6 +281,17 @@ def validate(cfg):
         "must be one folder name under out_dir (no '/', not '.' or '..')",
         name,
     )
+    require(name is None or len(str(name)) <= 200, "name", "must be at most 200 characters (a folder name)", name)
+    require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", "must be an integer >= 0", cfg.seed)
+    betas = list(t.betas)
+    require(
+        len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
+        "train.betas",
+        "must be two numbers in [0, 1), like [0.9, 0.95]",
+        betas,
+    )
+    if cfg.model.name != "hf":
+        check_model_shape(cfg.model)
     require(cfg.threads is None or cfg.threads >= 1, "threads", "must be >= 1 or null", cfg.threads)
     require(t.lr > 0, "train.lr", "must be > 0", t.lr)
     require(t.ode_lr is None or t.ode_lr > 0, "train.ode_lr", "must be > 0 or null", t.ode_lr)

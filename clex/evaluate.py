@@ -148,6 +148,11 @@ def check_options(eval_cfg, lengths: list[int]):
     from clex.registry import require
 
     require(eval_cfg.max_tokens >= 1, "eval.max_tokens", "must be >= 1", eval_cfg.max_tokens)
+    if eval_cfg.max_tokens <= max(lengths):
+        warn_once(
+            f"warning: eval.max_tokens {eval_cfg.max_tokens} is at most the longest evaluation length "
+            f"{max(lengths)}: that length scores one sequence; raise eval.max_tokens for a steadier number"
+        )
     require(
         eval_cfg.chunk_size is None or eval_cfg.chunk_size >= 1,
         "eval.chunk_size",

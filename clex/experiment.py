@@ -66,6 +66,7 @@ def prepare(cfg, load_weights: bool = True) -> Prepared:
     """Everything that can reject the config, before anything is written. ``load_weights=False``
     checks a pretrained model's config only (a comma list is checked whole before its first run)."""
     validate(cfg)
+    check_writable(Path(cfg.out_dir))
     corpus = load_corpus(cfg.data)
     require(len(corpus.documents["train"]) > 0, "data", "has no training documents", corpus.fingerprint)
     tokenizer = build_tokenizer(cfg, corpus)
@@ -193,6 +194,20 @@ def check_folder(cfg, run_dir: Path):
                 f"{run_dir} holds a run of another config (its config.yaml differs); give another "
                 "name=, or resume=false to replace it"
             )
+
+
+def check_writable(out_dir: Path):
+    """out_dir must be (or be creatable as) a folder this process can write in: not a file, not under a
+    read-only mount or /proc. Checked without writing anything: the nearest existing folder's permissions."""
+    existing = out_dir.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    writable = (
+        existing.is_dir() and os.access(existing, os.W_OK | os.X_OK) and not str(existing).startswith(("/proc", "/sys"))
+    )  # pseudo filesystems
+    if writable:
+        writable = os.statvfs(existing).f_flag & os.ST_RDONLY == 0
+    require(writable, "out_dir", f"must be a folder this process can write in ({existing} is not)", str(out_dir))
 
 
 def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=(), wait: bool = False) -> dict | None:

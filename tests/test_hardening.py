@@ -228,3 +228,25 @@ def test_a_pretrained_model_trains_and_evaluates_from_its_own_l0(tmp_path):
     assert cfg.train.length == 8192 and list(cfg.eval.multipliers) == [1, 2, 4, 8, 16]  # evaluated at 1-16 x L0
     axes, overrides = parse_overrides(CONFIG_DIR, ["model=hf", f"model.path={tmp_path / 'ckpt'}", "train.length=512"])
     assert compose(CONFIG_DIR, {k: v[0] for k, v in axes.items()}, overrides).train.length == 512  # given wins
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("seed=-1", "seed must be an integer >= 0, got -1"),
+        ("model.num_heads=3", "model.num_heads must divide model.hidden_size (128)"),
+        ("model.hidden_size=0", "model.hidden_size must be an integer >= 1, got 0"),
+        ("train.betas=[0.9]", "train.betas must be two numbers in [0, 1)"),
+        ("eval.multipliers=[1,1]", "eval.multipliers must not repeat a value"),
+        ("eval.multipliers=[-2]", "eval.multipliers must be positive integers, got [-2]"),
+        ("out_dir=/proc/clex", "out_dir must be a folder this process can write in"),
+        ("out_dir=/etc/hostname/runs", "out_dir must be a folder this process can write in"),
+        ("name=" + "a" * 300, "name must be at most 200 characters"),
+    ],
+)
+def test_bad_values_are_one_line_and_write_nothing(tmp_path, capsys, override, message):
+    args = [f"out_dir={tmp_path / 'runs'}", override] if not override.startswith("out_dir") else [override]
+    assert run.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "runs").exists()
