@@ -29,6 +29,7 @@ from clex.training import (
     Trained,
     TrainingDiverged,
     config_hash,
+    drop_optimizer_state,
     fine_tune,
     make_trainer,
     pretrain_base,
@@ -255,6 +256,9 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
                 )
             if not trained.trainer.is_global_zero:
                 return None  # DDP: rank 0 evaluates and writes
-            return write_results(cfg, prepared, run_dir, trained, base, started)
+            results = write_results(cfg, prepared, run_dir, trained, base, started)
+            if not cfg.train.get("keep_optimizer_state", False):
+                drop_optimizer_state(run_dir / "checkpoints" / "last.ckpt")
+            return results
     except io.Busy as error:
         raise ConfigError(str(error)) from None

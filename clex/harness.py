@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from clex.registry import ConfigError
+from clex.ruler import check_lengths
 
 INSTALL = 'eval=harness needs lm-evaluation-harness: pip install -e ".[harness]"'
 OFFLINE = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -161,15 +162,7 @@ def check_options(opts: dict):
         raise ConfigError(
             f"eval.harness.tasks must be a non-empty list of lm-eval task names ({LIST_TASKS}), got {tasks!r}"
         )
-    lengths = opts.get("lengths")
-    if lengths is not None and (
-        not isinstance(lengths, (list, tuple))
-        or not lengths
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in lengths)
-    ):
-        raise ConfigError(
-            f"eval.harness.lengths must be null (the perplexity lengths) or a list of token counts, got {lengths!r}"
-        )
+    check_lengths("eval.harness.lengths", opts.get("lengths"))
     limit = opts.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0):
         raise ConfigError(

@@ -350,6 +350,16 @@ def plot_ruler(rows: list[dict], path, title: str):
     accuracy_map(grid, lengths, tasks, "prompt length (tokens)", "task (mean over depths)", title, path)
 
 
+def check_lengths(key: str, lengths):
+    """A task grid's lengths: null (the perplexity lengths) or a non-empty list of positive token counts."""
+    if lengths is not None and (
+        not isinstance(lengths, (list, tuple))
+        or not lengths
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in lengths)
+    ):
+        raise ConfigError(f"{key} must be null (the perplexity lengths) or a list of token counts, got {lengths!r}")
+
+
 def check_depths(key: str, depths):
     if (
         not isinstance(depths, (list, tuple))
@@ -370,15 +380,7 @@ def check_options(opts: dict):
     if len(set(tasks)) < len(tasks):
         raise ConfigError(f"eval.ruler.tasks names a task twice: {list(tasks)}")
     check_depths("eval.ruler.depths", opts.get("depths"))
-    lengths = opts.get("lengths")
-    if lengths is not None and (
-        not isinstance(lengths, (list, tuple))
-        or not lengths
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in lengths)
-    ):
-        raise ConfigError(
-            f"eval.ruler.lengths must be null (the perplexity lengths) or a list of token counts, got {lengths!r}"
-        )
+    check_lengths("eval.ruler.lengths", opts.get("lengths"))
     for key, low in (
         ("trials", 1),
         ("needles", 2),

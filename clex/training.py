@@ -272,6 +272,23 @@ def resume_point(cfg, run_dir: Path) -> tuple[str | None, int]:
     return str(newest), steps[newest]
 
 
+def restore_trained(module, checkpoint: str):
+    """A fine-tuned checkpoint's weights and training time into the module, without Lightning's resume
+    (a finished run's last.ckpt has dropped its optimiser state unless train.keep_optimizer_state)."""
+    state = io.load_tensors(checkpoint, "a fine-tuned checkpoint", "rerun with resume=false to train again")
+    module.load_state_dict(state["state_dict"])
+    module.on_load_checkpoint(state)
+
+
+def drop_optimizer_state(checkpoint: Path):
+    """A finished run keeps its weights, not the optimiser's moments (twice the model again), atomically."""
+    if not checkpoint.is_file():  # FSDP's sharded checkpoints (folders) are kept whole
+        return
+    state = io.load_tensors(checkpoint, "a fine-tuned checkpoint", "rerun with resume=false to train again")
+    if state.pop("optimizer_states", None) is not None:
+        io.atomic_write(checkpoint, lambda handle: torch.save(state, handle))
+
+
 def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callbacks=(), rebuild=None) -> Trained:
     """Stage 2: the patched model trained at L with the strategy's sampled t and positions. ``rebuild``: a
     fresh patched model of the same structure (FSDP gathers the trained weights into it)."""
@@ -290,7 +307,6 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
     if twin:
         log.info("stage 2: %s has this config but eval: its fine-tuned model is reused, nothing to train", twin[0])
         resume_from, done_steps = str(twin[0] / "checkpoints" / "last.ckpt"), t.steps
-    log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps)
     start = time.time()
     trainer = make_trainer(
         cfg, t.steps, run_dir, checkpoints=True, val_every=min(t.val_every, t.steps), callbacks=callbacks
@@ -298,6 +314,11 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
     # item i of the training windows is fixed; under DDP each rank takes every world_size-th batch item,
     # so a global batch is the same items whatever the number of processes
     per_step = int(cfg.trainer.get("accumulate_grad_batches", 1)) * trainer.world_size
+    if resume_from is not None and done_steps >= t.steps and Path(resume_from).is_file():
+        restore_trained(module, resume_from)  # trained already: nothing to fit
+        tokens = t.steps * t.batch_size * per_step * t.length
+        return Trained(trainer, module.seconds_before, tokens, twin[1] if twin else None)
+    log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps - done_steps)
     val_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["validation"])
     train_data = RandomWindows(train_tokens, t.length, t.steps * t.batch_size * per_step, cfg.seed + 2)
     val_data = RandomWindows(

@@ -250,3 +250,20 @@ def test_bad_values_are_one_line_and_write_nothing(tmp_path, capsys, override, m
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_finished_run_drops_its_optimiser_state_and_is_still_reused(tmp_path):
+    from tests.test_run import tiny_args
+
+    assert run.main(tiny_args(tmp_path, "strategy=pi")) == 0
+    [run_dir] = [p.parent for p in tmp_path.glob("*/results.json")]
+    state = io.load_tensors(run_dir / "checkpoints" / "last.ckpt", "a checkpoint", "")
+    assert "optimizer_states" not in state and "state_dict" in state
+    assert run.main(tiny_args(tmp_path, "strategy=pi", "eval.multipliers=[1,2]")) == 0  # eval only: reuses it
+    reused = [json.loads(p.read_text()) for p in tmp_path.glob("*/results.json")]
+    assert sorted(bool(r["train"].get("reused_from")) for r in reused) == [False, True]
+    kept = tmp_path / "kept"
+    assert run.main(tiny_args(kept, "strategy=pi", "train.keep_optimizer_state=true")) == 0
+    [kept_dir] = [p.parent for p in kept.glob("*/results.json")]
+    assert "optimizer_states" in io.load_tensors(kept_dir / "checkpoints" / "last.ckpt", "a checkpoint", "")

@@ -9,25 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_run import TINY
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "model.hidden_size=32",
-    "model.intermediate_size=64",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "model.original_length=32",
-    "train.length=32",
-    "train.steps=2",
-    "train.batch_size=2",
-    "train.val_every=2",
-    "train.val_batches=1",
-    "base.steps=2",
-    "base.batch_size=2",
-    "eval.multipliers=[1,2,4]",
-    "eval.max_tokens=64",
-    "data.max_documents=60",
-    "trainer.enable_progress_bar=false",
-]
 
 
 @pytest.mark.slow
@@ -71,10 +55,10 @@ def test_an_installed_wheel_runs_outside_the_clone(tmp_path):
     ).stdout
     assert origin.startswith(str(site)), origin
     assert "groups" in clex("clex.commands.run", "--help")
-    clex("clex.commands.run", "out_dir=runs", *TINY)
+    clex("clex.commands.run", "out_dir=runs", *TINY, "base.steps=2", "train.steps=2")
     [result] = [json.loads(p.read_text()) for p in (work / "runs").glob("*/results.json")]
     assert result["eval"][0]["ppl"] > 1
-    clex("clex.commands.sweep", "sweep=clex_lambda", "study.n_trials=1", "out_dir=runs", *TINY)
+    clex("clex.commands.sweep", "sweep=clex_lambda", "study.n_trials=1", "out_dir=runs", *TINY, "train.steps=2")
     assert "finished" in clex("clex.commands.sweep", "sweep=clex_lambda", "--summary")
     clex("clex.commands.collect", "runs", "--out", "table.csv")
     assert (work / "table.csv").is_file() and (work / "table_summary.csv").is_file()

@@ -20,7 +20,12 @@ from clex.commands import SWEEP_DIR
 from clex.registry import ConfigError
 
 PARTS = {
-    "table1_4x": ["miniature_table1_4x", "miniature_table1_4x_yarn16", "miniature_table1_4x_clex"],
+    "table1_4x": [
+        "miniature_table1_4x",
+        "miniature_table1_4x_yarn16",
+        "miniature_table1_4x_clex",
+        "miniature_table1_4x_clex_scale",
+    ],
     "table1": ["miniature_table1"],
     "ablations": [
         "clex_dynamics",
