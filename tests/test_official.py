@@ -4,6 +4,7 @@ forward with those frequencies and the query scaling done in the attention itsel
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -318,3 +319,49 @@ def test_a_runs_saved_model_runs_again_with_its_strategy_and_ode(tmp_path):
             a["ppl"], rel=1e-4
         )
     assert run.main(again + ["strategy=pi"]) == 2  # saved with clex: another strategy is refused
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer", ["ddp", "fsdp"])
+def test_an_import_fine_tunes_under_two_processes_as_under_one(tmp_path, trainer):
+    """Every rank starts from the checkpoint's ODE (FSDP rebuilds the model from it): one step of a global
+    batch of 4 gives the validation loss of one process."""
+    import subprocess
+    import sys
+
+    official_checkpoint(tmp_path / "ckpt", "llama-2023")
+    common = [
+        "model=hf",
+        f"model.path={tmp_path / 'ckpt'}",
+        "train.length=32",
+        "train.steps=1",
+        "train.val_every=1",
+        "train.val_batches=2",
+        "train.lr=3e-3",
+        "eval.multipliers=[1]",
+        "eval.max_tokens=64",
+        "data.max_documents=60",
+        "trainer.enable_progress_bar=false",
+    ]
+    assert run.main([f"out_dir={tmp_path / 'one'}", *common, "train.batch_size=4"]) == 0
+    script = str(Path(__file__).resolve().parents[1] / "experiments" / "run.py")
+    done = subprocess.run(
+        [
+            sys.executable,
+            script,
+            f"out_dir={tmp_path / 'two'}",
+            *common,
+            "train.batch_size=2",
+            f"trainer={trainer}",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32-true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [one], [two] = ([json.loads(p.read_text()) for p in (tmp_path / d).glob("*/results.json")] for d in ("one", "two"))
+    assert two["train"]["world_size"] == 2
+    assert two["train"]["final_val_loss"] == pytest.approx(one["train"]["final_val_loss"], rel=1e-5)
