@@ -21,4 +21,8 @@ def test_every_linked_figure_and_page_exists(page):
 def test_the_report_names_its_command_and_seeds():
     text = (ROOT / "docs" / "miniature" / "README.md").read_text()
     assert "python analysis/miniature_report.py" in text and "Seeds 0, 1, 2" in text
-    assert "## 1. Table 1 in miniature" in text and "## 4. The paper's claims" in text
+    assert "## 1. Table 1 at L = 4 x L0" in text and "## 5. The paper's claims" in text
+    assert "Provenance of the runs: commit" in text  # commit, CPU, torch, threads
+    # one protocol for every run of the report, and it scores the same tokens at every length
+    assert "Perplexity protocol: full sequences" in text and "differs between runs" not in text
+    assert "the same tokens at every length" in text
