@@ -77,6 +77,7 @@ def scores(model, monkeypatch) -> dict:
     return {r["task"]: r["score"] for r in rows}
 
 
+@pytest.mark.slow  # the harness builds its task index: about 45 s on 2 cores
 def test_the_harness_scores_the_patched_model_exactly_t_one_within_L0(monkeypatch):
     plain = byte_llama()
     clexed = patched(plain)

@@ -55,6 +55,12 @@ def start_worker(tmp_path, *extra, steps=3):
     )
 
 
+def forget_settings(tmp_path, name="clex_lambda"):
+    """A test's next worker runs other settings on purpose (a quick retry, a trial that learns nothing):
+    clearing the study's record of its settings lets it join, as a study made before they were recorded."""
+    load(tmp_path, name).set_user_attr("experiment", None)
+
+
 def load(tmp_path, name="clex_lambda"):
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.journal"))
@@ -88,6 +94,7 @@ def test_a_killed_worker_trial_is_failed_and_retried(tmp_path):
                 break
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
+    forget_settings(tmp_path)  # the retry runs 3 steps, not 400
     killed = running[0].number
     restarted = subprocess.run(
         [sys.executable, WORKER, *worker_args(tmp_path, *options)], capture_output=True, text=True, timeout=600
@@ -122,6 +129,7 @@ def test_pruning_prunes_a_clearly_bad_trial(tmp_path):
             steps=4,
         )
     )
+    forget_settings(tmp_path)  # the second trial's learning rate differs on purpose
     second = sweep_cli.main(
         worker_args(
             tmp_path,
