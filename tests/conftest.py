@@ -2,6 +2,18 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
+# a run of the real entry point in seconds: a tiny model, no base pre-training, one fine-tuning step
+FAST = [
+    "data.max_documents=60",
+    "base.steps=0",
+    "train.steps=1",
+    "model.hidden_size=32",
+    "model.intermediate_size=64",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "trainer.enable_progress_bar=false",
+]
+
 
 def tiny_llama(rope_parameters=None, L0=64, seed=0):
     torch.manual_seed(seed)

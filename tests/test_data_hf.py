@@ -16,17 +16,8 @@ from clex.commands import CONFIG_DIR, run
 from clex.data import load_corpus, split_of
 from clex.data.hf import hf_documents
 from clex.registry import ConfigError
+from tests.conftest import FAST
 
-FAST = [
-    "data.max_documents=60",
-    "base.steps=0",
-    "train.steps=1",
-    "model.hidden_size=32",
-    "model.intermediate_size=64",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "trainer.enable_progress_bar=false",
-]
 FILES = sorted(Path(os.__file__).parent.glob("*.py"))[:60]
 NAMES = [f.name for f in FILES]
 TEXTS = [f.read_text(encoding="utf-8", errors="replace") for f in FILES]

@@ -14,17 +14,7 @@ import clex
 from clex import io
 from clex.commands import run
 from clex.registry import ConfigError
-
-FAST = [
-    "data.max_documents=60",
-    "base.steps=0",
-    "train.steps=1",
-    "model.hidden_size=32",
-    "model.intermediate_size=64",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "trainer.enable_progress_bar=false",
-]
+from tests.conftest import FAST
 
 
 def one_line_error(capsys, args, message, out):
