@@ -18,6 +18,7 @@ from clex import io
 from clex.checkpoint import official_clex
 from clex.config import eval_lengths, validate
 from clex.data import load_corpus, packed_tokens
+from clex.identity import config_hash, run_identity
 from clex.models import build_model, build_tokenizer, checkpoint_dir
 from clex.models.hf import check_checkpoint
 from clex.pretrained import load_strategy_weights
@@ -28,12 +29,10 @@ from clex.strategies import build_strategy
 from clex.training import (
     Trained,
     TrainingDiverged,
-    config_hash,
     drop_optimizer_state,
     fine_tune,
     make_trainer,
     pretrain_base,
-    run_identity,
     set_numerics,
 )
 

@@ -7,17 +7,15 @@ evaluation length we report n, the mean of the per-seed PPL and a 95% Student-t 
 tokens, so "A beats B" is tested on the per-seed differences ``d_s = A(s) - B(s)`` (a paired interval).
 """
 
-import hashlib
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass
 
 from scipy import stats
 
+from clex.identity import variant_config, variant_id
+
 LEVEL = 0.95
-# top-level config keys that do not change what a run computes (``seed`` makes samples, not variants)
-NOT_VARIANT = ("name", "out_dir", "resume", "choices", "compare", "seed")
 INTERVAL_NOTE = (
     "mean ± half-width of the 95% Student-t interval over n seeds (t with n - 1 degrees of "
     "freedom), of the per-seed perplexities; n = 1: one seed, no interval"
@@ -68,27 +66,6 @@ def protocols_line(labels) -> str:
         + (" (differs between runs: compare within one protocol)" if len(found) > 1 else "")
         + "."
     )
-
-
-def drop_nulls(config: dict, depth: int = 2) -> dict:
-    """A config without its null-valued options (``key`` and ``section.key``): an option added later with a
-    null default (the old behaviour) leaves run names and variants of earlier runs unchanged. Deeper maps
-    are the user's own values (``data.splits={test: null}``: null means something there) and stay whole."""
-    return {
-        k: drop_nulls(v, depth - 1) if isinstance(v, dict) and depth > 1 else v
-        for k, v in config.items()
-        if v is not None
-    }
-
-
-def variant_config(config: dict) -> dict:
-    return {k: v for k, v in drop_nulls(config).items() if k not in NOT_VARIANT}
-
-
-def variant_id(config: dict) -> str:
-    """A short hash of everything in the resolved config that is not a seed or a path."""
-    text = json.dumps(variant_config(config), sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 seed) and stage 2 (fine-tuning with the strategy, resumable from its newest checkpoint)."""
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -18,11 +17,11 @@ from omegaconf import OmegaConf
 
 from clex import distributed, io
 from clex.data import RandomWindows, ResumeSampler, packed_tokens
+from clex.identity import config_hash, training_identity
 from clex.lit import LongContextLM
 from clex.models import build_model
 from clex.registry import ConfigError
 from clex.rotary import patch_model, rotary_settings
-from clex.stats import drop_nulls
 from clex.strategies import build_strategy
 
 log = logging.getLogger("clex")
@@ -150,10 +149,6 @@ def optimiser_settings(section, ode_lr=None):
     )
 
 
-def config_hash(data) -> str:
-    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
 def base_key(cfg, prepared) -> str:
     return config_hash(
         {
@@ -224,18 +219,6 @@ class Trained:
     seconds: float
     tokens: int
     reused: dict | None = None  # the train section of the run whose fine-tuned model this one reused
-
-
-RUN_IDENTITY_IGNORES = ("name", "out_dir", "choices", "resume", "compare")  # where and how, not what, a run computes
-
-
-def run_identity(config: dict) -> dict:
-    return {k: v for k, v in drop_nulls(config).items() if k not in RUN_IDENTITY_IGNORES}
-
-
-def training_identity(config: dict) -> dict:
-    """What fine-tuning reads: the run's identity without ``eval``."""
-    return {k: v for k, v in run_identity(config).items() if k != "eval"}
 
 
 def trained_twin(cfg, run_dir: Path) -> tuple[Path, dict] | None:

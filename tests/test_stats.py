@@ -184,7 +184,7 @@ def test_analysis_imports_no_torch():
 
 
 def test_null_options_leave_names_alone_but_a_users_null_in_a_map_counts():
-    from clex.stats import drop_nulls
+    from clex.identity import drop_nulls
 
     assert drop_nulls({"seed": 0, "threads": None, "eval": {"stride": None, "eps": 0.1}}) == {
         "seed": 0,

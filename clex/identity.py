@@ -1,0 +1,47 @@
+"""What a run computes, as opposed to where it goes: the one definition that names run folders, finds a
+finished run or a trained twin to reuse, and groups runs into variants for the statistics (no torch here).
+
+A run's identity is its resolved config without the keys that only say where and how it is kept; a
+*variant* is that identity without the seed (runs of one variant with different seeds are its samples).
+"""
+
+import hashlib
+import json
+
+WHERE_NOT_WHAT = ("name", "out_dir", "choices", "resume", "compare")  # top-level keys outside a run's identity
+
+
+def drop_nulls(config: dict, depth: int = 2) -> dict:
+    """A config without its null-valued options (``key`` and ``section.key``): an option added later with a
+    null default (the old behaviour) leaves run names and variants of earlier runs unchanged. Deeper maps
+    are the user's own values (``data.splits={test: null}``: null means something there) and stay whole."""
+    return {
+        k: drop_nulls(v, depth - 1) if isinstance(v, dict) and depth > 1 else v
+        for k, v in config.items()
+        if v is not None
+    }
+
+
+def config_hash(data) -> str:
+    """A short, stable hash of a JSON-able value (key order does not matter)."""
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def run_identity(config: dict) -> dict:
+    """Everything in a resolved config that changes what the run computes."""
+    return {k: v for k, v in drop_nulls(config).items() if k not in WHERE_NOT_WHAT}
+
+
+def training_identity(config: dict) -> dict:
+    """What fine-tuning reads: the run's identity without ``eval``."""
+    return {k: v for k, v in run_identity(config).items() if k != "eval"}
+
+
+def variant_config(config: dict) -> dict:
+    """The run's identity without its seed."""
+    return {k: v for k, v in run_identity(config).items() if k != "seed"}
+
+
+def variant_id(config: dict) -> str:
+    """A short hash of everything in the resolved config that is not a seed or a path."""
+    return config_hash(variant_config(config))
