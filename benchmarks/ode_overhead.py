@@ -19,7 +19,7 @@ from torchdiffeq import odeint
 
 import clex
 from clex.config import single_config
-from clex.data import ByteTokenizer
+from clex.data.tokenizers import ByteTokenizer
 from clex.lit import next_token_loss
 from clex.models import build_model
 from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS

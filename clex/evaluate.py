@@ -102,19 +102,20 @@ def shared_sequences(longest: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([longest[:, k * length : (k + 1) * length + 1] for k in range(total // length)])
 
 
-def sliding_windows(tokenizer, documents, window: int, stride: int, max_tokens: int, seed: int):
+def sliding_windows(encoded, window: int, stride: int, max_tokens: int, seed: int):
     """Sliding-window scoring (how YaRN and others evaluate PG19): windows of ``window`` tokens moved by
-    ``stride`` over each held-out document, each scoring only the predictions past the previous window's,
+    ``stride`` over each held-out document (``encoded``: each one's token ids), each scoring only the
+    predictions past the previous window's,
     so every token is scored once and, after the first window, with at least window - stride tokens
     of context. The last window ends at the document's end. Documents in a seeded order until
     ``max_tokens`` predictions are scored; documents shorter than window + 1 tokens are skipped.
     Returns (windows [N, window + 1], scored [N], documents used, documents skipped)."""
-    order = torch.randperm(len(documents), generator=torch.Generator().manual_seed(seed)).tolist()
+    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(seed)).tolist()
     windows, scored, used, skipped, total = [], [], 0, 0, 0
     for index in order:
         if total >= max_tokens:
             break
-        tokens = torch.as_tensor(tokenizer.encode(documents[index][1]), dtype=torch.long)
+        tokens = torch.as_tensor(encoded[index], dtype=torch.long)
         predictions = len(tokens) - 1
         if predictions < window:
             skipped += 1
@@ -206,10 +207,10 @@ def check_options(eval_cfg, lengths: list[int]):
         harness.check(OmegaConf.to_container(eval_cfg.harness), lengths)
 
 
-def long_enough(tokenizer, documents, length: int) -> list:
-    """The documents with more than ``length`` tokens (``eval.documents=longest``: every length is scored on
-    these, so the columns of a table differ in length only, not also in which documents they read)."""
-    return [doc for doc in documents if len(tokenizer.encode(doc[1])) > length]
+def long_enough(encoded, length: int) -> list:
+    """The documents (their token ids) with more than ``length`` tokens (``eval.documents=longest``: every length
+    is scored on these, so the columns of a table differ in length only, not also in which documents they read)."""
+    return [tokens for tokens in encoded if len(tokens) > length]
 
 
 def protocol(eval_cfg) -> dict:

@@ -17,9 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from clex import io
 from clex.checkpoint import official_clex
 from clex.config import eval_lengths, validate
-from clex.data import load_corpus, packed_tokens
+from clex.data.module import LongContextData
 from clex.identity import config_hash, run_identity
-from clex.models import build_model, build_tokenizer, checkpoint_dir
+from clex.models import build_model, checkpoint_dir
 from clex.models.hf import check_checkpoint
 from clex.pretrained import load_strategy_weights
 from clex.registry import ConfigError, require
@@ -43,73 +43,79 @@ log = logging.getLogger("clex")
 
 @dataclass
 class Prepared:
-    tokenizer: object
-    corpus: object
-    model: torch.nn.Module
-    strategy: torch.nn.Module
-    eval_lengths: list
+    data: LongContextData
+    model: torch.nn.Module  # or, checked without weights (model=hf), its transformers config
+    rope_strategy: torch.nn.Module
+    eval_lengths: list  # resolved once, with L0
     original_length: int
 
+    @property
+    def tokenizer(self):
+        return self.data.tokenizer
 
-def strategy_options(cfg) -> dict:
-    return {k: v for k, v in OmegaConf.to_container(cfg.strategy).items() if k not in ROTARY_KEYS}
+    @property
+    def corpus(self):
+        return self.data.corpus
 
 
-def rotary_options(cfg) -> dict:
+def strategy_options(strategy_cfg) -> dict:
+    return {k: v for k, v in OmegaConf.to_container(strategy_cfg).items() if k not in ROTARY_KEYS}
+
+
+def rotary_options(strategy_cfg) -> dict:
     return {
-        "log_scale": bool(cfg.strategy.get("log_scale")),
-        "log_scale_clamp": bool(cfg.strategy.get("log_scale_clamp", True)),
+        "log_scale": bool(strategy_cfg.get("log_scale")),
+        "log_scale_clamp": bool(strategy_cfg.get("log_scale_clamp", True)),
     }
 
 
-def prepare(cfg, load_weights: bool = True) -> Prepared:
+def prepare(cfg, load_weights: bool = True, data: LongContextData | None = None) -> Prepared:
     """Everything that can reject the config, before anything is written. ``load_weights=False``
-    checks a pretrained model's config only (a comma list is checked whole before its first run)."""
+    checks a pretrained model's config only (a comma list is checked whole before its first run).
+    ``data``: this config's data, already read (the runs of one command share it; see LongContextData.key)."""
     validate(cfg)
     check_writable(Path(cfg.out_dir))
-    corpus = load_corpus(cfg.data)
-    require(len(corpus.documents["train"]) > 0, "data", "has no training documents", corpus.fingerprint)
-    tokenizer = build_tokenizer(cfg, corpus)
+    data = data or LongContextData.from_config(cfg.data, cfg.model, Path(cfg.out_dir) / ".tokenizers")
+    lengths = eval_lengths(cfg)
     if cfg.eval.get("documents") == "longest":  # refused now, not after training
         from clex.evaluate import long_enough
 
-        longest = max(eval_lengths(cfg))
         require(
-            bool(long_enough(tokenizer, corpus.documents["test"], longest)),
+            bool(long_enough(data.encoded("test"), max(lengths))),
             "eval.documents",
-            f"=longest needs test documents of more than {longest} tokens (the longest evaluation length) and "
-            "the test split has none; evaluate shorter lengths or drop eval.documents, got",
+            f"=longest needs test documents of more than {max(lengths)} tokens (the longest evaluation length) "
+            "and the test split has none; evaluate shorter lengths or drop eval.documents, got",
             "longest",
         )
     if cfg.model.name == "hf":
         check_checkpoint(checkpoint_dir(cfg.model))
     torch.manual_seed(cfg.seed)  # the initial weights (model and ODE) depend on the seed only
-    if load_weights or cfg.model.name != "hf":
-        model = build_model(cfg.model, tokenizer)
-    else:
-        from transformers import AutoConfig
-
-        from clex.checkpoint import official_clex
-        from clex.official import transformers_config
-
-        try:
-            official = official_clex(checkpoint_dir(cfg.model))
-            model = (
-                transformers_config(official)
-                if official
-                else AutoConfig.from_pretrained(checkpoint_dir(cfg.model), local_files_only=True)
-            )
-        except (OSError, ValueError) as error:
-            raise ConfigError(
-                f"model.path: {cfg.model.path} has no config.json transformers can read: "
-                f"{' '.join(str(error).split())[:200]}"
-            ) from None
-    strategy = build_rotary_strategy(cfg, model)
-    warn_unexercised(cfg, strategy.original_length)
-    return Prepared(tokenizer, corpus, model, strategy, eval_lengths(cfg), strategy.original_length)
+    weights = load_weights or cfg.model.name != "hf"
+    model = build_model(cfg.model, data.tokenizer) if weights else checkpoint_config(cfg.model)
+    rope_strategy = build_rotary_strategy(cfg.strategy, cfg.model, model)
+    warn_unexercised(cfg, rope_strategy.original_length, lengths)
+    return Prepared(data, model, rope_strategy, lengths, rope_strategy.original_length)
 
 
-def warn_unexercised(cfg, original_length: int):
+def checkpoint_config(model_cfg):
+    """A checkpoint's transformers config, without its weights (a released CLEX one's as plain transformers)."""
+    from transformers import AutoConfig
+
+    from clex.official import transformers_config
+
+    try:
+        official = official_clex(checkpoint_dir(model_cfg))
+        if official:
+            return transformers_config(official)
+        return AutoConfig.from_pretrained(checkpoint_dir(model_cfg), local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"model.path: {model_cfg.path} has no config.json transformers can read: "
+            f"{' '.join(str(error).split())[:200]}"
+        ) from None
+
+
+def warn_unexercised(cfg, original_length: int, lengths: list[int]):
     """A strategy acts past L0 only: training or evaluating below it measures plain RoPE (t = 1)."""
     if cfg.strategy.name == "rope":
         return
@@ -121,7 +127,7 @@ def warn_unexercised(cfg, original_length: int):
             original_length,
             original_length,
         )
-    if max(eval_lengths(cfg)) <= original_length and cfg.strategy.get("eval_scale") != "static":
+    if max(lengths) <= original_length and cfg.strategy.get("eval_scale") != "static":
         log.warning(
             "warning: every evaluation length is within L0 = %d, where the strategy is plain RoPE: the "
             "table and its extrapolation length say nothing about extension; evaluate past L0 (e.g. "
@@ -133,27 +139,27 @@ def warn_unexercised(cfg, original_length: int):
         )
 
 
-def build_rotary_strategy(cfg, model):
-    """The configured strategy for ``model`` (or its config): rotary_dim and base from the model,
+def build_rotary_strategy(strategy_cfg, model_cfg, model):
+    """The configured rope strategy for ``model`` (or its config): rotary_dim and base from the model,
     L0 from ``model.original_length`` when set, else from the model."""
     settings = rotary_settings(model)
-    if cfg.model.get("original_length"):
-        settings["original_length"] = int(cfg.model.original_length)
-    strategy = build_strategy(cfg.strategy.name, **settings, **strategy_options(cfg))
-    if cfg.model.name != "hf" or not isinstance(model, torch.nn.Module):
-        return strategy
-    official = official_clex(cfg.model.path)
+    if model_cfg.get("original_length"):
+        settings["original_length"] = int(model_cfg.original_length)
+    rope_strategy = build_strategy(strategy_cfg.name, **settings, **strategy_options(strategy_cfg))
+    if model_cfg.name != "hf" or not isinstance(model, torch.nn.Module):
+        return rope_strategy
+    official = official_clex(model_cfg.path)
     if official is not None:  # a released CLEX checkpoint: its ODE weights
         from clex.official import load_ode
 
-        return load_ode(strategy, cfg.model.path, official)
-    return load_strategy_weights(strategy, cfg.model.path)  # a run's saved model: its strategy's weights
+        return load_ode(rope_strategy, model_cfg.path, official)
+    return load_strategy_weights(rope_strategy, model_cfg.path)  # a run's saved model: its strategy's weights
 
 
 def build_patched_model(cfg, tokenizer):
     """A fresh model with the configured strategy patched in (same structure as the trained one)."""
     model = build_model(cfg.model, tokenizer)
-    return patch_model(model, build_rotary_strategy(cfg, model), **rotary_options(cfg))
+    return patch_model(model, build_rotary_strategy(cfg.strategy, cfg.model, model), **rotary_options(cfg.strategy))
 
 
 def run_name(cfg) -> str:
@@ -210,17 +216,19 @@ def check_writable(out_dir: Path):
     require(writable, "out_dir", f"must be a folder this process can write in ({existing} is not)", str(out_dir))
 
 
-def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=(), wait: bool = False) -> dict | None:
+def run_experiment(
+    cfg: DictConfig, prepared: Prepared | None = None, callbacks=(), wait: bool = False, data=None
+) -> dict | None:
     """Train and evaluate one configuration; returns the results written to results.json (None on
     ranks other than 0 under DDP). ``callbacks``: extra Lightning callbacks for the fine-tuning stage
     (e.g. a sweep's pruning). ``wait``: wait for a run folder that another process holds (sweeps
-    sharing runs), then reuse its result, instead of refusing."""
+    sharing runs), then reuse its result, instead of refusing. ``data``: this config's data, already read."""
     run_dir = Path(cfg.out_dir) / run_name(cfg)
     finished = finished_results(cfg, run_dir)
     if finished is not None:
         log.info("reusing the finished run %s (resume=false runs it again)", run_dir)
         return finished
-    prepared = prepared or prepare(cfg)
+    prepared = prepared or prepare(cfg, data=data)
     log.info(
         "run %s: strategy %s, L0 = %d (the base model's length), L = %d (fine-tuning)",
         run_dir.name,
@@ -238,9 +246,8 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
             io.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             set_numerics(cfg)
             L.seed_everything(cfg.seed, workers=True, verbose=False)
-            train_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["train"])
-            base = pretrain_base(cfg, prepared, train_tokens) if cfg.model.name != "hf" and cfg.base.steps > 0 else None
-            patch_model(prepared.model, prepared.strategy, **rotary_options(cfg))
+            base = pretrain_base(cfg, prepared) if cfg.model.name != "hf" and cfg.base.steps > 0 else None
+            patch_model(prepared.model, prepared.rope_strategy, **rotary_options(cfg.strategy))
             if cfg.train.steps == 0:  # evaluate as it is (a released checkpoint, or the base with the strategy)
                 log.info("stage 2: train.steps=0, no fine-tuning: evaluating the model as it is")
                 trained = Trained(make_trainer(cfg, 1, run_dir, checkpoints=False, val_every=None), 0.0, 0)
@@ -249,7 +256,6 @@ def run_experiment(cfg: DictConfig, prepared: Prepared | None = None, callbacks=
                     cfg,
                     prepared,
                     run_dir,
-                    train_tokens,
                     callbacks,
                     rebuild=lambda: build_patched_model(cfg, prepared.tokenizer),
                 )

@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from clex import io
-from clex.data import evaluation_sequences
+from clex.data.windows import evaluation_sequences
 from clex.evaluate import (
     binned_nll,
     extrapolation_length,
@@ -29,27 +29,23 @@ from clex.stats import describe_protocol
 def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
     """Perplexity at each evaluation length under the configured protocol (evaluate.protocol), and with
     ``eval.position_bins`` the mean NLL per position bin at the longest length (else None)."""
-    rows, documents, bins = [], prepared.corpus.documents["test"], None
+    rows, documents, bins = [], prepared.data.encoded("test"), None  # tokenised once, for every length
     lengths = prepared.eval_lengths
     if cfg.eval.get("documents") == "longest":
-        documents = long_enough(prepared.tokenizer, documents, max(lengths))
+        documents = long_enough(documents, max(lengths))
     too_short = len(prepared.corpus.documents["test"]) - len(documents)  # counted as skipped at every length
     if cfg.eval.get("same_tokens"):  # the longest length's windows, cut into pieces for every other length
-        longest, used, skipped = evaluation_sequences(
-            prepared.tokenizer, documents, max(lengths), cfg.eval.max_tokens, cfg.eval.seed
-        )
+        longest, used, skipped = evaluation_sequences(documents, max(lengths), cfg.eval.max_tokens, cfg.eval.seed)
     for length in lengths:
         scored = None
         if cfg.eval.get("stride"):
             sequences, scored, used, skipped = sliding_windows(
-                prepared.tokenizer, documents, length, cfg.eval.stride, cfg.eval.max_tokens, cfg.eval.seed
+                documents, length, cfg.eval.stride, cfg.eval.max_tokens, cfg.eval.seed
             )
         elif cfg.eval.get("same_tokens"):
             sequences = shared_sequences(longest, length)
         else:
-            sequences, used, skipped = evaluation_sequences(
-                prepared.tokenizer, documents, length, cfg.eval.max_tokens, cfg.eval.seed
-            )
+            sequences, used, skipped = evaluation_sequences(documents, length, cfg.eval.max_tokens, cfg.eval.seed)
         row = {
             "length": length,
             "ppl": None,
@@ -256,7 +252,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         "choices": OmegaConf.to_container(cfg.choices),
         "original_length": prepared.original_length,
         "train_length": t.length,
-        "max_scale": getattr(prepared.strategy, "max_scale", None),
+        "max_scale": getattr(prepared.rope_strategy, "max_scale", None),
         "eval": rows,
         "eval_protocol": protocol(cfg.eval),
         "extrapolation_length": extrapolation_length(rows, t.length, cfg.eval.eps),

@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from clex import distributed, io
-from clex.data import RandomWindows, ResumeSampler, packed_tokens
+from clex.data.module import FitWindows
 from clex.identity import config_hash, training_identity
 from clex.lit import LongContextLM
 from clex.models import build_model
@@ -130,11 +130,6 @@ def checkpoint_step(path: Path) -> int:
         ) from None
 
 
-def _loader(dataset, batch_size, start_batch: int = 0):
-    sampler = ResumeSampler(len(dataset), start_batch * batch_size)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler)
-
-
 def optimiser_settings(section, ode_lr=None):
     """What LongContextLM.configure_optimizers reads, for either stage (``base`` or ``train``)."""
     return OmegaConf.create(
@@ -164,16 +159,16 @@ def base_key(cfg, prepared) -> str:
     )
 
 
-def pretrain_base(cfg, prepared, train_tokens: torch.Tensor) -> dict:
+def pretrain_base(cfg, prepared) -> dict:
     """Stage 1: plain RoPE at L0, cached under out_dir/.base/<hash of its settings> and reused. Two
     processes that need the same base (parallel sweep workers) train it once: the second waits."""
     root = Path(cfg.out_dir) / ".base" / base_key(cfg, prepared)
     rank_zero = all(os.environ.get(key, "0") == "0" for key in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
     with io.exclusive(root / ".lock", f"base model {root}", wait=True) if rank_zero else contextlib.nullcontext():
-        return _pretrain_base(cfg, prepared, train_tokens, root)
+        return _pretrain_base(cfg, prepared, root)
 
 
-def _pretrain_base(cfg, prepared, train_tokens: torch.Tensor, root: Path) -> dict:
+def _pretrain_base(cfg, prepared, root: Path) -> dict:
     weights, info_path = root / "model.pt", root / "base.json"
     if weights.is_file() and info_path.is_file():
         prepared.model.load_state_dict(
@@ -193,8 +188,9 @@ def _pretrain_base(cfg, prepared, train_tokens: torch.Tensor, root: Path) -> dic
     module = LongContextLM(prepared.model, optim, cfg.sampler, seed=cfg.seed)
     start = time.time()
     trainer = make_trainer(cfg, b.steps, root, checkpoints=False, val_every=None, stage="stage 1")
-    windows = RandomWindows(train_tokens, L0, b.steps * b.batch_size * trainer.world_size, cfg.seed + 1)
-    trainer.fit(module, _loader(windows, b.batch_size))
+    windows = FitWindows(L0, b.batch_size, train=b.steps * b.batch_size * trainer.world_size, seed=cfg.seed + 1)
+    data = prepared.data.for_fit(windows)
+    trainer.fit(module, datamodule=data)
     if distributed.is_sharded(trainer):  # every rank goes on to stage 2 with the whole base model
         prepared.model = distributed.gather_full_model(
             prepared.model, lambda: with_rope(build_model(cfg.model, prepared.tokenizer)), every_rank=True
@@ -202,7 +198,7 @@ def _pretrain_base(cfg, prepared, train_tokens: torch.Tensor, root: Path) -> dic
     info = {
         "steps": b.steps,
         "original_length": L0,
-        "tokens": len(windows) * L0,
+        "tokens": len(data.train_windows) * L0,
         "wall_seconds": time.time() - start,
         "final_loss": float(trainer.callback_metrics["train/loss"]),
     }
@@ -272,7 +268,7 @@ def drop_optimizer_state(checkpoint: Path):
         io.atomic_write(checkpoint, lambda handle: torch.save(state, handle))
 
 
-def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callbacks=(), rebuild=None) -> Trained:
+def fine_tune(cfg, prepared, run_dir: Path, callbacks=(), rebuild=None) -> Trained:
     """Stage 2: the patched model trained at L with the strategy's sampled t and positions. ``rebuild``: a
     fresh patched model of the same structure (FSDP gathers the trained weights into it)."""
     t = cfg.train
@@ -283,7 +279,7 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
         optimiser_settings(t, t.ode_lr),
         cfg.sampler,
         seed=cfg.seed,
-        max_scale=getattr(prepared.strategy, "max_scale", None),
+        max_scale=getattr(prepared.rope_strategy, "max_scale", None),
     )
     resume_from, done_steps = resume_point(cfg, run_dir)
     twin = trained_twin(cfg, run_dir) if resume_from is None and cfg.resume else None
@@ -302,21 +298,24 @@ def fine_tune(cfg, prepared, run_dir: Path, train_tokens: torch.Tensor, callback
         tokens = t.steps * t.batch_size * per_step * t.length
         return Trained(trainer, module.seconds_before, tokens, twin[1] if twin else None)
     log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps - done_steps)
-    val_tokens = packed_tokens(prepared.tokenizer, prepared.corpus.documents["validation"])
-    train_data = RandomWindows(train_tokens, t.length, t.steps * t.batch_size * per_step, cfg.seed + 2)
-    val_data = RandomWindows(
-        val_tokens, t.length, t.val_batches * t.batch_size * trainer.world_size, cfg.seed + 3, split="validation"
+    data = prepared.data.for_fit(
+        FitWindows(
+            t.length,
+            t.batch_size,
+            train=t.steps * t.batch_size * per_step,
+            seed=cfg.seed + 2,
+            validation=t.val_batches * t.batch_size * trainer.world_size,
+            start_batch=done_steps * per_step,
+        )
     )
     with io.weights_only_loads():  # Lightning's own load of the checkpoint: its tensors, never its code
         trainer.fit(
             module,
-            _loader(train_data, t.batch_size, done_steps * per_step),
-            _loader(val_data, t.batch_size),
+            datamodule=data,
             ckpt_path=resume_from,
             weights_only=True,
         )
     if distributed.is_sharded(trainer):  # FSDP: the weights are spread over the ranks
         prepared.model = distributed.gather_full_model(prepared.model, rebuild)
-    return Trained(
-        trainer, module.seconds_before + time.time() - start, len(train_data) * t.length, twin[1] if twin else None
-    )
+    seconds = module.seconds_before + time.time() - start
+    return Trained(trainer, seconds, len(data.train_windows) * t.length, twin[1] if twin else None)

@@ -7,7 +7,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from clex.data import ByteTokenizer, RandomWindows, evaluation_sequences, load_corpus, split_of
+from clex.data.corpus import load_corpus, split_of
+from clex.data.tokenizers import ByteTokenizer
+from clex.data.windows import RandomWindows, encode_documents, evaluation_sequences
 
 STDLIB = OmegaConf.create({"name": "stdlib", "validation_fraction": 0.05, "test_fraction": 0.05, "max_documents": None})
 
@@ -24,7 +26,7 @@ def test_split_is_disjoint_complete_and_proportionate():
 
 
 def test_split_is_stable_across_processes_and_hash_seeds():
-    code = "from clex.data import split_of; print([split_of(f'pkg/m{i}.py', 0.05, 0.05) for i in range(200)])"
+    code = "from clex.data.corpus import split_of; print([split_of(f'pkg/m{i}.py', 0.05, 0.05) for i in range(200)])"
     outputs = {
         subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONHASHSEED": seed, "PATH": ""}
@@ -45,13 +47,15 @@ def test_fingerprint_changes_with_the_corpus():
 def test_evaluation_sequences_are_fixed_non_overlapping_and_count_skips():
     tokenizer = ByteTokenizer()
     docs = [("a", "x" * 10), ("b", "".join(chr(65 + i % 26) for i in range(100))), ("c", "y" * 45)]
-    sequences, documents, skipped = evaluation_sequences(tokenizer, docs, 20, max_tokens=10_000, seed=0)
+    sequences, documents, skipped = evaluation_sequences(
+        encode_documents(tokenizer, docs), 20, max_tokens=10_000, seed=0
+    )
     assert skipped == 1 and documents == 2 and sequences.shape == (4 + 2, 21)
-    again, _, _ = evaluation_sequences(tokenizer, docs, 20, max_tokens=10_000, seed=0)
+    again, _, _ = evaluation_sequences(encode_documents(tokenizer, docs), 20, max_tokens=10_000, seed=0)
     assert torch.equal(sequences, again)
     b = torch.tensor(list(docs[1][1].encode()))
     assert any(torch.equal(s, b[21:42]) for s in sequences)  # chunk 2 of document b, no overlap
-    few, _, _ = evaluation_sequences(tokenizer, docs, 20, max_tokens=40, seed=0)
+    few, _, _ = evaluation_sequences(encode_documents(tokenizer, docs), 20, max_tokens=40, seed=0)
     assert len(few) == 2
 
 
@@ -128,7 +132,7 @@ def test_a_checkpoint_tokenizer_reads_text_with_undecodable_bytes(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from clex.data import PretrainedTokenizer
+    from clex.data.tokenizers import PretrainedTokenizer
 
     backend = Tokenizer(models.WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()

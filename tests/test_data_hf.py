@@ -13,8 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from clex.commands import CONFIG_DIR, run
-from clex.data import load_corpus, split_of
-from clex.data.hf import hf_documents
+from clex.data.corpus import load_corpus, split_of
+from clex.data.sources.hf import hf_documents
 from clex.registry import ConfigError
 from tests.conftest import FAST
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 from omegaconf import OmegaConf
 
-from clex.data import load_corpus
+from clex.data.corpus import load_corpus
 from clex.registry import ConfigError
 
 TEXT = "def f(x):\n    return x  # é, ü, 中\n" * 40

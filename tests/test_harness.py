@@ -68,7 +68,7 @@ def perplexity_by_hand(model, name: str) -> float:
 
 
 def scores(model, monkeypatch) -> dict:
-    from clex.data import ByteTokenizer
+    from clex.data.tokenizers import ByteTokenizer
     from clex.harness import run_tasks
 
     monkeypatch.chdir(DATA)  # the task YAMLs name their data files relative to here

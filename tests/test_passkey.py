@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from clex.commands import run
-from clex.data import ByteTokenizer
+from clex.data.tokenizers import ByteTokenizer
 from clex.passkey import INTRO, QUESTION, passkey_prompt
 
 

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from clex.commands import run
-from clex.data import ByteTokenizer
+from clex.data.tokenizers import ByteTokenizer
 from clex.ruler import DEPTH_TASKS, TASKS, Haystack, make_sample, matches, ruler_grid
 
 TEXT = (

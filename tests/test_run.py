@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from clex.commands import run
-from clex.data import evaluation_sequences, load_corpus
+from clex.data.corpus import load_corpus
+from clex.data.windows import encode_documents, evaluation_sequences
 from clex.evaluate import sequence_nll
 
 STRATEGIES = ["rope", "pi", "fbs", "yarn", "clex"]
@@ -115,13 +116,16 @@ def test_reported_perplexity_matches_an_independent_evaluation_of_the_checkpoint
 
     cfg = OmegaConf.create(result["config"])
     import clex
-    from clex.data import ByteTokenizer
+    from clex.data.tokenizers import ByteTokenizer
 
     model = clex.load_pretrained(out / result["name"] / "model")  # the saved model, not the live one
     corpus = load_corpus(cfg.data)
     for row in result["eval"]:
         sequences, _, _ = evaluation_sequences(
-            ByteTokenizer(), corpus.documents["test"], row["length"], cfg.eval.max_tokens, cfg.eval.seed
+            encode_documents(ByteTokenizer(), corpus.documents["test"]),
+            row["length"],
+            cfg.eval.max_tokens,
+            cfg.eval.seed,
         )
         total, count = sequence_nll(model, sequences, 10_000, chunk_size=row["length"] // 3)
         assert count == row["tokens"]

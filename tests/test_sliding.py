@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from conftest import tiny_llama
 
 from clex.commands import run
+from clex.data.windows import encode_documents
 from clex.evaluate import sequence_nll, sliding_windows
 
 
@@ -23,7 +24,9 @@ class Positions:
 
 @pytest.mark.parametrize("length, window, stride", [(101, 32, 8), (64, 32, 32), (33, 32, 5), (200, 48, 17)])
 def test_every_prediction_is_scored_once_with_at_least_window_minus_stride_context(length, window, stride):
-    windows, scored, used, skipped = sliding_windows(Positions(), [("d", "x" * length)], window, stride, 10**9, 0)
+    windows, scored, used, skipped = sliding_windows(
+        encode_documents(Positions(), [("d", "x" * length)]), window, stride, 10**9, 0
+    )
     assert used == 1 and skipped == 0 and windows.shape[1] == window + 1
     targets = []
     for ids, k in zip(windows.tolist(), scored.tolist(), strict=False):
@@ -36,9 +39,9 @@ def test_every_prediction_is_scored_once_with_at_least_window_minus_stride_conte
 
 def test_short_documents_are_skipped_and_max_tokens_bounds_the_scored_count():
     docs = [("short", "x" * 20), ("a", "x" * 500), ("b", "x" * 500)]
-    windows, scored, used, skipped = sliding_windows(Positions(), docs, 32, 16, 100, 0)
+    windows, scored, used, skipped = sliding_windows(encode_documents(Positions(), docs), 32, 16, 100, 0)
     assert 100 <= int(scored.sum()) < 100 + 32 and used == 1
-    _, scored, used, skipped = sliding_windows(Positions(), docs, 32, 16, 10**9, 0)
+    _, scored, used, skipped = sliding_windows(encode_documents(Positions(), docs), 32, 16, 10**9, 0)
     assert used == 2 and skipped == 1 and int(scored.sum()) == 2 * 499
 
 
@@ -62,7 +65,7 @@ def test_the_nll_of_scored_windows_equals_a_per_window_reference():
 def test_a_stride_of_one_window_scores_like_non_overlapping_sequences():
     model = tiny_llama(L0=64)
     document = [("d", "x" * (3 * 32 + 1))]
-    windows, scored, _, _ = sliding_windows(Positions(), document, 32, 32, 10**9, 0)
+    windows, scored, _, _ = sliding_windows(encode_documents(Positions(), document), 32, 32, 10**9, 0)
     assert windows.tolist() == [list(range(i * 32, i * 32 + 33)) for i in range(3)] and scored.tolist() == [32] * 3
     assert sequence_nll(model, windows, 10_000, scored=scored) == pytest.approx(sequence_nll(model, windows, 10_000))
 
@@ -112,7 +115,10 @@ def test_longest_documents_keeps_only_those_long_enough_for_every_length(tmp_pat
     from clex.evaluate import long_enough
 
     docs = [("a", "x" * 50), ("b", "x" * 150), ("c", "x" * 300), ("d", "x" * 257)]
-    assert [k for k, _ in long_enough(Positions(), docs, 256)] == ["c", "d"]  # more than 256 tokens: 257 and up
+    assert [len(t) for t in long_enough(encode_documents(Positions(), docs), 256)] == [
+        300,
+        257,
+    ]  # more than 256 tokens: 257 and up
     assert run.main([f"out_dir={tmp_path}", "eval.documents=all"]) == 2
     assert "eval.documents must be null" in capsys.readouterr().err
 

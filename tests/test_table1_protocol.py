@@ -62,7 +62,9 @@ def test_a_run_writes_the_loss_by_position_of_its_longest_length(tmp_path):
 
     import clex
     from clex.commands import run
-    from clex.data import ByteTokenizer, evaluation_sequences, load_corpus
+    from clex.data.corpus import load_corpus
+    from clex.data.tokenizers import ByteTokenizer
+    from clex.data.windows import encode_documents, evaluation_sequences
     from tests.test_run import tiny_args
 
     args = tiny_args(tmp_path, "model.original_length=16", "eval.same_tokens=true", "eval.position_bins=true")
@@ -75,7 +77,10 @@ def test_a_run_writes_the_loss_by_position_of_its_longest_length(tmp_path):
     cfg = OmegaConf.create(result["config"])
     model = clex.load_pretrained(path.parent / "model").eval()  # the saved model, scored directly
     sequences, _, _ = evaluation_sequences(
-        ByteTokenizer(), load_corpus(cfg.data).documents["test"], 128, cfg.eval.max_tokens, cfg.eval.seed
+        encode_documents(ByteTokenizer(), load_corpus(cfg.data).documents["test"]),
+        128,
+        cfg.eval.max_tokens,
+        cfg.eval.seed,
     )
     with torch.no_grad():
         nll = F.cross_entropy(model(sequences[:, :-1]).logits.transpose(1, 2), sequences[:, 1:], reduction="none")

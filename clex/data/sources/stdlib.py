@@ -1,7 +1,7 @@
 import sysconfig
 from pathlib import Path
 
-from clex.data import DATASETS
+from clex.data.sources import DATASETS
 
 
 @DATASETS.register("stdlib")

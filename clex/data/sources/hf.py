@@ -13,7 +13,7 @@ import math
 import os
 from pathlib import Path
 
-from clex.data import DATASETS
+from clex.data.sources import DATASETS
 from clex.registry import ConfigError
 
 log = logging.getLogger("clex")

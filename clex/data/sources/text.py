@@ -5,7 +5,7 @@ import logging
 import os
 from pathlib import Path
 
-from clex.data import DATASETS
+from clex.data.sources import DATASETS
 from clex.registry import ConfigError
 
 log = logging.getLogger("clex")
