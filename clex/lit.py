@@ -27,15 +27,16 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.1) ->
 
 class LongContextLM(L.LightningModule):
     """``optim``: lr, ode_lr (None: lr), weight_decay, warmup_steps, steps, betas.
-    ``sampler``: scale and position sampler names and options (used when the strategy samples t)."""
+    ``sampling``: the config's ``sampler`` section, the names and options of the scale sampler (t) and of the
+    position sampler, used when the rope strategy samples t. (``self.trainer.strategy`` is Lightning's.)"""
 
-    def __init__(self, model, optim, sampler, seed: int, max_scale: float | None = None):
+    def __init__(self, model, optim, sampling, seed: int, max_scale: float | None = None):
         super().__init__()
         self.model = model
         self.optim = optim
         if rotary_module(model).strategy.samples_scale:  # t is drawn from [1, max_scale] (t_max)
-            self.scale_sampler = SCALE_SAMPLERS.get(sampler.scale)(max_scale, **(sampler.scale_options or {}))
-            self.position_sampler = POSITION_SAMPLERS.get(sampler.position)()
+            self.scale_sampler = SCALE_SAMPLERS.get(sampling.scale)(max_scale, **(sampling.scale_options or {}))
+            self.position_sampler = POSITION_SAMPLERS.get(sampling.position)()
         self.generator = torch.Generator().manual_seed(seed)
         self.seconds_before = 0.0  # training time of the run before a resume (from its checkpoint)
         self._started = time.time()
@@ -45,20 +46,20 @@ class LongContextLM(L.LightningModule):
         return rotary_module(self.model)
 
     @property
-    def strategy(self):
+    def rope_strategy(self):
         return self.rotary.strategy
 
     def step_scale_and_positions(self, length: int):
-        if not self.strategy.samples_scale:
-            return self.strategy.scale_for_length(length), torch.arange(length, dtype=torch.float32)
+        if not self.rope_strategy.samples_scale:
+            return self.rope_strategy.scale_for_length(length), torch.arange(length, dtype=torch.float32)
         scale = self.scale_sampler(self.generator)
-        return scale, self.position_sampler(length, scale, self.strategy.original_length, self.generator)
+        return scale, self.position_sampler(length, scale, self.rope_strategy.original_length, self.generator)
 
     def training_step(self, batch, batch_idx):
         scale, positions = self.step_scale_and_positions(batch.shape[1] - 1)
         with self.rotary.training_scale(scale, positions):
             loss = next_token_loss(self.model, batch)
-        ode = [p for p in self.strategy.parameters() if p.requires_grad]
+        ode = [p for p in self.rope_strategy.parameters() if p.requires_grad]
         if ode and scale == 1.0:  # DDP needs every parameter in the graph; at t = 1 the ODE is not (gradient 0)
             loss = loss + 0.0 * sum(getattr(p, "to_local", lambda p=p: p)().sum() for p in ode)  # FSDP: the local shard
         self.log("train/loss", loss, prog_bar=True)
@@ -76,7 +77,7 @@ class LongContextLM(L.LightningModule):
             self.log("val/ppl", torch.exp(loss))
 
     def configure_optimizers(self):
-        ode = [p for p in self.strategy.parameters() if p.requires_grad]
+        ode = [p for p in self.rope_strategy.parameters() if p.requires_grad]
         ode_ids = {id(p) for p in ode}
         decay, no_decay = [], []
         for p in self.model.parameters():
