@@ -1,16 +1,17 @@
 """Tidy tables of runs and the power-law fit of the extrapolation length (for analysis/)."""
 
 import csv
-import json
+import io as stdio
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from clex.io import SCHEMA_VERSION
+from clex.collection import collect as collect  # noqa: F401  (the readers' home; imported from here too)
+from clex.collection import read_results as read_results  # noqa: F401
+from clex.collection import warn
 from clex.registry import ConfigError
-from clex.stats import label_variants, mean_ci, protocol_label, variant_id
+from clex.stats import mean_ci
 
 COLUMNS = [
     "run",
@@ -33,6 +34,7 @@ COLUMNS = [
     "censored",
     "protocol",
     "corpus",
+    "tokenizer",
     "source",
 ]
 SUMMARY_COLUMNS = [
@@ -49,108 +51,40 @@ SUMMARY_COLUMNS = [
     "high",
     "seeds",
 ]
+HARNESS_COLUMNS = [
+    "run",
+    "variant",
+    "variant_id",
+    "strategy",
+    "seed",
+    "train_length",
+    "task",
+    "length",
+    "score",
+    "metric",
+]
+HARNESS_SUMMARY_COLUMNS = [*SUMMARY_COLUMNS[:4], "task", "length", *SUMMARY_COLUMNS[6:]]  # task for protocol
 
 
-def warn(message: str):
-    print(f"warning: {message}", file=sys.stderr)
-
-
-def rows_of(results: dict, source: str) -> list[dict]:
-    if not isinstance(results, dict):
-        raise ConfigError(f"{source}: not a clex results.json (a JSON {type(results).__name__}, not an object)")
-    if results.get("schema_version") != SCHEMA_VERSION:
-        raise ConfigError(
-            f"{source}: schema_version {results.get('schema_version')!r}, this code reads {SCHEMA_VERSION}"
-        )
-    strategy_cfg = results["config"]["strategy"]
-    common = {
-        "run": results["name"],
-        "strategy": results["strategy"],
-        "variant_id": variant_id(results["config"]),
-        "model": results["choices"]["model"],
-        "parameters": results["parameters"],
-        "train_length": results["train_length"],
-        "original_length": results["original_length"],
-        "max_scale": results.get("max_scale"),
-        "amplification": strategy_cfg.get("amplification"),
-        "projection_width": strategy_cfg.get("projection_width"),
-        "seed": results["seed"],
-        "extrapolation_length": results["extrapolation_length"]["value"],
-        "censored": results["extrapolation_length"]["censored"],
-        "protocol": protocol_label(results.get("eval_protocol")),
-        "corpus": results["corpus"]["sha256"],
-        "source": source,
-    }
-    rows = []
-    for r in results["eval"]:
-        if r["ppl"] is not None and not isinstance(r["ppl"], (int, float)):
-            raise ConfigError(f"{source}: ppl at length {r['length']} is not a number: {r['ppl']!r}")
-        rows.append({**common, "length": r["length"], "ppl": r["ppl"], "nll": r["nll"], "tokens": r["tokens"]})
-    return rows
-
-
-def read_results(path: Path) -> dict:
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a clex results.json (not UTF-8 text)") from None
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path}: not a clex results.json (JSONDecodeError: {error})") from None
-
-
-def collect(paths: list[Path]) -> list[dict]:
-    """One row per run x evaluation length. The same run found twice (two paths to it, or a copy)
-    counts once: runs are identified by variant and seed."""
-    found, seen = [], {}
-    for root in paths:
-        root = Path(root)
-        if not root.exists():
-            raise ConfigError(f"{root}: no such file or directory")
-        for path in [root] if root.is_file() else sorted(root.rglob("results.json")):
-            results = read_results(path)
-            try:
-                rows = rows_of(results, str(path))
-            except (KeyError, TypeError) as error:
-                raise ConfigError(f"{path}: not a clex results.json ({type(error).__name__}: {error})") from None
-            identity = (rows[0]["variant_id"], rows[0]["seed"]) if rows else (str(path), None)
-            if identity in seen:
-                warn(
-                    f"{path} is run {results['name']} (variant {identity[0]}, seed {identity[1]}) again, "
-                    f"already read from {seen[identity]}; counted once"
-                )
-                continue
-            seen[identity] = path
-            found.append((results, rows))
-    everything = [results for results, _ in found]
-    follows = all(r["original_length"] == r["train_length"] for r in everything)  # L0 = L: one column says both
-    labels = label_variants(
-        everything, columns=("train.length", "model.original_length") if follows else ("train.length",)
-    )
-    return [{**row, "variant": labels[row["variant_id"]]} for _, rows in found for row in rows]
-
-
-def aggregate(rows: list[dict]) -> list[dict]:
-    """Per variant and evaluation length: n seeds, mean PPL and its 95% t-interval. A run whose PPL is
-    missing or not finite is left out, with a warning naming it (it would poison the mean)."""
+def aggregate(rows: list[dict], value: str = "ppl", by: tuple[str, ...] = ("length",)) -> list[dict]:
+    """Per variant and ``by`` (an evaluation length; a task and a length): n seeds, the mean of ``value`` and
+    its 95% t-interval. A run whose value is missing or not finite is left out, with a warning naming it
+    (it would poison the mean)."""
     groups = {}
     for r in rows:
-        key = (r["variant_id"], r["length"])
         group = groups.setdefault(
-            key,
+            (r["variant_id"], *(r[k] for k in by)),
             {
-                "variant": r["variant"],
-                "variant_id": r["variant_id"],
-                "strategy": r["strategy"],
-                "train_length": r["train_length"],
-                "length": r["length"],
+                **{k: r[k] for k in ("variant", "variant_id", "strategy", "train_length", *by)},
                 "protocol": r.get("protocol", "full"),
                 "values": {},
             },
         )
-        if r["ppl"] is None or not math.isfinite(r["ppl"]):
-            warn(f"run {r['run']} has PPL {r['ppl']} at length {r['length']}; left out of {r['variant']}")
+        if r[value] is None or not math.isfinite(r[value]):
+            where = ", ".join(f"{k} {r[k]}" for k in by)
+            warn(f"run {r['run']} has {value.upper()} {r[value]} at {where}; left out of {r['variant']}")
             continue
-        group["values"][r["seed"]] = r["ppl"]
+        group["values"][r["seed"]] = r[value]
     out = []
     for group in groups.values():
         values = group.pop("values")
@@ -171,16 +105,12 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
-def write_csv(rows: list[dict], path: Path, columns=COLUMNS):
-    import io as stdio
-
-    from clex import io
-
+def csv_text(rows: list[dict], columns=COLUMNS) -> str:
     text = stdio.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    io.write_text(path, text.getvalue())
+    return text.getvalue()
 
 
 def _number(value: str):

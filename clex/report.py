@@ -5,10 +5,12 @@ section tests each variant against a reference on per-seed differences (same bas
 """
 
 import hashlib
+import json
 import math
 from pathlib import Path
 
-from clex import io
+from clex.collection import tokenizer_of, tokenizers_warning, write_together
+from clex.identity import variant_id
 from clex.plots import plot_ppl_intervals
 from clex.stats import (
     INTERVAL_NOTE,
@@ -117,6 +119,7 @@ def paired_section(variants: dict, labels: dict, lengths: list[int], reference: 
         "| variant - reference | n | " + " | ".join(map(str, lengths)) + " |",
         "|---" * (len(lengths) + 2) + "|",
     ]
+    mixed = []
     for vid, rid in partners.items():
         if rid is None:
             lines.append(f"| {labels[vid]} | 0 | " + " | ".join("no reference run" for _ in lengths) + " |")
@@ -126,7 +129,17 @@ def paired_section(variants: dict, labels: dict, lengths: list[int], reference: 
             diff = paired_difference(ppl_by_seed(variants[vid], length), ppl_by_seed(variants[rid], length))
             n = max(n, diff.n if diff else 0)
             cells.append(difference_cell(diff))
-        lines.append(f"| {labels[vid]} - {labels[rid]} | {n} | " + " | ".join(cells) + " |")
+        pair = (tokenizer_of(variants[vid][0]), tokenizer_of(variants[rid][0]))
+        mark = "" if pair[0] == pair[1] else " (different tokenizers)"
+        if mark:
+            mixed.append(f"{labels[vid]}: {pair[0]}, {labels[rid]}: {pair[1]}")
+        lines.append(f"| {labels[vid]} - {labels[rid]}{mark} | {n} | " + " | ".join(cells) + " |")
+    if mixed:
+        lines += [
+            "",
+            f"**Different tokenizers** ({'; '.join(mixed)}): PPL of different tokenizers are not comparable (their "
+            "tokens are different units), so those differences say nothing about the strategies.",
+        ]
     return lines
 
 
@@ -238,6 +251,7 @@ def runs_section(variants: dict, labels: dict, lengths: list[int]) -> list[str]:
     return lines
 
 
+RUNS = "runs.json"  # beside comparison.md: the runs it compared
 STRATEGY_ORDER = ("rope", "pi", "fbs", "yarn", "clex")  # the paper's table order; others after
 
 
@@ -269,6 +283,7 @@ def comparison_markdown(results: list[dict], reference: str = "rope", runs: bool
         f"{protocols_line(describe_protocol(r.get('eval_protocol')) for r in results)} Cells: {INTERVAL_NOTE}. "
         "Extrapolation length: largest length with PPL within (1 + eps) of PPL at L (≥ / +: some run stayed "
         "within at every evaluated length, a lower bound).",
+        *([] if not (mixed := tokenizers_warning(results)) else ["", f"**Warning:** {mixed}."]),
         *paired_section(variants, labels, lengths, reference),
         *accuracy_sections(variants, labels),
         *harness_sections(variants, labels, reference),
@@ -284,14 +299,26 @@ def comparison_dir(out_dir: Path, results: list[dict]) -> Path:
     return Path(out_dir) / f"comparison-{strategies}-{runs}"
 
 
+def runs_record(results: list[dict]) -> list[dict]:
+    """What runs.json lists: each compared run's name, variant, seed and folder."""
+    return sorted(
+        (
+            {"name": r["name"], "variant_id": variant_id(r["config"]), "seed": r["seed"], "run_dir": r.get("run_dir")}
+            for r in results
+        ),
+        key=lambda r: (r["name"], r["variant_id"], r["seed"]),
+    )
+
+
 def write_comparison(results: list[dict], target: Path, reference: str = "rope", runs: bool = True) -> str:
-    """comparison.md and ppl_vs_length.png (mean and 95% band per variant) in ``target``."""
+    """comparison.md, ppl_vs_length.png (mean and 95% band per variant) and runs.json (which runs) in ``target``."""
     variants, labels = ordered_variants(results)
     table = comparison_markdown(results, reference, runs)
-    io.write_text(Path(target) / "comparison.md", table)
     plot_ppl_intervals(
         interval_curves(variants, labels),
         sorted({r["train_length"] for r in results}),
         Path(target) / "ppl_vs_length.png",
     )
+    record = json.dumps({"runs": runs_record(results)}, indent=2) + "\n"
+    write_together({Path(target) / "comparison.md": table, Path(target) / RUNS: record})
     return table + f"saved {target}"

@@ -1,7 +1,10 @@
 """Gather results.json files (and a study's trials) into one tidy CSV, one row per run x eval length,
 and a summary per variant and length: n seeds, mean PPL, 95% Student-t interval (TABLE_summary.csv).
+Runs evaluated with eval=harness add TABLE_harness.csv (one row per run x lm-eval task x length) and
+TABLE_harness_summary.csv (per variant, task and length). Every value is checked before anything is
+written; a malformed run is skipped with a warning naming it (--strict: refused, nothing written).
 
-    python analysis/collect.py RUNS_DIR... [--study NAME --storage URL] [--out table.csv]
+    python analysis/collect.py RUNS_DIR... [--study NAME --storage URL] [--out table.csv] [--strict]
 """
 
 import argparse
@@ -28,6 +31,8 @@ def study_run_dirs(name: str, storage: str) -> list[Path]:
 
 def summary_text(summary: list[dict]) -> str:
     """PPL per variant (rows) and evaluation length (columns): mean ± 95% CI (n seeds)."""
+    if not summary:
+        return "no finite PPL to summarise"
     lengths = sorted({s["length"] for s in summary})
     cells = {}
     for s in summary:
@@ -47,6 +52,25 @@ def summary_text(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def notes(rows: list[dict], runs: list[dict]) -> list[str]:
+    """What sets the collected runs apart beyond their variants: corpora, tokenizers, (L0, model) settings."""
+    from clex.collection import tokenizers_warning
+
+    lines = []
+    corpora = Counter(r["corpus"] for r in {r["run"]: r for r in rows}.values())
+    if len(corpora) > 1:  # reported, not mixed silently: the corpus column tells them apart
+        lines.append(
+            f"warning: runs from {len(corpora)} corpus fingerprints ({json.dumps(dict(corpora))}); "
+            "compare within one corpus"
+        )
+    if tokenizers := tokenizers_warning(runs):
+        lines.append(f"warning: {tokenizers}")
+    settings = Counter((r["original_length"], r["model"]) for r in {r["run"]: r for r in rows}.values())
+    if len(settings) > 1:
+        lines.append(f"note: {len(settings)} (L0, model) settings: {sorted(settings)}")
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -55,9 +79,14 @@ def main(argv=None) -> int:
     parser.add_argument("--study", help="an Optuna study whose complete trials' runs are added")
     parser.add_argument("--storage", help="the study's storage: a journal file or an RDB URL")
     parser.add_argument("--out", type=Path, default=Path("analysis/out/table.csv"))
+    parser.add_argument("--strict", action="store_true", help="refuse a malformed run instead of skipping it")
     args = parser.parse_args(argv)
-    from clex.analysis import SUMMARY_COLUMNS, aggregate, collect, write_csv
+    from clex import analysis
+    from clex.collection import read_runs, tables, write_together
+    from clex.stats import protocols_line
 
+    out = args.out
+    named = {key: out.with_name(f"{out.stem}_{key}.csv") for key in ("summary", "harness", "harness_summary")}
     try:
         paths = list(args.runs)
         if args.study:
@@ -66,31 +95,34 @@ def main(argv=None) -> int:
             paths += study_run_dirs(args.study, args.storage)
         if not paths:
             raise ConfigError("give at least one run directory or --study/--storage")
-        rows = collect(paths)
-        if not rows:
-            raise ConfigError(f"no results.json under {', '.join(map(str, args.runs))}")
+        if out.is_dir():
+            raise ConfigError(f"--out {out} is a folder; give the table's file name (e.g. {out / 'table.csv'})")
+        runs = read_runs(paths, args.strict)
+        rows, harness = tables(runs)
+        summary = analysis.aggregate(rows)
+        texts = {out: analysis.csv_text(rows), named["summary"]: analysis.csv_text(summary, analysis.SUMMARY_COLUMNS)}
+        if harness:
+            by_task = analysis.aggregate(harness, "score", ("task", "length"))
+            texts[named["harness"]] = analysis.csv_text(harness, analysis.HARNESS_COLUMNS)
+            texts[named["harness_summary"]] = analysis.csv_text(by_task, analysis.HARNESS_SUMMARY_COLUMNS)
+        report = [protocols_line(row["protocol"] for row in rows), summary_text(summary)]
     except ConfigError as error:
         return fail(error)
-    runs = {r["run"]: r for r in rows}.values()
-    corpora = Counter(r["corpus"] for r in runs)
-    if len(corpora) > 1:  # reported, not mixed silently: the corpus column tells them apart
-        print(
-            f"warning: runs from {len(corpora)} corpus fingerprints "
-            f"({json.dumps(dict(corpora))}); compare within one corpus",
-            file=sys.stderr,
-        )
-    settings = Counter((r["original_length"], r["model"]) for r in runs)
-    if len(settings) > 1:
-        print(f"note: {len(settings)} (L0, model) settings: {sorted(settings)}", file=sys.stderr)
-    write_csv(rows, args.out)
-    summary = aggregate(rows)
-    summary_path = args.out.with_name(f"{args.out.stem}_summary.csv")
-    write_csv(summary, summary_path, SUMMARY_COLUMNS)
-    from clex.stats import protocols_line
-
-    print(protocols_line(row["protocol"] for row in rows))
-    print(summary_text(summary))
-    print(f"{len(rows)} rows from {len(runs)} runs -> {args.out}; per variant and length -> {summary_path}")
+    try:
+        write_together(texts)
+    except OSError as error:
+        return fail(f"--out {out}: cannot write ({error.strerror or error}); nothing written")
+    for line in notes(rows, [results for _, results in runs]):
+        print(line, file=sys.stderr)
+    stale = [p for key, p in named.items() if key.startswith("harness") and p not in texts and p.is_file()]
+    for path in stale:  # another collection's: it would be read beside this one's table
+        path.unlink()
+        print(f"note: removed {path} (no run here has lm-eval scores)", file=sys.stderr)
+    print("\n".join(report))
+    harness_line = f"; lm-eval scores -> {named['harness']}, {named['harness_summary']}" if harness else ""
+    print(
+        f"{len(rows)} rows from {len(runs)} runs -> {out}; per variant and length -> {named['summary']}{harness_line}"
+    )
     return 0
 
 

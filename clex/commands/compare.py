@@ -2,15 +2,47 @@
 differences against a reference, the runs; and the figure with bands. The same report as a comma list
 of experiments/run.py writes, for runs made by separate commands or collected from several places.
 
-    python analysis/compare.py RUNS_DIR_OR_RESULTS... [--reference rope] [--out DIR] [--no-runs]
+The report goes to a folder named for its runs (analysis/out/comparison-<strategies>-<hash of the run
+names>), with runs.json listing them: the same runs again rewrite it; an --out holding another
+comparison is refused unless --force. A malformed run is skipped with a warning (--strict: refused).
+
+    python analysis/compare.py RUNS_DIR_OR_RESULTS... [--reference rope] [--out DIR] [--force] [--strict] [--no-runs]
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from clex.cli import fail
 from clex.registry import ConfigError
+
+OUT = Path("analysis/out")
+
+
+def check_target(target: Path, results: list[dict], force: bool = False):
+    """Refuse (ConfigError) a ``target`` that is a file, or that holds the comparison.md of other runs than
+    ``results`` (by its runs.json), unless ``force``: the same runs again rewrite their own comparison."""
+    from clex.report import RUNS, runs_record
+
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--out {target} is a file, not a folder")
+    if force or not (target / "comparison.md").exists():
+        return
+    ours = {(r["name"], r["variant_id"], r["seed"]) for r in runs_record(results)}
+    try:
+        theirs = {(r["name"], r["variant_id"], r["seed"]) for r in json.loads((target / RUNS).read_text())["runs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"{target} holds a comparison.md that does not say which runs it compared (no readable {RUNS}); "
+            "--force replaces it, or choose another --out"
+        ) from None
+    if theirs != ours:
+        raise ConfigError(
+            f"{target} holds the comparison of other runs ({len(theirs)} runs, {len(theirs - ours)} of them not "
+            f"among these {len(ours)}); --force replaces it, or choose another --out"
+        )
 
 
 def main(argv=None) -> int:
@@ -23,31 +55,26 @@ def main(argv=None) -> int:
         default="rope",
         help="a variant's label (e.g. clex) or a strategy; paired differences are taken against it",
     )
-    parser.add_argument("--out", type=Path, default=Path("analysis/out/comparison"))
+    parser.add_argument("--out", type=Path, help=f"the folder (default: one named for the runs, under {OUT}/)")
+    parser.add_argument("--force", action="store_true", help="replace the comparison of other runs in --out")
+    parser.add_argument("--strict", action="store_true", help="refuse a malformed run instead of skipping it")
     parser.add_argument("--no-runs", action="store_true", help="leave out the per-run table")
     args = parser.parse_args(argv)
-    from clex.analysis import read_results, rows_of
-    from clex.report import write_comparison
+    from clex.collection import read_runs, tokenizers_warning
+    from clex.report import comparison_dir, write_comparison
 
     try:
-        results = []
-        for root in args.runs:
-            if not root.exists():
-                raise ConfigError(f"{root}: no such file or directory")
-            for path in [root] if root.is_file() else sorted(root.rglob("results.json")):
-                if ".base" not in path.parts:
-                    results.append(read_results(path))
-                    try:
-                        rows_of(results[-1], str(path))  # the same checks as collect
-                    except (KeyError, TypeError) as error:
-                        raise ConfigError(
-                            f"{path}: not a clex results.json ({type(error).__name__}: {error})"
-                        ) from None
-        if not results:
-            raise ConfigError(f"no results.json under {', '.join(map(str, args.runs))}")
+        results = [r for _, r in read_runs(args.runs, args.strict)]
+        target = args.out or comparison_dir(OUT, results)
+        check_target(target, results, args.force)
     except ConfigError as error:
         return fail(error)
-    print(write_comparison(results, args.out, args.reference, runs=not args.no_runs))
+    if warning := tokenizers_warning(results):
+        print(f"warning: {warning}", file=sys.stderr)
+    try:
+        print(write_comparison(results, target, args.reference, runs=not args.no_runs))
+    except OSError as error:
+        return fail(f"{target}: cannot write the comparison ({error.strerror or error})")
     return 0
 
 
