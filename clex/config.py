@@ -1,7 +1,8 @@
 """Config composition and validation: OmegaConf groups, ``group=option`` and ``a.b.c=value``.
 
 A config directory holds ``config.yaml`` (with a ``defaults`` list of ``{group: option}``) and one
-folder per group with one YAML file per option. ``+a.b=value`` adds a key that the defaults lack.
+folder per group with one YAML file per option; ``config_dir`` is one such folder or a list of them (the
+shipped one, then a user's, see clex/config_files.py). ``+a.b=value`` adds a key that the defaults lack.
 Every error is a ConfigError: one line naming the key and what is allowed.
 """
 
@@ -9,29 +10,13 @@ import difflib
 import importlib.util
 import itertools
 import math
-import re
-from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from clex.checkpoint import apply_checkpoint_strategy, checkpoint_original_length
+from clex.config_files import ConfigDirs, as_dirs, group_options, load_defaults, load_option, option_file
+from clex.config_values import check_type, flat_keys, parse_value
 from clex.registry import ConfigError, require
-
-
-def group_options(config_dir: Path, group: str) -> list[str]:
-    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
-
-
-def load_defaults(config_dir: Path) -> tuple[DictConfig, dict]:
-    path = config_dir / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"no config.yaml in {config_dir}")
-    base = OmegaConf.load(path)
-    defaults = {}
-    for entry in base.pop("defaults", []):
-        defaults.update(dict(entry))
-    return base, defaults
-
 
 ONE_VALUE = ("name", "out_dir", "resume", "compare.reference")  # one value for every run of a list
 
@@ -53,7 +38,7 @@ def split_list(key: str, raw: str) -> list[str]:
     return items
 
 
-def parse_overrides(config_dir: Path, args: list[str]) -> tuple[dict, list]:
+def parse_overrides(config_dir: ConfigDirs, args: list[str]) -> tuple[dict, list]:
     """``axes``: key -> its values, for groups (``strategy=rope,pi``: every group has one) and for keys
     given a comma list (``seed=0,1,2``); ``overrides``: the single-valued ``key=value`` pairs."""
     _, defaults = load_defaults(config_dir)
@@ -94,7 +79,7 @@ def expand(axes: dict) -> list[dict]:
     return [dict(zip(keys, combo, strict=False)) for combo in itertools.product(*(axes[k] for k in keys))]
 
 
-def single_config(config_dir: Path, args: list[str]) -> DictConfig:
+def single_config(config_dir: ConfigDirs, args: list[str]) -> DictConfig:
     """One config from ``key=value`` arguments; comma lists are refused (sweeps, benchmarks)."""
     axes, overrides = parse_overrides(config_dir, args)
     lists = [f"{k}={','.join(v)}" for k, v in axes.items() if len(v) > 1]
@@ -103,89 +88,22 @@ def single_config(config_dir: Path, args: list[str]) -> DictConfig:
     return compose(config_dir, {k: v[0] for k, v in axes.items()}, overrides)
 
 
-def _flat_keys(node, prefix="") -> dict:
-    keys = {}
-    for key in node:
-        path = f"{prefix}{key}"
-        value = node._get_node(key)
-        keys[path] = value
-        if isinstance(value, DictConfig):
-            keys.update(_flat_keys(value, path + "."))
-    return keys
-
-
-INTERPOLATION = re.compile(r"\$\{[A-Za-z_][\w.]*\}")
-
-
-def parse_value(raw: str, key: str = "value"):
-    """A command-line value as OmegaConf reads it (numbers, booleans, lists, null), NaN included.
-    YAML tags (``!!python/...``, ``!!set``) are refused, not constructed."""
-    if raw.lstrip().startswith("!"):
-        raise ConfigError(f"{key}={raw}: YAML tags are not read; give a plain value")
-    if INTERPOLATION.fullmatch(raw.strip()):  # another key's value, e.g. model.original_length=${train.length}
-        return raw.strip()
-    try:
-        value = OmegaConf.from_dotlist([f"value={raw}"]).value
-    except Exception as error:  # yaml's and OmegaConf's own errors: an unsupported value
-        raise ConfigError(f"{key}={raw}: not a plain value ({type(error).__name__})") from None
-    if isinstance(value, str) and value.lower() in ("nan", "inf", "-inf", "+inf"):
-        return float(value)
-    return OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
-
-
-def _check_type(key: str, old, new):
-    if isinstance(new, str) and INTERPOLATION.fullmatch(new):
-        return new  # resolved when the config is read, then checked like any value
-    if new is None and old is not None:
-        raise ConfigError(f"{key} cannot be null (its default is {old!r})")
-    if old is None or new is None:
-        return new
-    if isinstance(old, bool):
-        if not isinstance(new, bool):
-            raise ConfigError(f"{key} must be true or false, got {new!r}")
-    elif isinstance(old, int):
-        if isinstance(new, bool) or not isinstance(new, int):
-            raise ConfigError(f"{key} must be an integer, got {new!r}")
-    elif isinstance(old, float):
-        if isinstance(new, bool) or not isinstance(new, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {new!r}")
-        new = float(new)
-    elif isinstance(old, str):
-        if isinstance(new, (list, dict)):
-            raise ConfigError(f"{key} must be a string, got {new!r}")
-        new = str(new)
-    elif isinstance(old, (list, ListConfig)) and not isinstance(new, list):
-        raise ConfigError(f"{key} must be a list like [a,b], got {new!r}")
-    return new
-
-
-def load_option(config_dir: Path, group: str, option: str, seen: tuple = ()) -> DictConfig:
-    """A group option's YAML; ``extends: other`` starts it from that option of the same group."""
-    node = OmegaConf.load(config_dir / group / f"{option}.yaml")
-    parent = node.pop("extends", None)
-    if parent and (parent in seen + (option,) or not (config_dir / group / f"{parent}.yaml").is_file()):
-        raise ConfigError(
-            f"{group}/{option}.yaml: extends {parent!r}, which is itself or not an option of group {group!r}"
-        )
-    return OmegaConf.merge(load_option(config_dir, group, parent, seen + (option,)), node) if parent else node
-
-
-def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
+def compose(config_dir: ConfigDirs, choice: dict, overrides: list) -> DictConfig:
     """The defaults, the chosen group options, then the key=value overrides, type-checked.
     ``choice``: group -> option, and key -> value for one item of a key's comma list."""
-    cfg, defaults = load_defaults(config_dir)
+    dirs = as_dirs(config_dir)
+    cfg, defaults = load_defaults(dirs)
     overrides = list(overrides) + [(k, v) for k, v in choice.items() if k not in defaults]
     choice = {k: v for k, v in choice.items() if k in defaults}
     for group, option in {**defaults, **choice}.items():
-        path = config_dir / group / f"{option}.yaml"
-        if not path.is_file():
+        if option_file(dirs, group, option) is None:
             raise ConfigError(
                 f"{group}={option!r} is not an option of group {group!r}; "
-                f"choices: {', '.join(group_options(config_dir, group))}"
+                f"choices: {', '.join(group_options(dirs, group))}"
             )
-        cfg[group] = load_option(config_dir, group, option)
+        cfg[group] = load_option(dirs, group, option)
     cfg["choices"] = {**defaults, **choice}
-    known = _flat_keys(cfg)
+    known = flat_keys(cfg)
     for key, raw in overrides:
         new = parse_value(raw, key)
         if key.startswith("+"):
@@ -199,7 +117,7 @@ def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
         elif isinstance(known[key], DictConfig):
             raise ConfigError(f"{key} is a section, not a value; set one of its keys, e.g. {key}.<name>=...")
         else:
-            new = _check_type(key, OmegaConf.select(cfg, key), new)
+            new = check_type(key, OmegaConf.select(cfg, key), new)
         OmegaConf.update(cfg, key, new, force_add=True)
     given = {key.lstrip("+") for key, _ in overrides}
     if cfg.model.name == "hf":  # a checkpoint that carries a strategy runs with it
@@ -213,7 +131,7 @@ def compose(config_dir: Path, choice: dict, overrides: list) -> DictConfig:
 
 def check_finite(cfg: DictConfig, prefix: str = ""):
     """No NaN or infinite number anywhere in the config."""
-    for key, value in _flat_keys(cfg).items():
+    for key, value in flat_keys(cfg).items():
         node = value._value() if hasattr(value, "_value") else value
         if isinstance(node, float) and not math.isfinite(node):
             raise ConfigError(f"{prefix}{key} must be a finite number, got {node}")

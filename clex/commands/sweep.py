@@ -2,30 +2,83 @@
 
     python sweeps/run.py sweep=clex_lambda [study.n_trials=N] [study.storage=URL] [experiment overrides]
     python sweeps/run.py sweep=clex_lambda --summary
+    python sweeps/run.py --config-dir DIR sweep=NAME ...   # your config groups (and DIR/sweeps/NAME.yaml)
 
 Start the same command in several processes (or cluster jobs) to share one study; rerun it to resume.
 """
 
+import ast
 import os
 import sys
+import textwrap
 from pathlib import Path
 
-from clex.cli import fail
-from clex.commands import CONFIG_DIR, SWEEP_DIR
+from clex.cli import fail, take_config_dirs
+from clex.commands import CONFIG_DIR, PACKAGE, SWEEP_DIR
+from clex.config_files import check_config_dirs, sweep_dirs
 from clex.registry import ConfigError, TooManyFailures
 
 STUDIES_DIR = Path("sweeps") / "studies"  # the default storage folder, under the folder it runs from
 
 
+def sweep_names(folders: list[Path]) -> list[str]:
+    return sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+
+
+def sweep_file(folders: list[Path], name: str) -> Path:
+    """The sweep file ``name`` in the last folder that has it (a user's --config-dir DIR/sweeps/ wins)."""
+    for folder in reversed(folders):
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    raise ConfigError(f"sweep={name!r} is not a sweep file; choices: {', '.join(sweep_names(folders))}")
+
+
+def study_defaults() -> dict:
+    """``clex.sweeps.schema.STUDY_DEFAULTS``, read from the file's text: importing ``clex.sweeps`` brings Lightning
+    (seconds) into ``--help``."""
+    tree = ast.parse((PACKAGE / "sweeps" / "schema.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == [
+            "STUDY_DEFAULTS"
+        ]:
+            return ast.literal_eval(node.value)
+    raise RuntimeError("clex/sweeps/schema.py has no STUDY_DEFAULTS")
+
+
+def usage(folders: list[Path]) -> str:
+    from clex.commands.run import show
+
+    study = [f"  study.{key} = {show(value)}" for key, value in study_defaults().items()]
+    return "\n".join(
+        [
+            __doc__.strip(),
+            "",
+            "sweeps:",
+            *textwrap.wrap(", ".join(sweep_names(folders)), 116, initial_indent="  ", subsequent_indent="  "),
+            "",
+            "study keys and their defaults (a sweep file's study section sets some; study.name: the sweep's name):",
+            *study,
+            "",
+            "experiment keys: any other key=value or group=option; experiments/run.py --help [group=option ...] lists",
+            "each with its default.",
+            "--config-dir DIR: as for experiments/run.py; every trial is composed with it, and the study records it",
+            "(a worker without the same folders is refused).",
+        ]
+    )
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if "--help" in argv or "-h" in argv:
-        sweeps = ", ".join(sorted(p.stem for p in SWEEP_DIR.glob("*.yaml")))
-        print(f"{__doc__.strip()}\n\nsweeps: {sweeps}")
-        return 0
-    show_summary = "--summary" in argv
-    args = [a for a in argv if a != "--summary"]
     try:
+        user_dirs, argv = take_config_dirs(argv)
+        dirs = [CONFIG_DIR, *user_dirs]
+        check_config_dirs(dirs)
+        folders = sweep_dirs(SWEEP_DIR, dirs)
+        if "--help" in argv or "-h" in argv:
+            print(usage(folders))
+            return 0
+        show_summary = "--summary" in argv
+        args = [a for a in argv if a != "--summary"]
         pairs = []
         for arg in args:
             if "=" not in arg:
@@ -33,15 +86,13 @@ def main(argv=None) -> int:
             pairs.append(tuple(arg.split("=", 1)))
         name = dict(pairs).get("sweep")
         if not name:
-            raise ConfigError(
-                f"sweep=<name> is required; choices: {', '.join(sorted(p.stem for p in SWEEP_DIR.glob('*.yaml')))}"
-            )
+            raise ConfigError(f"sweep=<name> is required; choices: {', '.join(sweep_names(folders))}")
         from clex.cli import quiet_libraries
 
         quiet_libraries()
         from clex.sweeps import TRIAL_ENV, TrialChannel, follow_rank_zero, load_sweep, run_worker, srun_rank, summary
 
-        sweep = load_sweep(SWEEP_DIR / f"{name}.yaml", [p for p in pairs if p[0] != "sweep"], CONFIG_DIR)
+        sweep = load_sweep(sweep_file(folders, name), [p for p in pairs if p[0] != "sweep"], dirs)
         if show_summary:
             print(summary(sweep, STUDIES_DIR))
             return 0
@@ -50,9 +101,9 @@ def main(argv=None) -> int:
         channel = TrialChannel(rank)
         try:
             if rank or (launched and TRIAL_ENV in os.environ):  # a rank > 0: no Optuna here
-                follow_rank_zero(sweep, CONFIG_DIR, channel)
+                follow_rank_zero(sweep, dirs, channel)
                 return 0
-            ran = run_worker(sweep, CONFIG_DIR, STUDIES_DIR, channel)
+            ran = run_worker(sweep, dirs, STUDIES_DIR, channel)
         finally:
             channel.close()
     except ConfigError as error:

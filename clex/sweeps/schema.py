@@ -8,6 +8,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from clex.config import load_defaults, parse_value, single_config
+from clex.config_files import ConfigDirs, as_dirs
 from clex.registry import ConfigError
 
 STUDY_DEFAULTS = {
@@ -38,9 +39,10 @@ PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = ("minimize", "maximize")
 
 
-def load_sweep(path: Path, cli_overrides: list, config_dir: Path) -> dict:
-    """The sweep file checked against the experiment config; ``study.x=...`` on the command line
-    overrides the study section, any other ``key=value`` the base experiment."""
+def load_sweep(path: Path, cli_overrides: list, config_dir: ConfigDirs) -> dict:
+    """The sweep file checked against the experiment config (``config_dir``: the shipped folder, then any of
+    ``--config-dir``); ``study.x=...`` on the command line overrides the study section, any other ``key=value``
+    the base experiment."""
     if not path.is_file():
         options = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"sweep={path.stem!r} has no file {path}; choices: {', '.join(options)}")
@@ -56,12 +58,14 @@ def load_sweep(path: Path, cli_overrides: list, config_dir: Path) -> dict:
             f"{path.name}: unknown section(s) {', '.join(sorted(unknown))}; allowed: study, experiment, space"
         )
     study = dict(STUDY_DEFAULTS, name=path.stem)
-    for key, value in list((raw.get("study") or {}).items()) + [
-        (k[6:], v) for k, v in cli_overrides if k.startswith("study.")
-    ]:
-        if key not in STUDY_DEFAULTS:
-            raise ConfigError(f"{path.name}: unknown study key {key!r}; allowed: {', '.join(STUDY_DEFAULTS)}")
-        study[key] = parse_value(value) if isinstance(value, str) and key != "storage" else value
+    given = [(k[6:], v) for k, v in cli_overrides if k.startswith("study.")]
+    for items in ((raw.get("study") or {}).items(), given):
+        if items is given:
+            n_trials_in_file = study["n_trials"]  # the sweep file's (or the default), for --summary
+        for key, value in items:
+            if key not in STUDY_DEFAULTS:
+                raise ConfigError(f"{path.name}: unknown study key {key!r}; allowed: {', '.join(STUDY_DEFAULTS)}")
+            study[key] = parse_value(value) if isinstance(value, str) and key != "storage" else value
     experiment = list(raw.get("experiment") or []) + [
         f"{k}={v}" for k, v in cli_overrides if not k.startswith("study.")
     ]
@@ -70,7 +74,14 @@ def load_sweep(path: Path, cli_overrides: list, config_dir: Path) -> dict:
         raise ConfigError(f"{path.name}: space is empty; give at least one parameter, e.g. strategy.amplification")
     _check_study(path.name, study)
     _check_space(path.name, space, experiment, config_dir, study["objectives"])
-    return {"study": study, "experiment": experiment, "space": space, "path": str(path)}
+    return {
+        "study": study,
+        "experiment": experiment,
+        "space": space,
+        "path": str(path),
+        "n_trials_in_file": n_trials_in_file,
+        "config_dir": [str(d) for d in as_dirs(config_dir)],  # what every trial is composed from
+    }
 
 
 def _check_study(name, study):

@@ -178,6 +178,9 @@ def experiment_settings(sweep: dict) -> dict:
         key, value = override.split("=", 1)
         if key.lstrip("+") not in WHERE_NOT_WHAT:
             settings[key.lstrip("+")] = value
+    user_dirs = sweep.get("config_dir", [])[1:]  # after the shipped folder: a user's groups change what trials run
+    if user_dirs:
+        settings["--config-dir"] = " ".join(user_dirs)
     return settings
 
 
@@ -216,13 +219,35 @@ def suggest(trial, space: dict) -> list[str]:
     return overrides
 
 
+WORKER_N_TRIALS = "worker_n_trials"  # the study's user attribute: the study.n_trials the last worker started with
+
+
+def target_text(study, sweep: dict) -> str:
+    """How many finished trials the study is run to: the n_trials its last worker was given (a worker runs until
+    the study has that many), beside the sweep file's and any given to this --summary, which runs nothing."""
+    in_file = sweep.get("n_trials_in_file", sweep["study"]["n_trials"])
+    here, last = sweep["study"]["n_trials"], study.user_attrs.get(WORKER_N_TRIALS)
+    if last is None:
+        text = f"n_trials {in_file} in the sweep file (no worker has recorded the n_trials it was given)"
+    elif last == in_file:
+        text = f"n_trials {last} given to the last worker started, as in the sweep file"
+    else:
+        text = f"n_trials {last} given to the last worker started; {in_file} in the sweep file"
+    if here not in (in_file, last):
+        text += f"; study.n_trials={here} here is no worker's (--summary runs nothing)"
+    if sweep["study"]["sampler"] == "grid" and grid_size(sweep["space"]) < (last or here):
+        text += f"; the grid ends the study at its {grid_size(sweep['space'])} points"
+    return text
+
+
 def summary(sweep: dict, studies_dir: Path, top: int = 5) -> str:
     study, _ = open_study(sweep, studies_dir, joining=False)
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
     objectives = ", ".join(f"{o['direction']} {o['metric']}" for o in sweep["study"]["objectives"])
+    finished = counts["COMPLETE"] + counts["PRUNED"]
     lines = [
-        f"study {study.study_name}: {objectives}; target {sweep['study']['n_trials']} finished trials",
+        f"study {study.study_name}: {objectives}; {finished} finished trial(s); {target_text(study, sweep)}",
         "states: " + ", ".join(f"{k.lower()} {v}" for k, v in counts.items() if v),
     ]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

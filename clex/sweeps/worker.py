@@ -10,11 +10,12 @@ import optuna
 from optuna.trial import TrialState
 
 from clex.config import single_config
+from clex.config_files import ConfigDirs
 from clex.registry import ConfigError, TooManyFailures
 from clex.sweeps.liveness import FINISHED, DeclaredDead, fail_stale_trials, file_lock, heartbeat, is_surplus, run_number
 from clex.sweeps.ranks import TrialChannel
 from clex.sweeps.schema import metric_value
-from clex.sweeps.study import grid_size, make_sampler, open_study, suggest, trial_seed
+from clex.sweeps.study import WORKER_N_TRIALS, grid_size, make_sampler, open_study, suggest, trial_seed
 
 
 class PruneOnValidation(L.Callback):
@@ -36,10 +37,17 @@ class PruneOnValidation(L.Callback):
             raise optuna.TrialPruned(f"{self.monitor}={float(value):.4f} at step {trainer.global_step}")
 
 
-def trial_config(sweep: dict, config_dir: Path, overrides: list, number: int, seed_index: int = 0):
+def trial_dirs(sweep: dict, config_dir: ConfigDirs) -> ConfigDirs:
+    """The config folders a trial is composed from: those the sweep was checked against (the shipped one and
+    any ``--config-dir``; the study records the user's, so every worker of a study has the same), else
+    ``config_dir`` (a sweep made by hand)."""
+    return sweep.get("config_dir") or config_dir
+
+
+def trial_config(sweep: dict, config_dir: ConfigDirs, overrides: list, number: int, seed_index: int = 0):
     """The experiment of one seed of trial ``number`` (a retried trial passes its original's number,
     so it resumes or reuses that trial's run)."""
-    cfg = single_config(config_dir, overrides)
+    cfg = single_config(trial_dirs(sweep, config_dir), overrides)
     cfg.seed = int(cfg.seed) + seed_index
     if sweep["study"]["share_runs"]:  # named by their config under out_dir: a run any study has finished is reused
         return cfg
@@ -54,7 +62,7 @@ def pruning(sweep: dict) -> bool:
     return len(sweep["study"]["objectives"]) == 1 and sweep["study"]["pruner"] != "none"
 
 
-def follow_rank_zero(sweep: dict, config_dir: Path, channel: TrialChannel) -> int:
+def follow_rank_zero(sweep: dict, config_dir: ConfigDirs, channel: TrialChannel) -> int:
     """A rank > 0 of a data-parallel sweep worker: run the trials rank 0 announces until it says stop."""
     from clex.experiment import TrainingDiverged, prepare, run_experiment
 
@@ -100,7 +108,7 @@ def holds_other_config(cfg) -> bool:
     return False
 
 
-def run_trial(study, trial, sweep: dict, config_dir: Path, channel: TrialChannel) -> TrialState | None:
+def run_trial(study, trial, sweep: dict, config_dir: ConfigDirs, channel: TrialChannel) -> TrialState | None:
     """One trial (``study.seeds`` experiments, seeds seed..seed+N-1), in-process through the same
     code path as experiments/run.py; returns its state (None if another worker declared it dead)."""
     from clex.experiment import TrainingDiverged, prepare, run_experiment
@@ -148,15 +156,22 @@ def run_trial(study, trial, sweep: dict, config_dir: Path, channel: TrialChannel
 
 
 def run_worker(
-    sweep: dict, config_dir: Path, studies_dir: Path, channel: TrialChannel | None = None, poll_seconds: float = 2.0
+    sweep: dict,
+    config_dir: ConfigDirs,
+    studies_dir: Path,
+    channel: TrialChannel | None = None,
+    poll_seconds: float = 2.0,
 ) -> int:
     """Runs trials until the study has n_trials finished (complete or pruned) trials; waits while
     other workers' trials run, so a trial of a dead worker is failed and retried here. Stops after
     ``study.max_failures`` failed trials in a row (TooManyFailures)."""
     study, journal = open_study(sweep, studies_dir)
+    config_dir = trial_dirs(sweep, config_dir)
     channel = channel or TrialChannel()
     study_cfg = sweep["study"]
     target = study_cfg["n_trials"]
+    if study.user_attrs.get(WORKER_N_TRIALS) != target:  # what --summary reports as the study's target
+        study.set_user_attr(WORKER_N_TRIALS, target)
     if study_cfg["sampler"] == "grid" and grid_size(sweep["space"]) < target:
         print(f"the grid has {grid_size(sweep['space'])} points: the study ends there (study.n_trials={target})")
         target = grid_size(sweep["space"])
