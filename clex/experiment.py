@@ -6,12 +6,14 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from clex import io
@@ -193,9 +195,16 @@ def check_folder(cfg, run_dir: Path):
     """A folder that holds another config's run (``name=`` reused) is not resumed into this one."""
     saved = run_dir / "config.yaml"
     if saved.is_file() and cfg.resume:
-        if run_identity(OmegaConf.to_container(OmegaConf.load(saved))) != run_identity(
-            OmegaConf.to_container(cfg, resolve=True)
-        ):
+        try:
+            config = OmegaConf.to_container(OmegaConf.load(saved))
+            if not isinstance(config, dict):
+                raise ValueError(f"a YAML {type(config).__name__}, not a mapping")
+        except (OSError, ValueError, yaml.YAMLError) as error:  # cut short, or a tag (never constructed)
+            raise ConfigError(
+                f"{saved} is damaged ({' '.join(str(error).split())[:160]}), so this folder cannot be checked to "
+                "hold this config; restore it, give another name=, or resume=false to replace the run"
+            ) from None
+        if run_identity(config) != run_identity(OmegaConf.to_container(cfg, resolve=True)):
             raise ConfigError(
                 f"{run_dir} holds a run of another config (its config.yaml differs); give another "
                 "name=, or resume=false to replace it"
@@ -236,6 +245,7 @@ def run_experiment(
         prepared.original_length,
         cfg.train.length,
     )
+    created = not run_dir.exists()
     try:
         with run_lock(run_dir, wait):
             finished = finished_results(cfg, run_dir)  # another process may have finished it meanwhile
@@ -267,3 +277,10 @@ def run_experiment(
             return results
     except io.Busy as error:
         raise ConfigError(str(error)) from None
+    except (OSError, RuntimeError) as error:
+        message = io.write_failure(error, run_dir)
+        if message is None:
+            raise
+        if created and not (run_dir / "checkpoints").exists():  # nothing of it worth keeping: leave no folder
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise ConfigError(message) from None

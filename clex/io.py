@@ -1,6 +1,7 @@
 """Atomic writes: a temporary file in the same directory, then a rename, so a killed process never
 leaves a half-written result behind."""
 
+import errno
 import fcntl
 import json
 import os
@@ -29,6 +30,27 @@ def atomic_write(path, write):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_failure(error: BaseException, run_dir) -> str | None:
+    """The one line for a run stopped by its file system (a full disk, a folder deleted while it ran, a
+    permission taken away), or None when ``error`` is something else. torch.save reports a failed write as a
+    RuntimeError of its stream writer, not as an OSError."""
+    torch_write = isinstance(error, RuntimeError) and "PytorchStreamWriter failed" in str(error)
+    if not (isinstance(error, OSError) or torch_write):
+        return None
+    where = os.fsdecode(getattr(error, "filename", None) or run_dir)
+    resume = f"then rerun the same command: the work {run_dir} finished is kept and resumed"
+    try:
+        full = os.statvfs(next(p for p in Path(where).parents if p.exists())).f_bavail == 0
+    except (OSError, StopIteration):
+        full = False
+    if full or getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device of {where}: free some, {resume}"
+    if getattr(error, "errno", None) == errno.ENOENT:
+        return f"{where} vanished while the run wrote it (a folder deleted while it ran?); {resume}"
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0][:200]
+    return f"writing {where} failed ({reason}); {resume}"
 
 
 def write_text(path, text: str):

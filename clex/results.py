@@ -267,7 +267,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         "precision": str(cfg.trainer.get("precision")),
         "corpus": prepared.corpus.fingerprint,
         "tokenizer": prepared.tokenizer.describe(),
-        "wall_seconds": time.time() - started,
+        "wall_seconds": time.time() - started + trained.seconds_before,  # a resumed run: with its training before
         "seed": cfg.seed,
         "config": OmegaConf.to_container(cfg, resolve=True),
         **provenance(),

@@ -215,6 +215,7 @@ class Trained:
     seconds: float
     tokens: int
     reused: dict | None = None  # the train section of the run whose fine-tuned model this one reused
+    seconds_before: float = 0.0  # training time of this run's earlier invocations (from its checkpoint)
 
 
 def trained_twin(cfg, run_dir: Path) -> tuple[Path, dict] | None:
@@ -296,8 +297,10 @@ def fine_tune(cfg, prepared, run_dir: Path, callbacks=(), rebuild=None) -> Train
     if resume_from is not None and done_steps >= t.steps and Path(resume_from).is_file():
         restore_trained(module, resume_from)  # trained already: nothing to fit
         tokens = t.steps * t.batch_size * per_step * t.length
-        return Trained(trainer, module.seconds_before, tokens, twin[1] if twin else None)
-    log.info("stage 2: fine-tuning with %s at L=%d for %d steps", cfg.strategy.name, t.length, t.steps - done_steps)
+        before = 0.0 if twin else module.seconds_before  # a twin's training time is the twin's
+        return Trained(trainer, module.seconds_before, tokens, twin[1] if twin else None, before)
+    steps = f"the remaining {t.steps - done_steps} of {t.steps} steps" if done_steps else f"{t.steps} steps"
+    log.info("stage 2: fine-tuning with %s at L=%d for %s", cfg.strategy.name, t.length, steps)
     data = prepared.data.for_fit(
         FitWindows(
             t.length,
@@ -318,4 +321,6 @@ def fine_tune(cfg, prepared, run_dir: Path, callbacks=(), rebuild=None) -> Train
     if distributed.is_sharded(trainer):  # FSDP: the weights are spread over the ranks
         prepared.model = distributed.gather_full_model(prepared.model, rebuild)
     seconds = module.seconds_before + time.time() - start
-    return Trained(trainer, seconds, len(data.train_windows) * t.length, twin[1] if twin else None)
+    return Trained(
+        trainer, seconds, len(data.train_windows) * t.length, twin[1] if twin else None, module.seconds_before
+    )
