@@ -54,7 +54,8 @@ def test_a_corrupted_results_json_rewritten_keeps_the_runs_training_time(finishe
     assert run.main([f"out_dir={tmp_path}", "name=r", *THREE_STEPS]) == 0
     again = json.loads((tmp_path / "r" / "results.json").read_text())
     assert again["eval"] == [
-        {**row, "tokens_per_second": r["tokens_per_second"]} for row, r in zip(original["eval"], again["eval"])
+        {**row, "tokens_per_second": r["tokens_per_second"]}
+        for row, r in zip(original["eval"], again["eval"], strict=True)
     ]
     import torch
 
