@@ -13,6 +13,7 @@ hub and datasets run offline, and a task needing a download is refused before tr
 """
 
 import contextlib
+import copy
 import functools
 import os
 import tempfile
@@ -76,10 +77,21 @@ def offline(allowed: bool = False):
 
 def task_manager(include_path=None, metadata=None):
     """lm-eval's task index; ``metadata`` (RULER's tokenizer and max_seq_lengths) reaches the tasks only
-    through the manager that builds them, not through simple_evaluate's argument once a manager is given."""
+    through the manager that builds them, not through simple_evaluate's argument once a manager is given.
+    Indexing the task folders takes ~10 s, so it is done once per process and include path; a manager with
+    other metadata is a copy of it with its own task factory (lm-eval 0.4.13 keeps the metadata there)."""
+    from lm_eval.tasks._factory import TaskFactory
+
+    manager = copy.copy(_indexed(tuple(include_path) if isinstance(include_path, list) else include_path))
+    manager.metadata, manager._factory = metadata, TaskFactory(meta=metadata)
+    return manager
+
+
+@functools.cache
+def _indexed(include_path):
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=include_path, metadata=metadata)
+    return TaskManager(include_path=list(include_path) if isinstance(include_path, tuple) else include_path)
 
 
 def leaf_tasks(manager, name: str) -> list:
