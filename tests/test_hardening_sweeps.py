@@ -2,6 +2,7 @@
 experiment overrides does not join a study silently."""
 
 import time
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -44,7 +45,7 @@ def instant_runs(monkeypatch):
         }
 
     monkeypatch.setattr(experiment, "run_experiment", run)
-    monkeypatch.setattr(experiment, "prepare", lambda cfg: None)
+    monkeypatch.setattr(experiment, "prepare", lambda cfg, data=None: SimpleNamespace(data=data))
 
 
 def trials(tmp_path):

@@ -2,11 +2,9 @@
 that touches Optuna internals (``study._storage``, ``trial._trial_id``): journal storage has no
 heartbeat in Optuna 5, and a live Trial does not expose the retry callback's system attributes."""
 
-import fcntl
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -62,19 +60,6 @@ def fail_stale_trials(study, study_cfg):
             except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
                 continue  # another worker got there first
             retry(study, study._storage.get_trial(trial._trial_id))
-
-
-@contextmanager
-def file_lock(path: Path | None):
-    if path is None:
-        yield
-        return
-    with open(f"{path}.worker-lock", "w") as handle:  # not .lock: optuna uses that name
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_number(study, trial) -> int:

@@ -111,7 +111,7 @@ def trial_seed(study_seed: int, number: int) -> int:
     return (study_seed * 1_000_003 + number) % 2**31
 
 
-def make_sampler(study_cfg, space, seed=None):
+def make_optuna_sampler(study_cfg, space, seed=None):
     name, seed = study_cfg["sampler"], study_cfg["seed"] if seed is None else seed
     if name == "grid":
         return CountedGridSampler(grid_of(space), seed=seed)
@@ -150,7 +150,7 @@ def open_study(sweep: dict, studies_dir: Path, joining: bool = True):
     options = dict(
         study_name=study_cfg["name"],
         storage=storage,
-        sampler=make_sampler(study_cfg, sweep["space"]),
+        sampler=make_optuna_sampler(study_cfg, sweep["space"]),
         pruner=make_pruner(study_cfg),
     )
     try:  # loaded first: a journal's create_study appends a record even when the study exists

@@ -3,19 +3,21 @@ experiments) in-process through the same code path as experiments/run.py, and te
 
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
 import optuna
 from optuna.trial import TrialState
 
+from clex import io
 from clex.config import single_config
 from clex.config_files import ConfigDirs
 from clex.registry import ConfigError, TooManyFailures
-from clex.sweeps.liveness import FINISHED, DeclaredDead, fail_stale_trials, file_lock, heartbeat, is_surplus, run_number
+from clex.sweeps.liveness import FINISHED, DeclaredDead, fail_stale_trials, heartbeat, is_surplus, run_number
 from clex.sweeps.ranks import TrialChannel
 from clex.sweeps.schema import metric_value
-from clex.sweeps.study import WORKER_N_TRIALS, grid_size, make_sampler, open_study, suggest, trial_seed
+from clex.sweeps.study import WORKER_N_TRIALS, grid_size, make_optuna_sampler, open_study, suggest, trial_seed
 
 
 class PruneOnValidation(L.Callback):
@@ -62,16 +64,30 @@ def pruning(sweep: dict) -> bool:
     return len(sweep["study"]["objectives"]) == 1 and sweep["study"]["pruner"] != "none"
 
 
+_DATA = {}  # the last data a worker read: its trials of one corpus and tokenizer read and tokenise it once
+
+
+def prepared(cfg):
+    from clex.data.module import LongContextData
+    from clex.experiment import prepare
+
+    key = LongContextData.key(cfg)
+    result = prepare(cfg, data=_DATA.get(key))
+    _DATA.clear()
+    _DATA[key] = result.data
+    return result
+
+
 def follow_rank_zero(sweep: dict, config_dir: ConfigDirs, channel: TrialChannel) -> int:
     """A rank > 0 of a data-parallel sweep worker: run the trials rank 0 announces until it says stop."""
-    from clex.experiment import TrainingDiverged, prepare, run_experiment
+    from clex.experiment import TrainingDiverged, run_experiment
 
     message, ran = channel.receive(), 0
     while message is not None:
         cfg = trial_config(sweep, config_dir, message["overrides"], message["number"], message.get("seed_index", 0))
         prune = pruning(sweep) and message.get("seed_index", 0) == 0
         try:
-            run_experiment(cfg, prepare(cfg), callbacks=[PruneOnValidation(None)] if prune else [])
+            run_experiment(cfg, prepared(cfg), callbacks=[PruneOnValidation(None)] if prune else [])
         except (optuna.TrialPruned, ConfigError, TrainingDiverged, RuntimeError, ValueError):
             pass  # rank 0 records the outcome
         ran += 1
@@ -111,7 +127,7 @@ def holds_other_config(cfg) -> bool:
 def run_trial(study, trial, sweep: dict, config_dir: ConfigDirs, channel: TrialChannel) -> TrialState | None:
     """One trial (``study.seeds`` experiments, seeds seed..seed+N-1), in-process through the same
     code path as experiments/run.py; returns its state (None if another worker declared it dead)."""
-    from clex.experiment import TrainingDiverged, prepare, run_experiment
+    from clex.experiment import TrainingDiverged, run_experiment
 
     study_cfg = sweep["study"]
     objectives = study_cfg["objectives"]
@@ -127,7 +143,7 @@ def run_trial(study, trial, sweep: dict, config_dir: ConfigDirs, channel: TrialC
                 cfg = trial_config(sweep, config_dir, overrides, number, index)
                 channel.send({"overrides": overrides, "number": number, "seed_index": index})
                 callbacks = [PruneOnValidation(trial)] if pruning(sweep) and index == 0 else []
-                runs.append(run_experiment(cfg, prepare(cfg), callbacks=callbacks, wait=True))
+                runs.append(run_experiment(cfg, prepared(cfg), callbacks=callbacks, wait=True))
                 if not alive.is_set():
                     raise DeclaredDead
         values = record_seeds(trial, runs, objectives)
@@ -177,7 +193,11 @@ def run_worker(
         target = grid_size(sweep["space"])
     ran, failures = 0, []
     while True:
-        with file_lock(journal):
+        # one worker at a time asks for a trial (not .lock: optuna's journal uses that name)
+        held = (
+            io.exclusive(f"{journal}.worker-lock", f"study journal {journal}", wait=True) if journal else nullcontext()
+        )
+        with held:
             fail_stale_trials(study, study_cfg)
             trials = study.get_trials(deepcopy=False)
             finished = sum(t.state in FINISHED for t in trials)
@@ -186,7 +206,7 @@ def run_worker(
             trial = None
             if finished < target and (waiting or finished + running < target):
                 if study_cfg["sampler"] != "grid":  # grid points go by trial number already
-                    study.sampler = make_sampler(
+                    study.sampler = make_optuna_sampler(
                         study_cfg, sweep["space"], seed=trial_seed(study_cfg["seed"], len(trials))
                     )
                 trial = study.ask()
