@@ -56,4 +56,7 @@ def quiet_libraries():
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in NOISE:
         warnings.filterwarnings("ignore", message=pattern)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Writing model shards" at every save of a tiny model
     logging.basicConfig(level=logging.INFO, format="%(message)s")

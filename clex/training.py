@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import OmegaConf
 
 from clex import distributed, io
@@ -77,15 +78,38 @@ class ProgressLine(L.Callback):
         )
 
 
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's bar on stderr (it writes to stdout): a piped stdout holds the results table only."""
+
+    def _on_stderr(self, make):
+        with contextlib.redirect_stdout(sys.stderr):
+            return make()
+
+    def init_sanity_tqdm(self):
+        return self._on_stderr(super().init_sanity_tqdm)
+
+    def init_train_tqdm(self):
+        return self._on_stderr(super().init_train_tqdm)
+
+    def init_validation_tqdm(self):
+        return self._on_stderr(super().init_validation_tqdm)
+
+    def init_predict_tqdm(self):
+        return self._on_stderr(super().init_predict_tqdm)
+
+    def init_test_tqdm(self):
+        return self._on_stderr(super().init_test_tqdm)
+
+
 def make_trainer(
     cfg, max_steps: int, root: Path, checkpoints: bool, val_every: int | None, callbacks=(), stage: str = "stage 2"
 ):
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    callbacks = [StopOnNonFinite(), *callbacks]
-    if not sys.stdout.isatty():
-        callbacks.append(ProgressLine(stage))
+    options = dict(OmegaConf.to_container(cfg.trainer))
+    bar = bool(options.pop("enable_progress_bar", True)) and sys.stderr.isatty()  # a log file gets ProgressLine
+    callbacks = [StopOnNonFinite(), *callbacks, StderrProgressBar() if bar else ProgressLine(stage)]
     if checkpoints:  # last.ckpt (the latest, at every validation) to resume; the best one on request
         callbacks.append(
             ModelCheckpoint(
@@ -97,7 +121,6 @@ def make_trainer(
                 ModelCheckpoint(dirpath=root / "checkpoints", filename="best", monitor="val/loss", save_top_k=1)
             )
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    options = dict(OmegaConf.to_container(cfg.trainer))
     if isinstance(options.get("strategy"), dict):  # fsdp / deepspeed
         options["strategy"] = distributed.build_parallel(options)
     options["log_every_n_steps"] = min(options.get("log_every_n_steps", 50), max_steps)  # short runs log too
@@ -114,6 +137,7 @@ def make_trainer(
         limit_val_batches=None if val_every else 0,
         gradient_clip_val=cfg.train.grad_clip,
         enable_model_summary=False,
+        enable_progress_bar=bar,
         **options,
     )
 

@@ -238,3 +238,16 @@ def test_summary_reports_the_target_the_last_worker_was_given(tmp_path, monkeypa
         .endswith("; study.n_trials=5 here is no worker's (--summary runs nothing)")
     )
     assert "target" not in summary(in_file, tmp_path).splitlines()[0]
+
+
+def test_the_progress_bar_writes_to_stderr_and_stdout_keeps_the_table(tmp_path, capsys):
+    from clex.training import StderrProgressBar
+
+    bar = StderrProgressBar().init_train_tqdm()
+    bar.update(1)
+    bar.close()
+    captured = capsys.readouterr()
+    assert captured.out == "" and "1/" in captured.err  # the bar's fragments went to stderr
+    assert run_cli.main([f"out_dir={tmp_path}", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "\r" not in out and "Writing model shards" not in out and out.startswith("strategy clex")
