@@ -5,6 +5,7 @@ import errno
 import fcntl
 import json
 import os
+import pickle
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,23 +67,59 @@ FORCE_UNSAFE_LOADS = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 
 @contextmanager
 def weights_only_loads():
-    """Every torch.load in the block unpickles tensors and plain containers only. Torch versions differ on
-    whether TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD overrides an explicit weights_only=True (2.6+: it does not), so
-    it is held unset here whatever the version: a planted pickle in a cache or checkpoint never runs."""
-    saved = os.environ.pop(FORCE_UNSAFE_LOADS, None)
+    """Every torch.load in the block unpickles tensors and plain containers only: ``weights_only=True`` is
+    forced on each call (torch's distributed checkpoint reads its non-tensor items with weights_only=False),
+    and TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, which some torch versions let override an explicit True, is held
+    unset whatever the version: a planted pickle in a cache or checkpoint never runs."""
+    import torch
+
+    saved, load = os.environ.pop(FORCE_UNSAFE_LOADS, None), torch.load
+
+    def weights_only(*args, **kwargs):
+        return load(*args, **{**kwargs, "weights_only": True})
+
+    torch.load = weights_only
     try:
         yield
     finally:
+        torch.load = load
         if saved is not None:
             os.environ[FORCE_UNSAFE_LOADS] = saved
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """torch's distributed-checkpoint ``.metadata`` is a pickle (torch reads it with pickle.load): only the
+    classes such a file names are found, so any other global (a planted os.system) fails before it runs."""
+
+    MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+    NAMED = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict")}
+    NAMED |= {("pathlib", name) for name in ("PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath")}
+
+    def find_class(self, module, name):
+        import torch
+
+        dtype = module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        if dtype or (module, name) in self.NAMED or (module in self.MODULES and not name.startswith("__")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
+
+
+def check_sharded_checkpoint(folder, remedy: str):
+    """A sharded (FSDP) checkpoint folder's ``.metadata`` files hold only checkpoint metadata, checked before
+    torch unpickles them; the tensor files are then read weights-only (``weights_only_loads``)."""
+    for path in sorted(Path(folder).glob("*.metadata")):
+        try:
+            with open(path, "rb") as handle:
+                _MetadataUnpickler(handle).load()
+        except Exception as error:  # a planted global, or a truncated file
+            reason = " ".join(str(error).split())[:200]
+            raise ConfigError(f"{path} is not a sharded checkpoint's metadata ({reason}); {remedy}") from None
 
 
 def load_tensors(path, what: str, remedy: str):
     """The one way the project reads a checkpoint or cache file: its tensors and plain containers, never
     its code. A truncated, corrupt or code-holding file is a ConfigError naming it, ``what`` it was read as
     and the ``remedy``."""
-    import pickle
-
     import torch
 
     try:

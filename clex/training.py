@@ -145,6 +145,8 @@ def make_trainer(
 def checkpoint_step(path: Path) -> int:
     """The global step of a Lightning checkpoint: a file, or a directory (FSDP's sharded format)."""
     meta = path / "meta.pt" if path.is_dir() else path
+    if path.is_dir():
+        io.check_sharded_checkpoint(path, "resume=false deletes it and starts this run over")
     checkpoint = io.load_tensors(meta, "a checkpoint", "resume=false deletes it and starts this run over")
     try:
         return int(checkpoint["global_step"])

@@ -75,3 +75,39 @@ def test_a_planted_base_cache_or_checkpoint_is_refused_in_one_line(tmp_path, cap
         assert len(err.splitlines()) == 1 and f"{planted} cannot be read as" in err, err
         assert not (tmp_path / "ran").exists() and not (run_dir / "results.json").exists()
         planted.write_bytes(good)
+
+
+def sharded_checkpoint(folder):
+    """A real distributed-checkpoint folder (torch's own writer, one process) with Lightning's meta.pt."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "assuming the intent is to save in a single process"
+        dcp.save({"model": {"w": torch.randn(3, 4)}, "step": 3}, checkpoint_id=folder, no_dist=True)
+    torch.save({"global_step": 7}, folder / "meta.pt")
+
+
+def test_a_sharded_checkpoints_metadata_is_checked_before_torch_unpickles_it(tmp_path, monkeypatch):
+    from clex.training import checkpoint_step
+
+    monkeypatch.setenv(io.FORCE_UNSAFE_LOADS, "1")
+    sharded_checkpoint(tmp_path / "last.ckpt")
+    assert checkpoint_step(tmp_path / "last.ckpt") == 7  # a genuine one passes the check
+    marker = tmp_path / "pwned"
+    plant(tmp_path / "last.ckpt" / ".metadata", marker)
+    with pytest.raises(ConfigError, match=r"\.metadata is not a sharded checkpoint's metadata .*system is not part"):
+        checkpoint_step(tmp_path / "last.ckpt")
+    assert not marker.exists()
+
+
+def test_every_torch_load_in_the_block_is_weights_only_even_when_it_asks_otherwise(tmp_path, monkeypatch):
+    """torch's distributed checkpoint reads its non-tensor items with torch.load(weights_only=False)."""
+    monkeypatch.setenv(io.FORCE_UNSAFE_LOADS, "1")
+    marker = tmp_path / "pwned"
+    plant(tmp_path / "item.pt", marker)
+    with io.weights_only_loads(), pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / "item.pt", weights_only=False)
+    assert not marker.exists() and os.environ[io.FORCE_UNSAFE_LOADS] == "1"
+    assert torch.load.__module__ == "torch.serialization"  # restored after the block
