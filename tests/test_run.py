@@ -352,7 +352,8 @@ def run_two_cpu_processes(out, trainer, *args):
     return result
 
 
-@pytest.mark.parametrize("trainer,steps,tolerance", [("ddp", 1, 1e-6), ("ddp", 6, 1.5e-3), ("fsdp", 1, 1e-6)])
+# FSDP against one process: through DDP, which test_fsdp_matches_ddp_through_both_stages matches to 1e-5
+@pytest.mark.parametrize("trainer,steps,tolerance", [("ddp", 1, 1e-6), ("ddp", 6, 1.5e-3)])
 @pytest.mark.slow
 def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path, trainer, steps, tolerance):
     """After one step the two agree exactly: same global batch, averaged gradients, same t on both ranks
