@@ -10,6 +10,7 @@ import difflib
 import importlib.util
 import itertools
 import math
+import os
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -213,9 +214,15 @@ def validate(cfg):
     require(cfg.threads is None or cfg.threads >= 1, "threads", "must be >= 1 or null", cfg.threads)
     require(t.lr > 0, "train.lr", "must be > 0", t.lr)
     require(t.ode_lr is None or t.ode_lr > 0, "train.ode_lr", "must be > 0 or null", t.ode_lr)
-    from clex.evaluate import check_options
+    from clex.evaluate import check_options, warn_once
 
     check_options(cfg.eval, eval_lengths(cfg))
+    devices, cores = cfg.trainer.get("devices"), os.cpu_count() or 1
+    if cfg.trainer.get("accelerator") == "cpu" and isinstance(devices, int) and devices > cores:
+        warn_once(
+            f"warning: trainer.devices={devices} starts {devices} CPU processes on {cores} cores: they share the "
+            f"cores and every step waits for the slowest; set trainer.devices at most {cores}"
+        )
     require(
         cfg.data.get("split", "hash") in ("hash", "position"),
         "data.split",

@@ -107,3 +107,24 @@ def test_the_base_cache_deleted_during_stage_1_is_one_line_and_a_rerun_trains_it
     monkeypatch.setattr(training.StopOnNonFinite, "on_train_batch_end", stop)
     assert run.main(args) == 0
     assert list((tmp_path / ".base").glob("*/model.pt"))
+
+
+def test_more_cpu_ranks_than_cores_is_said_once(monkeypatch, caplog):
+    import logging
+    import os
+
+    from clex import evaluate
+    from clex.commands import CONFIG_DIR
+    from clex.config import single_config, validate
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(evaluate, "WARNED", set())
+    cfg = single_config(CONFIG_DIR, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3"])
+    with caplog.at_level(logging.WARNING, logger="clex"):
+        validate(cfg)
+        validate(cfg)
+    said = [m for m in caplog.messages if "trainer.devices=3" in m]
+    assert len(said) == 1 and "on 2 cores" in said[0] and "at most 2" in said[0]
+    caplog.clear()
+    validate(single_config(CONFIG_DIR, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]))
+    assert not [m for m in caplog.messages if "trainer.devices" in m]
