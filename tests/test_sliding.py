@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_llama
 
 from clex.commands import run
 from clex.data.windows import encode_documents
 from clex.evaluate import sequence_nll, sliding_windows
+from tests.conftest import FAST, tiny_llama
 
 
 class Positions:
@@ -88,16 +88,9 @@ def test_a_sliding_window_run_records_its_protocol(tmp_path, capsys):
     args = [
         f"out_dir={tmp_path}",
         "eval.stride=32",
-        "data.max_documents=60",
-        "base.steps=0",
-        "train.steps=1",
-        "model.hidden_size=32",
-        "model.intermediate_size=64",
-        "model.num_layers=1",
-        "model.num_heads=2",
+        *FAST,
         "eval.multipliers=[1,2]",
         "eval.max_tokens=512",
-        "trainer.enable_progress_bar=false",
     ]
     assert run.main(args) == 0
     assert "perplexity: sliding window (window = the evaluation length, stride 32" in capsys.readouterr().out
