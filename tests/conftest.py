@@ -1,3 +1,10 @@
+import os
+
+# Under pytest-xdist (pyproject's addopts: one worker per core) each worker, and every process it starts, keeps to
+# one torch thread: the workers share the cores instead of oversubscribing them. Set before torch is imported.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
@@ -66,3 +73,9 @@ def save_tiny_tokenizer(path):
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>")
     fast.save_pretrained(path)
     return fast
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first (a stable sort, the same on every worker): the quick ones then fill the workers'
+    gaps instead of leaving one worker alone with the longest test at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

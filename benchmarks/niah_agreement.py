@@ -1,0 +1,102 @@
+"""The harness's ``niah_single_1`` against our ``eval=ruler`` ``niah_single`` on one checkpoint, at the same
+prompt lengths: two runs of experiments/run.py (no training, plain RoPE) into a temporary out_dir, then the
+accuracy per length with exact 95% intervals (Clopper-Pearson), side by side in one table.
+
+    python benchmarks/niah_agreement.py MODEL_DIR [--lengths 1024 2048] [--samples 24] [extra overrides...]
+
+MODEL_DIR is a transformers checkpoint with its tokenizer (``model=hf model.path=MODEL_DIR``). The two tasks
+differ by design: the harness's haystack is RULER's repeated noise sentences, its needle a 7-digit number
+asked in other words than it was stated; ours cuts the haystack from the test split and asks with the
+needle's own words (5 digits). Their prompts are not the same, so the two columns are not paired.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from scipy.stats import binomtest
+
+RUN = Path(__file__).resolve().parents[1] / "experiments" / "run.py"
+DEPTHS = (0.0, 0.5, 1.0)  # eval.ruler.depths: our samples per length are trials x depths
+
+
+def run(model_dir, out_dir, name, lengths, overrides):
+    listed = "[" + ",".join(map(str, lengths)) + "]"
+    command = [
+        sys.executable,
+        RUN,
+        "model=hf",
+        f"model.path={model_dir}",
+        "strategy=rope",
+        "train.steps=0",
+        f"out_dir={out_dir}",
+        f"name={name}",
+        f"eval.lengths={listed}",
+        "eval.max_tokens=4096",
+        "trainer.enable_progress_bar=false",
+        *overrides,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{name}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
+    return Path(out_dir) / name
+
+
+def cell(correct: int, n: int) -> str:
+    low, high = binomtest(correct, n).proportion_ci(0.95, method="exact")
+    return f"{correct}/{n} = {correct / n:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])
+    parser.add_argument("--samples", type=int, default=24, help="per length and task (a multiple of 3)")
+    args, overrides = parser.parse_known_args()
+    trials = max(1, args.samples // len(DEPTHS))
+    listed = "[" + ",".join(map(str, args.lengths)) + "]"
+    with tempfile.TemporaryDirectory() as out_dir:
+        harness_dir = run(
+            args.model_dir,
+            out_dir,
+            "harness",
+            args.lengths,
+            [
+                "eval=harness",
+                "eval.harness.tasks=[niah_single_1]",
+                f"eval.harness.lengths={listed}",
+                f"eval.harness.limit={trials * len(DEPTHS)}",
+                *overrides,
+            ],
+        )
+        ruler_dir = run(
+            args.model_dir,
+            out_dir,
+            "ruler",
+            args.lengths,
+            [
+                "eval=ruler",
+                "eval.ruler.tasks=[niah_single]",
+                f"eval.ruler.lengths={listed}",
+                f"eval.ruler.trials={trials}",
+                *overrides,
+            ],
+        )
+        harness = json.loads((harness_dir / "harness.json").read_text())
+        ruler = json.loads((ruler_dir / "ruler.json").read_text())
+    print(f"model {args.model_dir}; plain RoPE, no training; exact 95% intervals; the columns are not paired")
+    print("| length | harness niah_single_1 | ours niah_single |\n|---|---|---|")
+    for length in args.lengths:
+        [row] = [r for r in harness["rows"] if r["length"] == length]
+        n = harness["harness"][f"niah_single_1@{length}"]["n-samples"]["niah_single_1"]["effective"]
+        ours = [r for r in ruler["rows"] if r["length"] == length]
+        ours_n = sum(r["trials"] for r in ours)
+        ours_correct = round(sum(r["accuracy"] * r["trials"] for r in ours))
+        print(f"| {length} | {cell(round(row['score'] * n), n)} | {cell(ours_correct, ours_n)} |")
+
+
+if __name__ == "__main__":
+    main()
