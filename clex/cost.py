@@ -82,9 +82,15 @@ def peak_memory(cfg, max_length: int) -> tuple[float, str]:
 
     t = cfg.train
     saved_layers = not t.gradient_checkpointing
-    training = forward(t.batch_size, t.length, saved_layers) + (
-        0 if saved_layers else t.batch_size * t.length * h * layers * act
+    stages = [(t.batch_size, t.length)] if t.steps else []  # train.steps=0 evaluates only
+    if cfg.model.name != "hf" and cfg.base.steps:  # stage 1, at L0 (a checkpoint has no stage 1)
+        stages.append((cfg.base.batch_size, cfg.model.original_length))
+    training = max(
+        (forward(b, n, saved_layers) + (0 if saved_layers else b * n * h * layers * act) for b, n in stages),
+        default=0,
     )
+    if not stages:  # no gradients and no optimiser moments beside the weights
+        weights /= 4
     eval_batch = max(1, int(cfg.eval.get("tokens_per_batch", 16384)) // max_length)
     chunk = cfg.eval.get("chunk_size") or max_length
     evaluation = forward(eval_batch, min(chunk, max_length), saved=False)

@@ -50,3 +50,18 @@ def test_clex_caps_the_solver_steps_in_the_library():
     clex.build_strategy(
         "clex", rotary_dim=32, base=1e4, original_length=128, max_scale=16, method="dopri5", step_size=1e-9
     )
+
+
+def test_an_evaluation_only_run_is_not_charged_for_training():
+    """train.steps=0 (a checkpoint's evaluation) trains nothing: a long train.length that would not fit in training
+    fits, and the estimate is then the evaluation's, with the weights alone (no gradients, no AdamW moments)."""
+    from clex.commands import CONFIG_DIR
+    from clex.config import single_config
+    from clex.cost import EVAL_REMEDY, peak_memory
+
+    long = ["train.length=100000", "base.steps=0"]
+    trains, _ = peak_memory(single_config(CONFIG_DIR, long), 1024)
+    evaluates, remedy = peak_memory(single_config(CONFIG_DIR, [*long, "train.steps=0"]), 1024)
+    assert remedy == EVAL_REMEDY and evaluates < trains / 50
+    trains_at_1024, _ = peak_memory(single_config(CONFIG_DIR, ["train.length=1024", "base.steps=0"]), 1024)
+    assert evaluates < trains_at_1024
