@@ -38,7 +38,7 @@ from clex.training import (
     set_numerics,
 )
 
-__all__ = ["Prepared", "TrainingDiverged", "prepare", "run_experiment", "run_name"]
+__all__ = ["Prepared", "SharedData", "TrainingDiverged", "prepare", "run_experiment", "run_name"]
 ROTARY_KEYS = ("name", "log_scale", "log_scale_clamp")  # strategy config keys that are not strategy options
 log = logging.getLogger("clex")
 
@@ -97,6 +97,25 @@ def prepare(cfg, load_weights: bool = True, data: LongContextData | None = None)
     rope_strategy = build_rotary_strategy(cfg.strategy, cfg.model, model)
     warn_unexercised(cfg, rope_strategy.original_length, lengths)
     return Prepared(data, model, rope_strategy, lengths, rope_strategy.original_length)
+
+
+class SharedData:
+    """The data of one process's runs: each corpus and tokenizer (``LongContextData.key``) read and tokenised
+    once. ``keep``: how many it holds, the latest first kept (a sweep worker keeps 1; a command's list, all)."""
+
+    def __init__(self, keep: int | None = None):
+        self.keep, self._data = keep, {}
+
+    def prepare(self, cfg, load_weights: bool = True) -> Prepared:
+        key = LongContextData.key(cfg)
+        prepared = prepare(cfg, load_weights, data=self._data.pop(key, None))
+        self._data[key] = prepared.data
+        while self.keep and len(self._data) > self.keep:
+            self._data.pop(next(iter(self._data)))  # the oldest
+        return prepared
+
+    def of(self, cfg) -> LongContextData | None:
+        return self._data.get(LongContextData.key(cfg))
 
 
 def checkpoint_config(model_cfg):
@@ -260,7 +279,7 @@ def run_experiment(
             patch_model(prepared.model, prepared.rope_strategy, **rotary_options(cfg.strategy))
             if cfg.train.steps == 0:  # evaluate as it is (a released checkpoint, or the base with the strategy)
                 log.info("stage 2: train.steps=0, no fine-tuning: evaluating the model as it is")
-                trained = Trained(make_trainer(cfg, 1, run_dir, checkpoints=False, val_every=None), 0.0, 0)
+                trained = Trained(make_trainer(cfg.trainer, 1, run_dir), 0.0, 0)
             else:  # under FSDP the trained weights are gathered into a model built afresh
                 trained = fine_tune(
                     cfg,

@@ -102,12 +102,22 @@ class StderrProgressBar(TQDMProgressBar):
 
 
 def make_trainer(
-    cfg, max_steps: int, root: Path, checkpoints: bool, val_every: int | None, callbacks=(), stage: str = "stage 2"
+    trainer_cfg,
+    max_steps: int,
+    root: Path,
+    grad_clip: float | None = None,
+    checkpoints: bool = False,
+    save_best: bool = False,
+    val_every: int | None = None,
+    callbacks=(),
+    stage: str = "stage 2",
 ):
+    """A Lightning Trainer from the ``trainer`` section (any Trainer keyword); ``checkpoints``: last.ckpt in
+    root/checkpoints at every validation (and best.ckpt when ``save_best``)."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    options = dict(OmegaConf.to_container(cfg.trainer))
+    options = dict(OmegaConf.to_container(trainer_cfg))
     bar = bool(options.pop("enable_progress_bar", True)) and sys.stderr.isatty()  # a log file gets ProgressLine
     callbacks = [StopOnNonFinite(), *callbacks, StderrProgressBar() if bar else ProgressLine(stage)]
     if checkpoints:  # last.ckpt (the latest, at every validation) to resume; the best one on request
@@ -116,7 +126,7 @@ def make_trainer(
                 dirpath=root / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False
             )
         )
-        if cfg.train.get("save_best"):  # a second full copy, with optimiser state
+        if save_best:  # a second full copy, with optimiser state
             callbacks.append(
                 ModelCheckpoint(dirpath=root / "checkpoints", filename="best", monitor="val/loss", save_top_k=1)
             )
@@ -135,7 +145,7 @@ def make_trainer(
         num_sanity_val_steps=0,
         val_check_interval=val_every,
         limit_val_batches=None if val_every else 0,
-        gradient_clip_val=cfg.train.grad_clip,
+        gradient_clip_val=grad_clip,
         enable_model_summary=False,
         enable_progress_bar=bar,
         **options,
@@ -213,7 +223,7 @@ def _pretrain_base(cfg, prepared, root: Path) -> dict:
     optim = optimiser_settings(OmegaConf.merge({"weight_decay": cfg.train.weight_decay, "betas": cfg.train.betas}, b))
     module = LongContextLM(prepared.model, optim, cfg.sampler, seed=cfg.seed)
     start = time.time()
-    trainer = make_trainer(cfg, b.steps, root, checkpoints=False, val_every=None, stage="stage 1")
+    trainer = make_trainer(cfg.trainer, b.steps, root, grad_clip=cfg.train.grad_clip, stage="stage 1")
     windows = FitWindows(L0, b.batch_size, train=b.steps * b.batch_size * trainer.world_size, seed=cfg.seed + 1)
     data = prepared.data.for_fit(windows)
     trainer.fit(module, datamodule=data)
@@ -315,7 +325,14 @@ def fine_tune(cfg, prepared, run_dir: Path, callbacks=(), rebuild=None) -> Train
         resume_from, done_steps = str(twin[0] / "checkpoints" / "last.ckpt"), t.steps
     start = time.time()
     trainer = make_trainer(
-        cfg, t.steps, run_dir, checkpoints=True, val_every=min(t.val_every, t.steps), callbacks=callbacks
+        cfg.trainer,
+        t.steps,
+        run_dir,
+        grad_clip=t.grad_clip,
+        checkpoints=True,
+        save_best=bool(t.get("save_best")),
+        val_every=min(t.val_every, t.steps),
+        callbacks=callbacks,
     )
     # item i of the training windows is fixed; under DDP each rank takes every world_size-th batch item,
     # so a global batch is the same items whatever the number of processes

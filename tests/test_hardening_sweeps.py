@@ -45,7 +45,7 @@ def instant_runs(monkeypatch):
         }
 
     monkeypatch.setattr(experiment, "run_experiment", run)
-    monkeypatch.setattr(experiment, "prepare", lambda cfg, data=None: SimpleNamespace(data=data))
+    monkeypatch.setattr(experiment, "prepare", lambda cfg, load_weights=True, data=None: SimpleNamespace(data=data))
 
 
 def trials(tmp_path):

@@ -403,7 +403,7 @@ def test_a_worker_stops_after_consecutive_failures(tmp_path, monkeypatch):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(experiment, "run_experiment", broken)
-    monkeypatch.setattr(experiment, "prepare", lambda cfg, data=None: SimpleNamespace(data=data))
+    monkeypatch.setattr(experiment, "prepare", lambda cfg, load_weights=True, data=None: SimpleNamespace(data=data))
     with pytest.raises(TooManyFailures, match="the last 3 trials failed .* out of memory"):
         worker.run_worker(in_process_sweep(tmp_path, n_trials=10, max_failures=3), CONFIG_DIR, tmp_path)
     assert [t.state for t in load_unit(tmp_path).get_trials()] == [TrialState.FAIL] * 3
@@ -432,7 +432,7 @@ def test_a_live_worker_declared_dead_says_so_and_goes_on(tmp_path, monkeypatch, 
         }
 
     monkeypatch.setattr(experiment, "run_experiment", slow_run)
-    monkeypatch.setattr(experiment, "prepare", lambda cfg, data=None: SimpleNamespace(data=data))
+    monkeypatch.setattr(experiment, "prepare", lambda cfg, load_weights=True, data=None: SimpleNamespace(data=data))
     study, _ = study.open_study(in_process_sweep(tmp_path), tmp_path)
     trial = study.ask()
     assert worker.run_trial(study, trial, in_process_sweep(tmp_path), CONFIG_DIR, ranks.TrialChannel()) is None
@@ -459,7 +459,7 @@ def test_a_failed_grid_point_is_run_again_not_skipped(tmp_path, monkeypatch):
         }
 
     monkeypatch.setattr(experiment, "run_experiment", flaky)
-    monkeypatch.setattr(experiment, "prepare", lambda cfg, data=None: SimpleNamespace(data=data))
+    monkeypatch.setattr(experiment, "prepare", lambda cfg, load_weights=True, data=None: SimpleNamespace(data=data))
     sweep = in_process_sweep(tmp_path, n_trials=3, sampler="grid")
     sweep["space"] = {"strategy.amplification": {"type": "categorical", "choices": [1.0, 2.0, 3.0]}}
     worker.run_worker(sweep, CONFIG_DIR, tmp_path)

@@ -135,21 +135,19 @@ def main(argv=None) -> int:
             print("\n---\n".join(OmegaConf.to_yaml(cfg, resolve=True) for cfg in configs))
             return 0
         quiet_libraries()
-        from clex.data.module import LongContextData
-        from clex.experiment import TrainingDiverged, prepare, run_experiment
+        from clex.experiment import SharedData, TrainingDiverged, run_experiment
         from clex.report import comparison_dir, write_comparison
         from clex.results import format_table
 
-        data = {}  # the runs of one corpus and tokenizer read and tokenise it once
+        shared = SharedData()  # the runs of one corpus and tokenizer read and tokenise it once
         for cfg in configs:  # every config is checked before the first run starts
-            key = LongContextData.key(cfg)
-            data[key] = prepare(cfg, load_weights=False, data=data.get(key)).data
+            shared.prepare(cfg, load_weights=False)
     except ConfigError as error:
         return fail(error)
     results = []
     for cfg in configs:
         try:
-            result = run_experiment(cfg, data=data[LongContextData.key(cfg)])
+            result = run_experiment(cfg, data=shared.of(cfg))
         except ConfigError as error:
             return fail(error)
         except TrainingDiverged as error:

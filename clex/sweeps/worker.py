@@ -1,6 +1,7 @@
 """The worker loop: asks for trials until the study has its count, runs each (``study.seeds``
 experiments) in-process through the same code path as experiments/run.py, and tells Optuna."""
 
+import functools
 import math
 import time
 from contextlib import nullcontext
@@ -64,18 +65,16 @@ def pruning(sweep: dict) -> bool:
     return len(sweep["study"]["objectives"]) == 1 and sweep["study"]["pruner"] != "none"
 
 
-_DATA = {}  # the last data a worker read: its trials of one corpus and tokenizer read and tokenise it once
+@functools.cache
+def shared_data():
+    """The last data this worker read: its trials of one corpus and tokenizer read and tokenise it once."""
+    from clex.experiment import SharedData
+
+    return SharedData(keep=1)
 
 
 def prepared(cfg):
-    from clex.data.module import LongContextData
-    from clex.experiment import prepare
-
-    key = LongContextData.key(cfg)
-    result = prepare(cfg, data=_DATA.get(key))
-    _DATA.clear()
-    _DATA[key] = result.data
-    return result
+    return shared_data().prepare(cfg)
 
 
 def follow_rank_zero(sweep: dict, config_dir: ConfigDirs, channel: TrialChannel) -> int:
