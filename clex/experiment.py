@@ -17,6 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from clex import io
+from clex.callbacks import TrainingDiverged
 from clex.checkpoint import official_clex
 from clex.config import eval_lengths, validate
 from clex.data.module import LongContextData
@@ -30,7 +31,6 @@ from clex.rotary import patch_model, rotary_settings
 from clex.strategies import build_strategy
 from clex.training import (
     Trained,
-    TrainingDiverged,
     drop_optimizer_state,
     fine_tune,
     make_trainer,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import OmegaConf
 
 from clex import distributed, io
+from clex.callbacks import ProgressLine, StderrProgressBar, StopOnNonFinite
 from clex.data.module import FitWindows
 from clex.identity import config_hash, training_identity
 from clex.lit import LongContextLM
@@ -28,17 +28,6 @@ from clex.strategies import build_strategy
 log = logging.getLogger("clex")
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
-
-
-class StopOnNonFinite(L.Callback):
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"training loss became {loss.item()} at step {trainer.global_step}")
-
-
 def set_numerics(cfg):
     """``threads`` fixes torch's intra-op thread count; ``deterministic`` turns on torch's deterministic
     algorithms (and fixes threads at 1 unless ``threads`` says otherwise)."""
@@ -46,59 +35,6 @@ def set_numerics(cfg):
     if threads:
         torch.set_num_threads(int(threads))
     torch.use_deterministic_algorithms(bool(cfg.get("deterministic")))
-
-
-class ProgressLine(L.Callback):
-    """One line every ``interval`` seconds (and at the end) where no progress bar shows: logs, CI and
-    SLURM jobs, whose stdout is not a terminal."""
-
-    def __init__(self, stage: str, interval: float = 30.0):
-        self.stage, self.interval = stage, interval
-
-    def on_train_start(self, trainer, module):
-        self.start = self.last = time.time()
-        self.first_step = trainer.global_step
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        now, step = time.time(), trainer.global_step
-        if now - self.last < self.interval and step < trainer.max_steps:
-            return
-        self.last = now
-        done = max(step - self.first_step, 1)
-        left = (now - self.start) / done * (trainer.max_steps - step)
-        loss = trainer.callback_metrics.get("train/loss")
-        log.info(
-            "%s: step %d/%d, loss %s, %.0f s so far, about %.0f s left",
-            self.stage,
-            step,
-            trainer.max_steps,
-            "-" if loss is None else f"{float(loss):.4f}",
-            now - self.start,
-            left,
-        )
-
-
-class StderrProgressBar(TQDMProgressBar):
-    """Lightning's bar on stderr (it writes to stdout): a piped stdout holds the results table only."""
-
-    def _on_stderr(self, make):
-        with contextlib.redirect_stdout(sys.stderr):
-            return make()
-
-    def init_sanity_tqdm(self):
-        return self._on_stderr(super().init_sanity_tqdm)
-
-    def init_train_tqdm(self):
-        return self._on_stderr(super().init_train_tqdm)
-
-    def init_validation_tqdm(self):
-        return self._on_stderr(super().init_validation_tqdm)
-
-    def init_predict_tqdm(self):
-        return self._on_stderr(super().init_predict_tqdm)
-
-    def init_test_tqdm(self):
-        return self._on_stderr(super().init_test_tqdm)
 
 
 def make_trainer(

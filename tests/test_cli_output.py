@@ -241,7 +241,7 @@ def test_summary_reports_the_target_the_last_worker_was_given(tmp_path, monkeypa
 
 
 def test_the_progress_bar_writes_to_stderr_and_stdout_keeps_the_table(tmp_path, capsys):
-    from clex.training import StderrProgressBar
+    from clex.callbacks import StderrProgressBar
 
     bar = StderrProgressBar().init_train_tqdm()
     bar.update(1)

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from clex import training
+from clex import callbacks
 from clex.commands import run
 from tests.conftest import FAST
 
@@ -93,7 +93,7 @@ def test_a_full_disk_in_torch_save_is_one_line_and_the_next_run_resumes(tmp_path
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # TensorBoard's writer thread
 def test_the_base_cache_deleted_during_stage_1_is_one_line_and_a_rerun_trains_it(tmp_path, capsys, monkeypatch):
-    stop = training.StopOnNonFinite.on_train_batch_end
+    stop = callbacks.StopOnNonFinite.on_train_batch_end
 
     def delete_the_cache(self, trainer, module, outputs, batch, batch_idx):
         if batch_idx == 1 and (tmp_path / ".base").exists():
@@ -101,10 +101,10 @@ def test_the_base_cache_deleted_during_stage_1_is_one_line_and_a_rerun_trains_it
         return stop(self, trainer, module, outputs, batch, batch_idx)
 
     args = [f"out_dir={tmp_path}", "name=r", *FAST, "base.steps=3", "trainer.log_every_n_steps=1"]
-    monkeypatch.setattr(training.StopOnNonFinite, "on_train_batch_end", delete_the_cache)
+    monkeypatch.setattr(callbacks.StopOnNonFinite, "on_train_batch_end", delete_the_cache)
     assert run.main(args) == 2
     assert "vanished" in only_line(capsys)
-    monkeypatch.setattr(training.StopOnNonFinite, "on_train_batch_end", stop)
+    monkeypatch.setattr(callbacks.StopOnNonFinite, "on_train_batch_end", stop)
     assert run.main(args) == 0
     assert list((tmp_path / ".base").glob("*/model.pt"))
 
