@@ -2,7 +2,7 @@
 prompt lengths: two runs of experiments/run.py (no training, plain RoPE) into a temporary out_dir, then the
 accuracy per length with exact 95% intervals (Clopper-Pearson), side by side in one table.
 
-    python benchmarks/niah_agreement.py MODEL_DIR [--lengths 1024 2048] [--samples 24] [extra overrides...]
+    python benchmarks/niah_agreement.py MODEL_DIR_OR_GGUF [--lengths 1024,2048] [--samples 24] [overrides...]
 
 MODEL_DIR is a transformers checkpoint with its tokenizer (``model=hf model.path=MODEL_DIR``), or a GGUF file
 (llama.cpp's format; needs ``pip install gguf``), de-quantized by transformers into a float32 checkpoint in the
@@ -71,7 +71,7 @@ def cell(correct: int, n: int) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])
+    parser.add_argument("--lengths", type=lambda text: [int(n) for n in text.split(",")], default=[1024, 2048])
     parser.add_argument("--samples", type=int, default=24, help="per length and task (a multiple of 3)")
     args, overrides = parser.parse_known_args()
     trials = max(1, args.samples // len(DEPTHS))
@@ -112,11 +112,20 @@ def main():
     print("| length | harness niah_single_1 | ours niah_single |\n|---|---|---|")
     for length in args.lengths:
         [row] = [r for r in harness["rows"] if r["length"] == length]
-        n = harness["harness"][f"niah_single_1@{length}"]["n-samples"]["niah_single_1"]["effective"]
-        ours = [r for r in ruler["rows"] if r["length"] == length]
+        if row["skipped"]:
+            theirs = f"skipped: {row['skipped']}"
+        else:
+            n = harness["harness"][f"niah_single_1@{length}"]["n-samples"]["niah_single_1"]["effective"]
+            theirs = cell(round(row["score"] * n), n)
+        ours = [r for r in ruler["rows"] if r["length"] == length and r["accuracy"] is not None]
         ours_n = sum(r["trials"] for r in ours)
         ours_correct = round(sum(r["accuracy"] * r["trials"] for r in ours))
-        print(f"| {length} | {cell(round(row['score'] * n), n)} | {cell(ours_correct, ours_n)} |")
+        mine = (
+            cell(ours_correct, ours_n)
+            if ours_n
+            else "skipped: " + "; ".join(r["skipped"] for r in ruler["rows"] if r["length"] == length)
+        )
+        print(f"| {length} | {theirs} | {mine} |")
 
 
 if __name__ == "__main__":

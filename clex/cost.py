@@ -1,8 +1,9 @@
 """What a config costs, checked before anything runs: an estimate of the peak memory of one process (the
-weights with their gradients and AdamW state, plus the larger of a training step's activations at
-train.length and an evaluation forward at the longest length), from the model's width, layers, heads and
-vocabulary, the batch, the lengths, the precision and the attention implementation. A config whose estimate
-exceeds the memory of this machine (or of one GPU) is refused in one line instead of exhausting it.
+weights with their gradients and AdamW state, plus the largest of a training step's activations in stage 2 at
+train.length, in stage 1 at L0, and an evaluation forward at the longest length; a run that trains nothing,
+train.steps=0 with no stage 1, is charged its whole weights alone and the evaluation), from the model's width,
+layers, heads and vocabulary, the batch, the lengths, the precision and the attention implementation. A config
+whose estimate exceeds the memory of this machine (or of one GPU) is refused in one line instead of exhausting it.
 
 Measured against the peak (max RSS, /usr/bin/time) of real CPU runs of the default tiny-llama (float32, 2 steps,
 eval at L) the estimate was 0.97-1.63 x the measured peak: L=1024 x 16: 1.64 GiB estimated / 1.66 measured;
@@ -20,6 +21,7 @@ from clex.registry import ConfigError
 GiB = 2**30
 PROCESS_BYTES = 0.6 * GiB  # python, torch, transformers and Lightning themselves
 TRAIN_REMEDY = "train.length or train.batch_size (or train.gradient_checkpointing=true)"
+BASE_REMEDY = "model.original_length or base.batch_size (stage 1, the base pre-training at L0)"
 EVAL_REMEDY = "the longest of eval.lengths / eval.multipliers (or set eval.chunk_size)"
 
 
@@ -81,21 +83,21 @@ def peak_memory(cfg, max_length: int) -> tuple[float, str]:
         return per_layer * (layers + 1 if saved else 2) + logits
 
     t = cfg.train
-    saved_layers = not t.gradient_checkpointing
-    stages = [(t.batch_size, t.length)] if t.steps else []  # train.steps=0 evaluates only
-    if cfg.model.name != "hf" and cfg.base.steps:  # stage 1, at L0 (a checkpoint has no stage 1)
-        stages.append((cfg.base.batch_size, cfg.model.original_length))
-    training = max(
-        (forward(b, n, saved_layers) + (0 if saved_layers else b * n * h * layers * act) for b, n in stages),
-        default=0,
-    )
-    if not stages:  # no gradients and no optimiser moments beside the weights
-        weights /= 4
+    stages = []  # (activation bytes of one training step, the keys to lower for it)
+    if t.steps:  # stage 2; train.steps=0 evaluates only
+        saved = not t.gradient_checkpointing  # checkpointing keeps each layer's input only
+        stage2 = forward(t.batch_size, t.length, saved) + (0 if saved else t.batch_size * t.length * h * layers * act)
+        stages.append((stage2, TRAIN_REMEDY))
+    if cfg.model.name != "hf" and cfg.base.steps:  # stage 1 at L0, never checkpointed (a checkpoint has none)
+        stages.append((forward(cfg.base.batch_size, cfg.model.original_length, True), BASE_REMEDY))
+    training, remedy = max(stages, key=lambda stage: stage[0], default=(0, TRAIN_REMEDY))
+    if not stages:  # nothing is fitted, so nothing is sharded: the whole weights, without gradients or moments
+        weights = weight * parameters
     eval_batch = max(1, int(cfg.eval.get("tokens_per_batch", 16384)) // max_length)
     chunk = cfg.eval.get("chunk_size") or max_length
     evaluation = forward(eval_batch, min(chunk, max_length), saved=False)
     if training >= evaluation:
-        return PROCESS_BYTES + weights + training, TRAIN_REMEDY
+        return PROCESS_BYTES + weights + training, remedy
     return PROCESS_BYTES + weights + evaluation, EVAL_REMEDY
 
 
@@ -140,8 +142,10 @@ def check_cost(cfg, max_length: int):
     need, lower = peak_memory(cfg, max_length)
     have, where = available_memory(cfg)
     if need > have:
-        key = "train.length" if lower == TRAIN_REMEDY else "eval.lengths"
-        value = cfg.train.length if key == "train.length" else max_length
+        key, value = {
+            TRAIN_REMEDY: ("train.length", cfg.train.length),
+            BASE_REMEDY: ("model.original_length", cfg.model.get("original_length")),
+        }.get(lower, ("eval.lengths", max_length))
         raise ConfigError(
             f"{key}={value}: this config needs an estimated {need / GiB:.1f} GiB of memory at its peak, "
             f"more than the {have / GiB:.1f} GiB of {where}; lower {lower}"

@@ -101,15 +101,17 @@ def prepare(cfg, load_weights: bool = True, data: LongContextData | None = None)
 
 class SharedData:
     """The data of one process's runs: each corpus and tokenizer (``LongContextData.key``) read and tokenised
-    once. ``keep``: how many it holds, the latest first kept (a sweep worker keeps 1; a command's list, all)."""
+    once. ``keep``: how many it holds, the oldest dropped first (a sweep worker keeps 1; None, a command's list:
+    all)."""
 
     def __init__(self, keep: int | None = None):
         self.keep, self._data = keep, {}
 
     def prepare(self, cfg, load_weights: bool = True) -> Prepared:
         key = LongContextData.key(cfg)
-        prepared = prepare(cfg, load_weights, data=self._data.pop(key, None))
-        self._data[key] = prepared.data
+        prepared = prepare(cfg, load_weights, data=self._data.get(key))  # a refused config keeps the cache
+        self._data.pop(key, None)
+        self._data[key] = prepared.data  # the newest last
         while self.keep and len(self._data) > self.keep:
             self._data.pop(next(iter(self._data)))  # the oldest
         return prepared

@@ -1,7 +1,8 @@
 import os
 
-# Under pytest-xdist (pyproject's addopts: one worker per core) each worker, and every process it starts, keeps to
-# one torch thread: the workers share the cores instead of oversubscribing them. Set before torch is imported.
+# Under pytest-xdist (pyproject's addopts: one worker per core this process may use) each worker, and every process
+# it starts, keeps to one torch thread: the workers share the cores instead of oversubscribing them. Set before torch
+# is imported.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -79,3 +80,8 @@ def pytest_collection_modifyitems(items):
     """The slow tests first (a stable sort, the same on every worker): the quick ones then fill the workers'
     gaps instead of leaving one worker alone with the longest test at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: the cores this process may use (a SLURM slot or a container's cpuset), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -74,3 +74,34 @@ def test_the_key_separates_what_changes_the_data():
     assert LongContextData.key(base) == LongContextData.key(OmegaConf.merge(base, {"seed": 3}))
     assert LongContextData.key(base) != LongContextData.key(other)
     assert np.int32 == ByteTokenizer().encode("a").dtype
+
+
+def test_shared_data_reuses_a_key_drops_the_oldest_and_keeps_its_cache_when_a_config_is_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    from clex import experiment
+    from clex.registry import ConfigError
+
+    given = []
+
+    def fake_prepare(cfg, load_weights=True, data=None):
+        given.append(data)
+        if cfg.get("refuse"):
+            raise ConfigError("refused")
+        return SimpleNamespace(data=data or f"read {cfg.data.name}")
+
+    monkeypatch.setattr(experiment, "prepare", fake_prepare)
+
+    def cfg(name, **extra):
+        return OmegaConf.create({"data": {"name": name}, "model": {"name": "m"}, "out_dir": "runs", **extra})
+
+    shared = experiment.SharedData(keep=1)
+    assert shared.prepare(cfg("a")).data == "read a" and shared.prepare(cfg("a")).data == "read a"
+    assert given == [None, "read a"]  # the second run of corpus a did not read it again
+    try:
+        shared.prepare(cfg("a", refuse=True))
+    except ConfigError:
+        pass
+    assert shared.of(cfg("a")) == "read a"  # a refused config keeps the cache
+    shared.prepare(cfg("b"))
+    assert shared.of(cfg("a")) is None and shared.of(cfg("b")) == "read b"  # keep=1: the oldest dropped

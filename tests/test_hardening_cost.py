@@ -17,6 +17,7 @@ from clex.registry import ConfigError
             "strategy.step_size=1e-09, strategy.max_step_t=1: the ODE solve",
         ),
         (["eval.lengths=[128,4000000]"], "eval.lengths=4000000: this config needs an estimated "),
+        (["model.original_length=60000", "train.steps=0"], "model.original_length=60000: this config needs an "),
     ],
 )
 def test_a_config_that_cannot_fit_is_refused_in_one_line_within_seconds(tmp_path, capsys, args, message):
@@ -65,3 +66,23 @@ def test_an_evaluation_only_run_is_not_charged_for_training():
     assert remedy == EVAL_REMEDY and evaluates < trains / 50
     trains_at_1024, _ = peak_memory(single_config(CONFIG_DIR, ["train.length=1024", "base.steps=0"]), 1024)
     assert evaluates < trains_at_1024
+
+
+def test_stage_one_is_charged_without_checkpointing_and_an_unsharded_evaluation_with_its_whole_weights():
+    """Stage 1 never checkpoints its activations (train.gradient_checkpointing is stage 2's), so a stage 1 that is
+    the peak costs the same either way; a run that fits nothing shards nothing, so FSDP ranks do not divide it."""
+    from clex.commands import CONFIG_DIR
+    from clex.config import single_config
+    from clex.cost import BASE_REMEDY, peak_memory
+
+    base_peak = ["model.original_length=4096", "base.batch_size=4", "train.length=128", "train.batch_size=1"]
+    plain, remedy = peak_memory(single_config(CONFIG_DIR, base_peak), 128)
+    checkpointed, _ = peak_memory(single_config(CONFIG_DIR, [*base_peak, "train.gradient_checkpointing=true"]), 128)
+    assert remedy == BASE_REMEDY and checkpointed == plain
+
+    def fsdp(devices, *extra):
+        args = ["trainer=fsdp", f"trainer.devices={devices}", "trainer.accelerator=cpu", "base.steps=0", *extra]
+        return peak_memory(single_config(CONFIG_DIR, args), 128)[0]
+
+    assert fsdp(8, "train.steps=0") == fsdp(1, "train.steps=0")
+    assert fsdp(8) < fsdp(1)  # training shards the weights, gradients and moments over the ranks

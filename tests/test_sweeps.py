@@ -271,11 +271,18 @@ def test_a_ddp_worker_asks_optuna_on_rank_zero_only(tmp_path):
 
 
 def free_port() -> int:
+    """A port free together with the next one (the trial channel's store listens on MASTER_PORT + 1)."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
 
 
 @pytest.mark.slow

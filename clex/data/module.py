@@ -49,7 +49,8 @@ class LongContextData(L.LightningDataModule):
 
     @staticmethod
     def key(cfg) -> str:
-        """What decides a run's data: runs of one command with the same key share one LongContextData."""
+        """What decides a run's data: the runs of one command, or a sweep worker's trials, with the same key share
+        one LongContextData."""
         tokenizer = {"model": cfg.model.name, "path": cfg.model.get("path"), "cache": str(cfg.out_dir)}
         return json.dumps([OmegaConf.to_container(cfg.data, resolve=True), tokenizer], sort_keys=True, default=str)
 
