@@ -2,10 +2,8 @@
 Lightning -> perplexity against length -> runs/<name>/results.json. Shared by experiments/run.py and
 the sweeps, which call ``run_experiment`` in-process."""
 
-import contextlib
-import json
+import functools
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -13,21 +11,21 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from clex import io
 from clex.callbacks import TrainingDiverged
 from clex.checkpoint import official_clex
-from clex.config import eval_lengths, validate
+from clex.config import eval_lengths, stage_one_section, validate
 from clex.data.module import LongContextData
-from clex.identity import config_hash, run_identity
+from clex.identity import base_key, training_identity
 from clex.models import build_model, checkpoint_dir
 from clex.models.hf import check_checkpoint
 from clex.pretrained import load_strategy_weights
 from clex.registry import ConfigError, require
 from clex.results import write_results
 from clex.rotary import patch_model, rotary_settings
+from clex.run_folder import check_folder, check_writable, finished_results, run_lock, run_name
 from clex.strategies import build_strategy
 from clex.training import (
     Trained,
@@ -36,6 +34,7 @@ from clex.training import (
     make_trainer,
     pretrain_base,
     set_numerics,
+    starting_point,
 )
 
 __all__ = ["Prepared", "SharedData", "TrainingDiverged", "prepare", "run_experiment", "run_name"]
@@ -185,67 +184,6 @@ def build_patched_model(cfg, tokenizer):
     return patch_model(model, build_rotary_strategy(cfg.strategy, cfg.model, model), **rotary_options(cfg.strategy))
 
 
-def run_name(cfg) -> str:
-    if cfg.name:
-        return str(cfg.name)
-    content = run_identity(OmegaConf.to_container(cfg, resolve=True))
-    return f"{cfg.choices.strategy}-{cfg.choices.model}-L{cfg.train.length}-{config_hash(content)}"
-
-
-def finished_results(cfg, run_dir: Path) -> dict | None:
-    """A finished run of this exact config (rerunning a comma list skips what is done)."""
-    path = run_dir / "results.json"
-    if not (cfg.resume and path.is_file()):
-        return None
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    same = run_identity(results.get("config") or {}) == run_identity(OmegaConf.to_container(cfg, resolve=True))
-    return results if same else None
-
-
-def run_lock(run_dir: Path, wait: bool):
-    """Rank 0 holds the run folder while it runs (the ranks Lightning or srun starts share it)."""
-    if any(os.environ.get(key, "0") != "0" for key in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")):
-        return contextlib.nullcontext()
-    return io.exclusive(run_dir / ".lock", f"run folder {run_dir}", wait=wait)
-
-
-def check_folder(cfg, run_dir: Path):
-    """A folder that holds another config's run (``name=`` reused) is not resumed into this one."""
-    saved = run_dir / "config.yaml"
-    if saved.is_file() and cfg.resume:
-        try:
-            config = OmegaConf.to_container(OmegaConf.load(saved))
-            if not isinstance(config, dict):
-                raise ValueError(f"a YAML {type(config).__name__}, not a mapping")
-        except (OSError, ValueError, yaml.YAMLError) as error:  # cut short, or a tag (never constructed)
-            raise ConfigError(
-                f"{saved} is damaged ({' '.join(str(error).split())[:160]}), so this folder cannot be checked to "
-                "hold this config; restore it, give another name=, or resume=false to replace the run"
-            ) from None
-        if run_identity(config) != run_identity(OmegaConf.to_container(cfg, resolve=True)):
-            raise ConfigError(
-                f"{run_dir} holds a run of another config (its config.yaml differs); give another "
-                "name=, or resume=false to replace it"
-            )
-
-
-def check_writable(out_dir: Path):
-    """out_dir must be (or be creatable as) a folder this process can write in: not a file, not under a
-    read-only mount or /proc. Checked without writing anything: the nearest existing folder's permissions."""
-    existing = out_dir.resolve()
-    while not existing.exists():
-        existing = existing.parent
-    writable = (
-        existing.is_dir() and os.access(existing, os.W_OK | os.X_OK) and not str(existing).startswith(("/proc", "/sys"))
-    )  # pseudo filesystems
-    if writable:
-        writable = os.statvfs(existing).f_flag & os.ST_RDONLY == 0
-    require(writable, "out_dir", f"must be a folder this process can write in ({existing} is not)", str(out_dir))
-
-
 def run_experiment(
     cfg: DictConfig, prepared: Prepared | None = None, callbacks=(), wait: bool = False, data=None
 ) -> dict | None:
@@ -277,16 +215,26 @@ def run_experiment(
             io.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             set_numerics(cfg)
             L.seed_everything(cfg.seed, workers=True, verbose=False)
-            base = pretrain_base(cfg, prepared) if cfg.model.name != "hf" and cfg.base.steps > 0 else None
+            base = None
+            if cfg.model.name != "hf" and cfg.base.steps > 0:
+                cache = Path(cfg.out_dir) / ".base" / base_key(cfg, prepared.corpus.fingerprint)
+                rebuild = functools.partial(build_model, cfg.model, prepared.tokenizer)
+                base = pretrain_base(prepared, cache, stage_one_section(cfg), cfg.trainer, cfg.seed, rebuild)
             patch_model(prepared.model, prepared.rope_strategy, **rotary_options(cfg.strategy))
             if cfg.train.steps == 0:  # evaluate as it is (a released checkpoint, or the base with the strategy)
                 log.info("stage 2: train.steps=0, no fine-tuning: evaluating the model as it is")
                 trained = Trained(make_trainer(cfg.trainer, 1, run_dir), 0.0, 0)
             else:  # under FSDP the trained weights are gathered into a model built afresh
+                identity = training_identity(OmegaConf.to_container(cfg, resolve=True))
+                start = starting_point(run_dir, cfg.resume, Path(cfg.out_dir), identity, cfg.train.steps)
                 trained = fine_tune(
-                    cfg,
                     prepared,
                     run_dir,
+                    cfg.train,
+                    cfg.sampler,
+                    cfg.trainer,
+                    cfg.seed,
+                    start,
                     callbacks,
                     rebuild=lambda: build_patched_model(cfg, prepared.tokenizer),
                 )

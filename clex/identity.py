@@ -8,6 +8,8 @@ A run's identity is its resolved config without the keys that only say where and
 import hashlib
 import json
 
+from omegaconf import OmegaConf
+
 WHERE_NOT_WHAT = ("name", "out_dir", "choices", "resume", "compare")  # top-level keys outside a run's identity
 
 
@@ -45,3 +47,20 @@ def variant_config(config: dict) -> dict:
 def variant_id(config: dict) -> str:
     """A short hash of everything in the resolved config that is not a seed or a path."""
     return config_hash(variant_config(config))
+
+
+def base_key(cfg, corpus_fingerprint) -> str:
+    """Stage 1's cache key (out_dir/.base/<key>): what the base model's training reads, so every strategy and
+    L of one model, data, seed and numerics shares one base."""
+    return config_hash(
+        {
+            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            "base": OmegaConf.to_container(cfg.base),
+            "data": OmegaConf.to_container(cfg.data),
+            "corpus": corpus_fingerprint,
+            "seed": cfg.seed,
+            "precision": str(cfg.trainer.get("precision")),
+            "version": 1,
+            "world": [str(cfg.trainer.get(k)) for k in ("strategy", "devices", "num_nodes")],
+        }
+    )

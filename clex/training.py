@@ -18,9 +18,8 @@ from omegaconf import OmegaConf
 from clex import distributed, io
 from clex.callbacks import ProgressLine, StderrProgressBar, StopOnNonFinite
 from clex.data.module import FitWindows
-from clex.identity import config_hash, training_identity
+from clex.identity import training_identity
 from clex.lit import LongContextLM
-from clex.models import build_model
 from clex.registry import ConfigError
 from clex.rotary import patch_model, rotary_settings
 from clex.strategies import build_strategy
@@ -116,31 +115,17 @@ def optimiser_settings(section, ode_lr=None):
     )
 
 
-def base_key(cfg, prepared) -> str:
-    return config_hash(
-        {
-            "model": OmegaConf.to_container(cfg.model, resolve=True),
-            "base": OmegaConf.to_container(cfg.base),
-            "data": OmegaConf.to_container(cfg.data),
-            "corpus": prepared.corpus.fingerprint,
-            "seed": cfg.seed,
-            "precision": str(cfg.trainer.get("precision")),
-            "version": 1,
-            "world": [str(cfg.trainer.get(k)) for k in ("strategy", "devices", "num_nodes")],
-        }
-    )
-
-
-def pretrain_base(cfg, prepared) -> dict:
-    """Stage 1: plain RoPE at L0, cached under out_dir/.base/<hash of its settings> and reused. Two
-    processes that need the same base (parallel sweep workers) train it once: the second waits."""
-    root = Path(cfg.out_dir) / ".base" / base_key(cfg, prepared)
+def pretrain_base(prepared, root: Path, base, trainer_cfg, seed: int, rebuild) -> dict:
+    """Stage 1: plain RoPE at L0, cached in ``root`` (out_dir/.base/<identity.base_key>) and reused. ``base``: the
+    stage's section with its optimiser defaults (config.stage_one_section); ``rebuild``: a fresh model of the same
+    structure (FSDP gathers the trained weights into it). Two processes that need the same base (parallel sweep
+    workers) train it once: the second waits."""
     rank_zero = all(os.environ.get(key, "0") == "0" for key in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
     with io.exclusive(root / ".lock", f"base model {root}", wait=True) if rank_zero else contextlib.nullcontext():
-        return _pretrain_base(cfg, prepared, root)
+        return _pretrain_base(prepared, root, base, trainer_cfg, seed, rebuild)
 
 
-def _pretrain_base(cfg, prepared, root: Path) -> dict:
+def _pretrain_base(prepared, root: Path, base, trainer_cfg, seed: int, rebuild) -> dict:
     weights, info_path = root / "model.pt", root / "base.json"
     if weights.is_file() and info_path.is_file():
         prepared.model.load_state_dict(
@@ -149,26 +134,23 @@ def _pretrain_base(cfg, prepared, root: Path) -> dict:
         info = json.loads(info_path.read_text())
         log.info("stage 1: reusing the cached base model %s", root)
         return {**info, "cached": True, "path": str(root)}
-    L0, b = prepared.original_length, cfg.base
-    log.info("stage 1: pre-training the base model with plain RoPE at L0=%d for %d steps", L0, b.steps)
+    L0 = prepared.original_length
+    log.info("stage 1: pre-training the base model with plain RoPE at L0=%d for %d steps", L0, base.steps)
 
     def with_rope(model):
         return patch_model(model, build_strategy("rope", **rotary_settings(model) | {"original_length": L0}))
 
     with_rope(prepared.model)
-    optim = optimiser_settings(OmegaConf.merge({"weight_decay": cfg.train.weight_decay, "betas": cfg.train.betas}, b))
-    module = LongContextLM(prepared.model, optim, cfg.sampler, seed=cfg.seed)
+    module = LongContextLM(prepared.model, optimiser_settings(base), sampling=None, seed=seed)  # rope samples no t
     start = time.time()
-    trainer = make_trainer(cfg.trainer, b.steps, root, grad_clip=cfg.train.grad_clip, stage="stage 1")
-    windows = FitWindows(L0, b.batch_size, train=b.steps * b.batch_size * trainer.world_size, seed=cfg.seed + 1)
+    trainer = make_trainer(trainer_cfg, base.steps, root, grad_clip=base.grad_clip, stage="stage 1")
+    windows = FitWindows(L0, base.batch_size, train=base.steps * base.batch_size * trainer.world_size, seed=seed + 1)
     data = prepared.data.for_fit(windows)
     trainer.fit(module, datamodule=data)
     if distributed.is_sharded(trainer):  # every rank goes on to stage 2 with the whole base model
-        prepared.model = distributed.gather_full_model(
-            prepared.model, lambda: with_rope(build_model(cfg.model, prepared.tokenizer)), every_rank=True
-        )
+        prepared.model = distributed.gather_full_model(prepared.model, lambda: with_rope(rebuild()), every_rank=True)
     info = {
-        "steps": b.steps,
+        "steps": base.steps,
         "original_length": L0,
         "tokens": len(data.train_windows) * L0,
         "wall_seconds": time.time() - start,
@@ -190,12 +172,21 @@ class Trained:
     seconds_before: float = 0.0  # training time of this run's earlier invocations (from its checkpoint)
 
 
-def trained_twin(cfg, run_dir: Path) -> tuple[Path, dict] | None:
-    """A finished run in out_dir with this config but its ``eval``, with its last.ckpt at the last step, and
-    its results' ``train`` section: a run that only scores differently (another protocol, eval=ruler)
-    reuses its fine-tuned model instead of training it again."""
-    ours = training_identity(OmegaConf.to_container(cfg, resolve=True))
-    for saved in sorted(Path(cfg.out_dir).glob("*/results.json")):
+@dataclass
+class Start:
+    """Where stage 2 begins: the checkpoint to resume (or, for a trained twin, to reuse), its step, and the
+    twin's ``train`` results."""
+
+    checkpoint: str | None = None
+    done_steps: int = 0
+    twin: dict | None = None
+
+
+def trained_twin(out_dir: Path, identity: dict, steps: int, run_dir: Path) -> tuple[Path, dict] | None:
+    """A finished run in out_dir whose training identity is ``identity`` (this config but its ``eval``), with its
+    last.ckpt at the last step, and its results' ``train`` section: a run that only scores differently (another
+    protocol, eval=ruler) reuses its fine-tuned model instead of training it again."""
+    for saved in sorted(out_dir.glob("*/results.json")):
         checkpoint = saved.parent / "checkpoints" / "last.ckpt"
         if saved.parent == run_dir or not checkpoint.is_file():
             continue
@@ -203,16 +194,16 @@ def trained_twin(cfg, run_dir: Path) -> tuple[Path, dict] | None:
             results = json.loads(saved.read_text())
         except (OSError, ValueError):
             continue
-        if training_identity(results.get("config") or {}) == ours and checkpoint_step(checkpoint) == cfg.train.steps:
+        if training_identity(results.get("config") or {}) == identity and checkpoint_step(checkpoint) == steps:
             return saved.parent, {**results["train"], "reused_from": saved.parent.name}
     return None
 
 
-def resume_point(cfg, run_dir: Path) -> tuple[str | None, int]:
+def resume_point(run_dir: Path, resume: bool) -> tuple[str | None, int]:
     """The newest of our last.ckpt and the checkpoint Lightning writes when SLURM pre-empts the job,
     and its step; resume=false deletes them and starts over."""
     saved = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.exists()]
-    if saved and not cfg.resume:
+    if saved and not resume:
         for path in [run_dir / "checkpoints", *run_dir.glob("hpc_ckpt_*.ckpt")]:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         return None, 0
@@ -222,6 +213,16 @@ def resume_point(cfg, run_dir: Path) -> tuple[str | None, int]:
     newest = max(steps, key=steps.get)
     log.info("stage 2: resuming %s from step %d (%s)", run_dir.name, steps[newest], newest.name)
     return str(newest), steps[newest]
+
+
+def starting_point(run_dir: Path, resume: bool, out_dir: Path, identity: dict, steps: int) -> Start:
+    """Stage 2's start: this run's newest checkpoint, else (resume=true) a finished twin's model, else step 0."""
+    checkpoint, done_steps = resume_point(run_dir, resume)
+    twin = trained_twin(out_dir, identity, steps, run_dir) if checkpoint is None and resume else None
+    if twin is None:
+        return Start(checkpoint, done_steps)
+    log.info("stage 2: %s has this config but eval: its fine-tuned model is reused, nothing to train", twin[0])
+    return Start(str(twin[0] / "checkpoints" / "last.ckpt"), steps, twin[1])
 
 
 def restore_trained(module, checkpoint: str):
@@ -241,65 +242,66 @@ def drop_optimizer_state(checkpoint: Path):
         io.atomic_write(checkpoint, lambda handle: torch.save(state, handle))
 
 
-def fine_tune(cfg, prepared, run_dir: Path, callbacks=(), rebuild=None) -> Trained:
-    """Stage 2: the patched model trained at L with the strategy's sampled t and positions. ``rebuild``: a
-    fresh patched model of the same structure (FSDP gathers the trained weights into it)."""
-    t = cfg.train
-    if t.gradient_checkpointing:  # recompute each layer's activations in the backward pass
-        prepared.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+def fine_tune(
+    prepared, run_dir: Path, train, sampling, trainer_cfg, seed: int, start: Start, callbacks=(), rebuild=None
+) -> Trained:
+    """Stage 2: the patched model trained at L (the ``train`` section) with the rope strategy's t drawn by the
+    ``sampler`` section's samplers, from ``start`` (starting_point). ``rebuild``: a fresh patched model of the same
+    structure (FSDP gathers the trained weights into it)."""
+    if train.gradient_checkpointing:  # recompute each layer's activations in the backward pass
+        enable_activation_checkpointing(prepared.model)
     module = LongContextLM(
         prepared.model,
-        optimiser_settings(t, t.ode_lr),
-        cfg.sampler,
-        seed=cfg.seed,
+        optimiser_settings(train, train.ode_lr),
+        sampling,
+        seed=seed,
         max_scale=getattr(prepared.rope_strategy, "max_scale", None),
     )
-    resume_from, done_steps = resume_point(cfg, run_dir)
-    twin = trained_twin(cfg, run_dir) if resume_from is None and cfg.resume else None
-    if twin:
-        log.info("stage 2: %s has this config but eval: its fine-tuned model is reused, nothing to train", twin[0])
-        resume_from, done_steps = str(twin[0] / "checkpoints" / "last.ckpt"), t.steps
-    start = time.time()
+    began = time.time()
     trainer = make_trainer(
-        cfg.trainer,
-        t.steps,
+        trainer_cfg,
+        train.steps,
         run_dir,
-        grad_clip=t.grad_clip,
+        grad_clip=train.grad_clip,
         checkpoints=True,
-        save_best=bool(t.get("save_best")),
-        val_every=min(t.val_every, t.steps),
+        save_best=bool(train.get("save_best")),
+        val_every=min(train.val_every, train.steps),
         callbacks=callbacks,
     )
     # item i of the training windows is fixed; under DDP each rank takes every world_size-th batch item,
     # so a global batch is the same items whatever the number of processes
-    per_step = int(cfg.trainer.get("accumulate_grad_batches", 1)) * trainer.world_size
-    if resume_from is not None and done_steps >= t.steps and Path(resume_from).is_file():
-        restore_trained(module, resume_from)  # trained already: nothing to fit
-        tokens = t.steps * t.batch_size * per_step * t.length
-        before = 0.0 if twin else module.seconds_before  # a twin's training time is the twin's
-        return Trained(trainer, module.seconds_before, tokens, twin[1] if twin else None, before)
-    steps = f"the remaining {t.steps - done_steps} of {t.steps} steps" if done_steps else f"{t.steps} steps"
-    log.info("stage 2: fine-tuning with %s at L=%d for %s", cfg.strategy.name, t.length, steps)
+    per_step = int(trainer_cfg.get("accumulate_grad_batches", 1)) * trainer.world_size
+    reused = start.twin
+    if start.checkpoint is not None and start.done_steps >= train.steps and Path(start.checkpoint).is_file():
+        restore_trained(module, start.checkpoint)  # trained already: nothing to fit
+        tokens = train.steps * train.batch_size * per_step * train.length
+        before = 0.0 if reused else module.seconds_before  # a twin's training time is the twin's
+        return Trained(trainer, module.seconds_before, tokens, reused, before)
+    done = start.done_steps
+    steps = f"the remaining {train.steps - done} of {train.steps} steps" if done else f"{train.steps} steps"
+    log.info("stage 2: fine-tuning with %s at L=%d for %s", prepared.rope_strategy.name, train.length, steps)
     data = prepared.data.for_fit(
         FitWindows(
-            t.length,
-            t.batch_size,
-            train=t.steps * t.batch_size * per_step,
-            seed=cfg.seed + 2,
-            validation=t.val_batches * t.batch_size * trainer.world_size,
-            start_batch=done_steps * per_step,
+            train.length,
+            train.batch_size,
+            train=train.steps * train.batch_size * per_step,
+            seed=seed + 2,
+            validation=train.val_batches * train.batch_size * trainer.world_size,
+            start_batch=done * per_step,
         )
     )
     with io.weights_only_loads():  # Lightning's own load of the checkpoint: its tensors, never its code
-        trainer.fit(
-            module,
-            datamodule=data,
-            ckpt_path=resume_from,
-            weights_only=True,
-        )
+        trainer.fit(module, datamodule=data, ckpt_path=start.checkpoint, weights_only=True)
     if distributed.is_sharded(trainer):  # FSDP: the weights are spread over the ranks
         prepared.model = distributed.gather_full_model(prepared.model, rebuild)
-    seconds = module.seconds_before + time.time() - start
-    return Trained(
-        trainer, seconds, len(data.train_windows) * t.length, twin[1] if twin else None, module.seconds_before
-    )
+    seconds = module.seconds_before + time.time() - began
+    return Trained(trainer, seconds, len(data.train_windows) * train.length, reused, module.seconds_before)
+
+
+def enable_activation_checkpointing(model):
+    """Recent transformers 5 releases name it activation_checkpointing_enable (the older name warns it will go)."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -15,6 +15,7 @@ from clex import io
 from clex.config import single_config
 from clex.config_files import ConfigDirs
 from clex.registry import ConfigError, TooManyFailures
+from clex.run_folder import check_folder, run_name
 from clex.sweeps.liveness import FINISHED, DeclaredDead, fail_stale_trials, heartbeat, is_surplus, run_number
 from clex.sweeps.ranks import TrialChannel
 from clex.sweeps.schema import metric_value
@@ -114,8 +115,6 @@ def record_seeds(trial, runs: list[dict], objectives: list[dict]) -> list[float]
 
 
 def holds_other_config(cfg) -> bool:
-    from clex.experiment import check_folder, run_name
-
     try:
         check_folder(cfg, Path(cfg.out_dir) / run_name(cfg))
     except ConfigError:
