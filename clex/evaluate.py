@@ -202,9 +202,9 @@ def check_options(eval_cfg, lengths: list[int]):
     if eval_cfg.get("ruler"):
         ruler.check_options(OmegaConf.to_container(eval_cfg.ruler))
     if eval_cfg.get("harness"):
-        from clex import harness
+        from clex import harness_tasks
 
-        harness.check(OmegaConf.to_container(eval_cfg.harness), lengths)
+        harness_tasks.check(OmegaConf.to_container(eval_cfg.harness), lengths)
 
 
 def long_enough(encoded, length: int) -> list:
