@@ -41,24 +41,25 @@ def test_an_installed_wheel_runs_outside_the_clone(tmp_path):
     # the wheel's clex, not the clone's: PYTHONPATH comes before the editable install of the checkout
     env = {**os.environ, "PYTHONPATH": str(site)}
 
-    def clex(*args):
+    def clex(script, *args):
+        """The wheel's console script (pip writes it into site/bin, its shebang this interpreter)."""
         done = subprocess.run(
-            [sys.executable, "-m", *args], cwd=work, env=env, capture_output=True, text=True, timeout=600
+            [str(site / "bin" / script), *args], cwd=work, env=env, capture_output=True, text=True, timeout=600
         )
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout
 
-    where = clex("clex.commands.run", "--cfg", "strategy=pi")
+    where = clex("clex-run", "--cfg", "strategy=pi")
     assert "name: pi" in where
     origin = subprocess.run(
         [sys.executable, "-c", "import clex; print(clex.__file__)"], cwd=work, env=env, capture_output=True, text=True
     ).stdout
     assert origin.startswith(str(site)), origin
-    assert "groups" in clex("clex.commands.run", "--help")
-    clex("clex.commands.run", "out_dir=runs", *TINY, "base.steps=2", "train.steps=2")
+    assert "groups" in clex("clex-run", "--help")
+    clex("clex-run", "out_dir=runs", *TINY, "base.steps=2", "train.steps=2")
     [result] = [json.loads(p.read_text()) for p in (work / "runs").glob("*/results.json")]
     assert result["eval"][0]["ppl"] > 1
-    clex("clex.commands.sweep", "sweep=clex_lambda", "study.n_trials=1", "out_dir=runs", *TINY, "train.steps=2")
-    assert "finished" in clex("clex.commands.sweep", "sweep=clex_lambda", "--summary")
-    clex("clex.commands.collect", "runs", "--out", "table.csv")
+    clex("clex-sweep", "sweep=clex_lambda", "study.n_trials=1", "out_dir=runs", *TINY, "train.steps=2")
+    assert "finished" in clex("clex-sweep", "sweep=clex_lambda", "--summary")
+    clex("clex-collect", "runs", "--out", "table.csv")
     assert (work / "table.csv").is_file() and (work / "table_summary.csv").is_file()
