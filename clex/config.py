@@ -168,13 +168,6 @@ def eval_lengths(cfg) -> list[int]:
     return sorted(set(lengths) | {cfg.train.length})
 
 
-def stage_one_section(cfg) -> DictConfig:
-    """The ``base`` section (stage 1) with the optimiser settings it shares with ``train``: weight decay, betas
-    and gradient clipping (a key set in ``base`` wins)."""
-    shared = {"weight_decay": cfg.train.weight_decay, "betas": cfg.train.betas, "grad_clip": cfg.train.grad_clip}
-    return OmegaConf.merge(shared, cfg.base)
-
-
 def check_model_shape(model):
     """A built-in model's sizes: positive, and heads that divide the width into even (rotary) head dims."""
     for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads"):

@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from clex import io
 from clex.callbacks import TrainingDiverged
 from clex.checkpoint import official_clex
-from clex.config import eval_lengths, stage_one_section, validate
+from clex.config import eval_lengths, validate
 from clex.data.module import LongContextData
-from clex.identity import base_key, training_identity
+from clex.identity import base_key, stage_one_section, training_identity
 from clex.models import build_model, checkpoint_dir
 from clex.models.hf import check_checkpoint
 from clex.pretrained import load_strategy_weights

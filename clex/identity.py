@@ -8,7 +8,7 @@ A run's identity is its resolved config without the keys that only say where and
 import hashlib
 import json
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 WHERE_NOT_WHAT = ("name", "out_dir", "choices", "resume", "compare")  # top-level keys outside a run's identity
 
@@ -49,18 +49,28 @@ def variant_id(config: dict) -> str:
     return config_hash(variant_config(config))
 
 
+def stage_one_section(cfg) -> DictConfig:
+    """The ``base`` section (stage 1), resolved, with the optimiser settings stage 1 takes from ``train``: weight
+    decay and betas (unless ``base`` sets them) and gradient clipping."""
+    shared = {"weight_decay": cfg.train.weight_decay, "betas": cfg.train.betas}
+    base = OmegaConf.merge(shared, OmegaConf.to_container(cfg.base, resolve=True))
+    base.grad_clip = cfg.train.grad_clip
+    return base
+
+
 def base_key(cfg, corpus_fingerprint) -> str:
-    """Stage 1's cache key (out_dir/.base/<key>): what the base model's training reads, so every strategy and
-    L of one model, data, seed and numerics shares one base."""
+    """Stage 1's cache key (out_dir/.base/<key>): everything the base model's training reads (the model, stage 1's
+    section with the optimiser settings it takes from ``train``, the data and corpus, the seed, the numerics), so
+    every strategy and L of one such setting shares one base, and no other setting reuses it."""
     return config_hash(
         {
             "model": OmegaConf.to_container(cfg.model, resolve=True),
-            "base": OmegaConf.to_container(cfg.base),
+            "base": OmegaConf.to_container(stage_one_section(cfg)),
             "data": OmegaConf.to_container(cfg.data),
             "corpus": corpus_fingerprint,
             "seed": cfg.seed,
             "precision": str(cfg.trainer.get("precision")),
-            "version": 1,
+            "version": 2,  # 2: train's weight decay, betas and clipping, which stage 1 uses, are part of the key
             "world": [str(cfg.trainer.get(k)) for k in ("strategy", "devices", "num_nodes")],
         }
     )

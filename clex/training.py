@@ -117,7 +117,7 @@ def optimiser_settings(section, ode_lr=None):
 
 def pretrain_base(prepared, root: Path, base, trainer_cfg, seed: int, rebuild) -> dict:
     """Stage 1: plain RoPE at L0, cached in ``root`` (out_dir/.base/<identity.base_key>) and reused. ``base``: the
-    stage's section with its optimiser defaults (config.stage_one_section); ``rebuild``: a fresh model of the same
+    stage's section with its optimiser defaults (identity.stage_one_section); ``rebuild``: a fresh model of the same
     structure (FSDP gathers the trained weights into it). Two processes that need the same base (parallel sweep
     workers) train it once: the second waits."""
     rank_zero = all(os.environ.get(key, "0") == "0" for key in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
@@ -245,9 +245,10 @@ def drop_optimizer_state(checkpoint: Path):
 def fine_tune(
     prepared, run_dir: Path, train, sampling, trainer_cfg, seed: int, start: Start, callbacks=(), rebuild=None
 ) -> Trained:
-    """Stage 2: the patched model trained at L (the ``train`` section) with the rope strategy's t drawn by the
-    ``sampler`` section's samplers, from ``start`` (starting_point). ``rebuild``: a fresh patched model of the same
-    structure (FSDP gathers the trained weights into it)."""
+    """Stage 2: the patched model trained at L (the ``train`` section) with the rope strategy's t and positions
+    drawn by the samplers that ``sampling`` (the config's ``sampler`` section) names, from ``start``
+    (starting_point). ``rebuild``: a fresh patched model of the same structure (FSDP gathers the trained weights
+    into it)."""
     if train.gradient_checkpointing:  # recompute each layer's activations in the backward pass
         enable_activation_checkpointing(prepared.model)
     module = LongContextLM(

@@ -1,0 +1,60 @@
+"""Stage 1's cache key: one base per setting of what the base model's training reads, shared by every strategy
+and L, and never reused by a setting that trains it differently (train's weight decay, betas and clipping are
+stage 1's too)."""
+
+import pytest
+
+from clex.commands import CONFIG_DIR
+from clex.config import single_config
+from clex.identity import base_key, stage_one_section
+
+FINGERPRINT = {"files": 3, "bytes": 100, "sha256": "0" * 64}
+
+
+def key(*args):
+    return base_key(single_config(CONFIG_DIR, list(args)), FINGERPRINT)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["strategy=rope"],
+        ["strategy=yarn", "strategy.factor=8"],
+        ["train.length=512"],
+        ["train.lr=1e-4"],
+        ["eval=passkey"],
+    ],
+)
+def test_what_stage_1_does_not_read_shares_the_base(args):
+    assert key(*args) == key()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train.weight_decay=0.0"],
+        ["train.betas=[0.9,0.99]"],
+        ["train.grad_clip=0.5"],
+        ["base.steps=10"],
+        ["seed=1"],
+        ["model.hidden_size=64"],
+        ["data.tokenizer=bpe"],
+        ["trainer.precision=bf16-mixed"],
+    ],
+)
+def test_what_stage_1_reads_gets_its_own_base(args):
+    assert key(*args) != key()
+
+
+def test_stage_1_takes_its_optimiser_settings_from_train_unless_base_sets_them():
+    cfg = single_config(CONFIG_DIR, ["train.weight_decay=0.05", "train.grad_clip=0.5", "+base.betas=[0.8,0.9]"])
+    section = stage_one_section(cfg)
+    assert (section.weight_decay, list(section.betas), section.grad_clip) == (0.05, [0.8, 0.9], 0.5)
+    assert (section.steps, section.batch_size, section.lr) == (cfg.base.steps, cfg.base.batch_size, cfg.base.lr)
+    assert key("train.weight_decay=0.05") != key("train.weight_decay=0.05", "+base.weight_decay=0.2")
+
+
+def test_an_interpolated_base_key_is_resolved_against_the_whole_config():
+    cfg = single_config(CONFIG_DIR, ["train.batch_size=8", "base.batch_size=${train.batch_size}"])
+    assert stage_one_section(cfg).batch_size == 8
+    assert base_key(cfg, FINGERPRINT) == key("base.batch_size=8", "train.batch_size=8")
