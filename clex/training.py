@@ -272,12 +272,11 @@ def fine_tune(
     # item i of the training windows is fixed; under DDP each rank takes every world_size-th batch item,
     # so a global batch is the same items whatever the number of processes
     per_step = int(trainer_cfg.get("accumulate_grad_batches", 1)) * trainer.world_size
-    reused = start.twin
     if start.checkpoint is not None and start.done_steps >= train.steps and Path(start.checkpoint).is_file():
         restore_trained(module, start.checkpoint)  # trained already: nothing to fit
         tokens = train.steps * train.batch_size * per_step * train.length
-        before = 0.0 if reused else module.seconds_before  # a twin's training time is the twin's
-        return Trained(trainer, module.seconds_before, tokens, reused, before)
+        before = 0.0 if start.twin else module.seconds_before  # a twin's training time is the twin's
+        return Trained(trainer, module.seconds_before, tokens, start.twin, before)
     done = start.done_steps
     steps = f"the remaining {train.steps - done} of {train.steps} steps" if done else f"{train.steps} steps"
     log.info("stage 2: fine-tuning with %s at L=%d for %s", prepared.rope_strategy.name, train.length, steps)
@@ -296,7 +295,7 @@ def fine_tune(
     if distributed.is_sharded(trainer):  # FSDP: the weights are spread over the ranks
         prepared.model = distributed.gather_full_model(prepared.model, rebuild)
     seconds = module.seconds_before + time.time() - began
-    return Trained(trainer, seconds, len(data.train_windows) * train.length, reused, module.seconds_before)
+    return Trained(trainer, seconds, len(data.train_windows) * train.length, start.twin, module.seconds_before)
 
 
 def enable_activation_checkpointing(model):
