@@ -108,6 +108,7 @@ def official_strategy(settings: dict) -> dict:
         "ntk_base": OFFICIAL_NTK_BASE,
         "log_scale": settings["log_scale"],
         "log_scale_clamp": False,
+        "log_scale_train": False,  # the official training scripts leave it off; its evaluation turns it on
         **IMPORT_SOLVER,
     }
 
@@ -126,6 +127,7 @@ def checkpoint_strategy(path) -> tuple[str, dict, int] | None:
         **entry.get("options", {}),
         "log_scale": entry.get("log_scale", False),
         "log_scale_clamp": entry.get("log_scale_clamp", True),
+        "log_scale_train": entry.get("log_scale_train"),
     }
     return "saved by clex.save_pretrained", section, entry["original_length"]
 

@@ -15,7 +15,7 @@ import os
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from clex.checkpoint import apply_checkpoint_strategy, checkpoint_original_length
-from clex.config_files import ConfigDirs, as_dirs, group_options, load_defaults, load_option, option_file
+from clex.config_files import ConfigDirs, as_dirs, group_options, load_defaults, load_option, option_file, show_node
 from clex.config_values import check_type, flat_keys, parse_value
 from clex.registry import ConfigError, require
 
@@ -103,6 +103,8 @@ def compose(config_dir: ConfigDirs, choice: dict, overrides: list) -> DictConfig
                 f"choices: {', '.join(group_options(dirs, group))}"
             )
         cfg[group] = load_option(dirs, group, option)
+    if "recipe" in cfg:
+        apply_recipe(dirs, cfg, choice)
     cfg["choices"] = {**defaults, **choice}
     known = flat_keys(cfg)
     for key, raw in overrides:
@@ -128,6 +130,34 @@ def compose(config_dir: ConfigDirs, choice: dict, overrides: list) -> DictConfig
         if original:
             cfg.train.length = int(original)
     return cfg
+
+
+def apply_recipe(dirs, cfg: DictConfig, choice: dict):
+    """A recipe (``recipe=official``) is a preset across groups: its ``groups`` pick options of other groups (a
+    group chosen on the command line must agree: the recipe's keys are written for its own options), then its
+    other sections set keys of the composed config, which the command line's ``key=value`` still overrides."""
+    recipe = cfg.pop("recipe")
+    name = choice.get("recipe")
+    for group, option in (recipe.pop("groups", None) or {}).items():
+        if group in choice and choice[group] != option:
+            raise ConfigError(
+                f"recipe={name} sets {group}={option}, got {group}={choice[group]}; drop one of the two "
+                f"(change the recipe's keys with {group}.<key>=...)"
+            )
+        cfg[group] = load_option(dirs, group, option)
+        choice[group] = option
+    known = flat_keys(cfg)
+    for key, value in flat_keys(recipe).items():
+        if isinstance(value, DictConfig):
+            continue
+        parents = [".".join(key.split(".")[:n]) for n in range(1, key.count(".") + 1)]
+        open_section = any(isinstance(known.get(p), DictConfig) and not len(known[p]) for p in parents)
+        if key not in known and not open_section:  # an empty section (sampler.scale_options) takes any key
+            raise ConfigError(f"recipe={name}: unknown config key {key!r}")
+        new = show_node(value)
+        if key in known:
+            new = check_type(f"recipe={name}: {key}", OmegaConf.select(cfg, key), new)
+        OmegaConf.update(cfg, key, new, force_add=True)
 
 
 def check_finite(cfg: DictConfig, prefix: str = ""):
@@ -213,7 +243,15 @@ def validate(cfg):
         check_model_shape(cfg.model)
     require(cfg.threads is None or cfg.threads >= 1, "threads", "must be >= 1 or null", cfg.threads)
     require(t.lr > 0, "train.lr", "must be > 0", t.lr)
-    require(t.ode_lr is None or t.ode_lr > 0, "train.ode_lr", "must be > 0 or null", t.ode_lr)
+    require(
+        t.ode_lr is None or t.ode_lr >= 0, "train.ode_lr", "must be >= 0 (0: the ODE frozen) or null (train.lr)", t.ode_lr
+    )
+    for key, low, high in (("warmup_ratio", 0, 1), ("min_lr_ratio", 0, 1)):
+        value = t.get(key)
+        require(value is None or low <= value <= high, f"train.{key}", f"must be in [{low}, {high}] or null", value)
+    require(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0", t.warmup_steps)
+    require(t.weight_decay >= 0, "train.weight_decay", "must be >= 0", t.weight_decay)
+    require(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "must be > 0 or null (no clipping)", t.grad_clip)
     from clex.evaluate import check_options, warn_once
 
     check_options(cfg.eval, eval_lengths(cfg))
@@ -253,11 +291,14 @@ def validate(cfg):
         fractions,
     )
     from clex import distributed
-    from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
+    from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS, build_scale_sampler
 
     distributed.check_trainer(OmegaConf.to_container(cfg.trainer))
     check_attention(cfg.model.get("attn_implementation", "sdpa"), str(cfg.trainer.get("precision", "32-true")))
     SCALE_SAMPLERS.get(cfg.sampler.scale)
+    max_scale = cfg.strategy.get("max_scale")
+    if isinstance(max_scale, (int, float)) and max_scale >= 1:  # a strategy that samples t: its options, now
+        build_scale_sampler(cfg.sampler.scale, max_scale, cfg.sampler.scale_options)
     POSITION_SAMPLERS.get(cfg.sampler.position)
     from clex.cost import check_cost
 

@@ -40,15 +40,17 @@ def sequence_nll(
     chunk_size: int | None = None,
     scored: torch.Tensor | None = None,
     by_position: bool = False,
+    key_mask: torch.Tensor | None = None,
 ):
     """Sum of next-token NLL over the scored tokens of every sequence, and their count. ``scored[i]``:
     only the last scored[i] predictions of sequence i count (sliding windows); None: every one.
     ``chunk_size``: each sequence in chunks through the KV cache instead of one forward.
-    ``by_position``: also the NLL summed over sequences at each input position [length] (float64)."""
+    ``by_position``: also the NLL summed over sequences at each input position [length] (float64).
+    ``key_mask`` [N, length]: also the NLL sum and count over the targets it marks (key tokens), last."""
     model.eval()
     device = next(model.parameters()).device
     batch_size = max(1, tokens_per_batch // sequences.shape[1])
-    total, count = 0.0, 0
+    total, count, key_total, key_count = 0.0, 0, 0.0, 0
     per_position = torch.zeros(sequences.shape[1] - 1, dtype=torch.float64)
     for start in range(0, len(sequences), batch_size):
         ids = sequences[start : start + batch_size].to(device)
@@ -64,7 +66,10 @@ def sequence_nll(
         if by_position:
             per_position += nll.sum(0).double().cpu()
         count += int((targets != -100).sum())
-    return (total, count, per_position) if by_position else (total, count)
+        if key_mask is not None:
+            keys = key_mask[start : start + batch_size].to(device) & (targets != -100)
+            key_total, key_count = key_total + nll[keys].sum().item(), key_count + int(keys.sum())
+    return (total, count) + ((per_position,) if by_position else ()) + ((key_total, key_count) if key_mask is not None else ())
 
 
 def position_bins(original_length: int, length: int) -> list[tuple[int, int]]:
@@ -197,6 +202,22 @@ def check_options(eval_cfg, lengths: list[int]):
             f"{max(lengths)}: with eval.stride that length scores one window per document, with no overlap; "
             "raise eval.max_tokens"
         )
+    keys = eval_cfg.get("key_tokens")
+    if keys is not None:
+        require(
+            isinstance(keys.get("evaluator") if hasattr(keys, "get") else None, str),
+            "eval.key_tokens",
+            "must be {evaluator: <checkpoint folder, e.g. runs/<name>/model>, threshold: <nats>}",
+            OmegaConf.to_container(keys) if hasattr(keys, "items") else keys,
+        )
+        threshold = keys.get("threshold", 2.0)
+        require(
+            isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and threshold > 0,
+            "eval.key_tokens.threshold",
+            "must be a number of nats > 0",
+            threshold,
+        )
+        require(not stride, "eval.key_tokens", "scores full sequences; it does not combine with eval.stride", stride)
     if eval_cfg.get("passkey"):
         ruler.check_depths("eval.passkey.depths", OmegaConf.to_container(eval_cfg.passkey).get("depths"))
     if eval_cfg.get("ruler"):

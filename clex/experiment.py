@@ -38,7 +38,7 @@ from clex.training import (
 )
 
 __all__ = ["Prepared", "SharedData", "TrainingDiverged", "prepare", "run_experiment", "run_name"]
-ROTARY_KEYS = ("name", "log_scale", "log_scale_clamp")  # strategy config keys that are not strategy options
+ROTARY_KEYS = ("name", "log_scale", "log_scale_clamp", "log_scale_train")  # strategy config keys that are not strategy options
 log = logging.getLogger("clex")
 
 
@@ -67,6 +67,7 @@ def rotary_options(strategy_cfg) -> dict:
     return {
         "log_scale": bool(strategy_cfg.get("log_scale")),
         "log_scale_clamp": bool(strategy_cfg.get("log_scale_clamp", True)),
+        "log_scale_train": strategy_cfg.get("log_scale_train") is not False,  # null: as log_scale
     }
 
 

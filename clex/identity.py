@@ -11,6 +11,10 @@ import json
 from omegaconf import DictConfig, OmegaConf
 
 WHERE_NOT_WHAT = ("name", "out_dir", "choices", "resume", "compare")  # top-level keys outside a run's identity
+# strategies that draw t in training (Strategy.samples_scale; a test keeps the two equal): only they read the
+# ``sampler`` section, so for any other it is left out of the identity (strategy=yarn sampler=official,pose is
+# one run, not two under two names)
+SAMPLING_STRATEGIES = ("clex",)
 
 
 def drop_nulls(config: dict, depth: int = 2) -> dict:
@@ -31,7 +35,9 @@ def config_hash(data) -> str:
 
 def run_identity(config: dict) -> dict:
     """Everything in a resolved config that changes what the run computes."""
-    return {k: v for k, v in drop_nulls(config).items() if k not in WHERE_NOT_WHAT}
+    strategy = (config.get("strategy") or {}).get("name") if isinstance(config.get("strategy"), dict) else None
+    unread = WHERE_NOT_WHAT + (() if strategy in SAMPLING_STRATEGIES else ("sampler",))
+    return {k: v for k, v in drop_nulls(config).items() if k not in unread}
 
 
 def training_identity(config: dict) -> dict:
@@ -53,7 +59,8 @@ def stage_one_section(cfg) -> DictConfig:
     """The ``base`` section (stage 1), resolved, with the optimiser settings stage 1 takes from ``train``: weight
     decay and betas (unless ``base`` sets them) and gradient clipping."""
     shared = {"weight_decay": cfg.train.weight_decay, "betas": cfg.train.betas}
-    base = OmegaConf.merge(shared, OmegaConf.to_container(cfg.base, resolve=True))
+    own = {k: v for k, v in OmegaConf.to_container(cfg.base, resolve=True).items() if v is not None}
+    base = OmegaConf.merge(shared, own)
     base.grad_clip = cfg.train.grad_clip
     return base
 

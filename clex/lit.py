@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from clex.rotary import rotary_module
-from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
+from clex.samplers import POSITION_SAMPLERS, build_scale_sampler
 
 
 def next_token_loss(model, ids: torch.Tensor) -> torch.Tensor:
@@ -26,7 +26,8 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.1) ->
 
 
 class LongContextLM(L.LightningModule):
-    """``optim``: lr, ode_lr (None: lr), weight_decay, warmup_steps, steps, betas.
+    """``optim``: lr, ode_lr (None: lr; 0: the ODE frozen at its initial weights), weight_decay, warmup_steps,
+    steps, betas, min_lr_ratio (the cosine's floor, a fraction of the peak).
     ``sampling``: the config's ``sampler`` section, the names and options of the scale sampler (t) and of the
     position sampler, used when the rope strategy samples t. (``self.trainer.strategy`` is Lightning's.)"""
 
@@ -34,8 +35,11 @@ class LongContextLM(L.LightningModule):
         super().__init__()
         self.model = model
         self.optim = optim
+        if optim.get("ode_lr") == 0:  # "does the ODE matter?": no gradient, no update, z(t) stays log ntk(t)
+            for p in rotary_module(model).strategy.parameters():
+                p.requires_grad_(False)
         if rotary_module(model).strategy.samples_scale:  # t is drawn from [1, max_scale] (t_max)
-            self.scale_sampler = SCALE_SAMPLERS.get(sampling.scale)(max_scale, **(sampling.scale_options or {}))
+            self.scale_sampler = build_scale_sampler(sampling.scale, max_scale, sampling.scale_options)
             self.position_sampler = POSITION_SAMPLERS.get(sampling.position)()
         self.generator = torch.Generator().manual_seed(seed)
         self.seconds_before = 0.0  # training time of the run before a resume (from its checkpoint)
@@ -85,10 +89,12 @@ class LongContextLM(L.LightningModule):
                 (decay if p.ndim >= 2 else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         if ode:
-            groups.append({"params": ode, "weight_decay": 0.0, "lr": self.optim.ode_lr or self.optim.lr})
+            ode_lr = self.optim.lr if self.optim.get("ode_lr") is None else self.optim.ode_lr
+            groups.append({"params": ode, "weight_decay": 0.0, "lr": ode_lr})
         optimiser = torch.optim.AdamW(groups, lr=self.optim.lr, betas=tuple(self.optim.betas))
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, lambda step: warmup_cosine(step, self.optim.warmup_steps, self.optim.steps)
+            optimiser,
+            lambda step: warmup_cosine(step, self.optim.warmup_steps, self.optim.steps, self.optim.min_lr_ratio),
         )
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

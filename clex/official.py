@@ -118,7 +118,7 @@ def load_official(directory, **from_pretrained_options):
     settings = official_clex(directory)
     model = load_model(directory, **from_pretrained_options)
     options = official_strategy(settings)
-    rotary = {k: options.pop(k) for k in ("log_scale", "log_scale_clamp")}
+    rotary = {k: options.pop(k) for k in ("log_scale", "log_scale_clamp", "log_scale_train")}
     strategy = build_strategy(options.pop("name"), **rotary_settings(model), **options)
     return patch_model(model, load_ode(strategy, directory, settings), **rotary)
 

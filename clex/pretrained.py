@@ -38,6 +38,7 @@ def save_pretrained(model, directory, tokenizer=None, format: str = "clex"):
         "options": dict(strategy.options),
         "log_scale": rotary.log_scale,
         "log_scale_clamp": rotary.log_scale_clamp,
+        "log_scale_train": rotary.log_scale_train,
         "rotary_dim": strategy.rotary_dim,
         "base": strategy.base,
         "original_length": strategy.original_length,
@@ -76,7 +77,11 @@ def load_pretrained(directory, **from_pretrained_options):
     )
     load_strategy_weights(strategy, directory)
     return patch_model(
-        model, strategy, log_scale=entry["log_scale"], log_scale_clamp=entry.get("log_scale_clamp", True)
+        model,
+        strategy,
+        log_scale=entry["log_scale"],
+        log_scale_clamp=entry.get("log_scale_clamp", True),
+        log_scale_train=entry.get("log_scale_train", True),
     )
 
 

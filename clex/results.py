@@ -36,6 +36,7 @@ def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
     too_short = len(prepared.corpus.documents["test"]) - len(documents)  # counted as skipped at every length
     if cfg.eval.get("same_tokens"):  # the longest length's windows, cut into pieces for every other length
         longest, used, skipped = evaluation_sequences(documents, max(lengths), cfg.eval.max_tokens, cfg.eval.seed)
+    keys = key_tokens(cfg, prepared)
     for length in lengths:
         scored = None
         if cfg.eval.get("stride"):
@@ -60,6 +61,7 @@ def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
                 torch.cuda.reset_peak_memory_stats()
             start = time.time()
             by_position = bool(cfg.eval.get("position_bins")) and length == max(lengths)
+            key_mask = keys.mask(sequences) if keys is not None else None
             out = sequence_nll(
                 prepared.model,
                 sequences,
@@ -67,10 +69,19 @@ def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
                 cfg.eval.chunk_size,
                 scored,
                 by_position=by_position,
+                key_mask=key_mask,
             )
             total, count = out[:2]
             if by_position:
                 bins = binned_nll(out[2], len(sequences), prepared.original_length)
+            if key_mask is not None:
+                key_total, key_count = out[-2:]
+                key_nll = key_total / key_count if key_count else None
+                row.update(
+                    key_tokens=key_count,
+                    key_nll=key_nll,
+                    key_ppl=None if key_nll is None else math.exp(key_nll) if key_nll < 700 else math.inf,
+                )
             nll = total / count
             row.update(
                 nll=nll,
@@ -81,6 +92,22 @@ def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
             )
         rows.append(row)
     return rows, bins
+
+
+def key_tokens(cfg, prepared):
+    """``eval.key_tokens``: the evaluator whose key tokens are scored beside every token (clex/key_tokens.py)."""
+    options = cfg.eval.get("key_tokens")
+    if options is None:
+        return None
+    from clex.key_tokens import KeyTokens
+
+    return KeyTokens(
+        options.evaluator,
+        prepared.original_length,
+        options.get("threshold", 2.0),
+        cfg.eval.tokens_per_batch,
+        Path(cfg.out_dir) / ".key_tokens",
+    )
 
 
 def run_passkey(cfg, prepared, run_dir: Path) -> dict:
@@ -187,10 +214,17 @@ def format_table(results: dict) -> str:
         f"perplexity: {describe_protocol(results.get('eval_protocol'))}",
         f"{'length':>8} {'ppl':>9} {'nll':>8} {'tokens':>8} {'docs':>5}",
     ]
+    keys = any("key_tokens" in row for row in results["eval"])
+    if keys:
+        lines[-1] += f" {'key ppl':>9} {'key tok':>8}"
     for row in results["eval"]:
         ppl = f"{row['ppl']:.3f}" if row["ppl"] is not None else "-"
         nll = f"{row['nll']:.4f}" if row["nll"] is not None else "-"
-        lines.append(f"{row['length']:>8} {ppl:>9} {nll:>8} {row['tokens']:>8} {row['documents']:>5}")
+        line = f"{row['length']:>8} {ppl:>9} {nll:>8} {row['tokens']:>8} {row['documents']:>5}"
+        if keys:
+            key_ppl = f"{row['key_ppl']:.3f}" if row.get("key_ppl") is not None else "-"
+            line += f" {key_ppl:>9} {row.get('key_tokens', 0):>8}"
+        lines.append(line)
     if results.get("position_nll"):
         lines.append(
             f"NLL by position at {results['eval'][-1]['length']}: "
@@ -255,6 +289,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         "max_scale": getattr(prepared.rope_strategy, "max_scale", None),
         "eval": rows,
         "eval_protocol": protocol(cfg.eval),
+        "key_tokens": None if cfg.eval.get("key_tokens") is None else OmegaConf.to_container(cfg.eval.key_tokens),
         "extrapolation_length": extrapolation_length(rows, t.length, cfg.eval.eps),
         "position_nll": bins,
         "train": training_summary(cfg, trained),

@@ -26,14 +26,17 @@ class ScaledRotaryEmbedding(nn.Module):
     ``log_scale``: the official ablation that multiplies queries by max(1, log(len) / log(L0)) (``log_scale_clamp``,
     the default) or by log(len) / log(L0) unclamped, below 1 under L0 (the official code); we scale cos and sin
     by its square root, which multiplies q.k by it on the rotary dimensions (every dimension of a fully rotary
-    head, as the official code does). len counts the cached keys too.
+    head, as the official code does). len counts the cached keys too. ``log_scale_train=False`` applies it at
+    evaluation only (the official recipe: off in its training scripts, on in its evaluation); in training, len is
+    the largest sampled position + 1.
     """
 
-    def __init__(self, strategy, log_scale: bool = False, log_scale_clamp: bool = True):
+    def __init__(self, strategy, log_scale: bool = False, log_scale_clamp: bool = True, log_scale_train: bool = True):
         super().__init__()
         self.strategy = strategy
         self.log_scale = log_scale
         self.log_scale_clamp = log_scale_clamp
+        self.log_scale_train = log_scale_train
         self._train = None  # (t, positions [T]) while inside training_scale
         self._length = None  # the full length while inside evaluation_length
 
@@ -73,7 +76,7 @@ class ScaledRotaryEmbedding(nn.Module):
         freqs = positions[..., None] * inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         multiplier = self.strategy.attention_factor(scale) * self.strategy.base_attention
-        if self.log_scale:
+        if self.log_scale and (self._train is None or self.log_scale_train):
             length = length or float(positions.max()) + 1
             factor = math.log(length) / math.log(self.strategy.original_length)
             multiplier *= math.sqrt(max(1.0, factor) if self.log_scale_clamp else factor)
@@ -126,7 +129,7 @@ def checkpoint_rope(config) -> dict:
     return {"inv_freq": long_freq, "attention_factor": attention, "short": (init(config)[0], short_length)}
 
 
-def patch_model(model, strategy, log_scale: bool = False, log_scale_clamp: bool = True):
+def patch_model(model, strategy, log_scale: bool = False, log_scale_clamp: bool = True, log_scale_train: bool = True):
     """Replace the rotary module of a transformers causal LM in place; returns the model."""
     owner, attr = _locate(model)
     current = getattr(owner, attr)
@@ -148,7 +151,7 @@ def patch_model(model, strategy, log_scale: bool = False, log_scale_clamp: bool 
         strategy.start_from(**checkpoint_rope(model.config))
     device = next(model.parameters()).device
     setattr(
-        owner, attr, ScaledRotaryEmbedding(strategy, log_scale=log_scale, log_scale_clamp=log_scale_clamp).to(device)
+        owner, attr, ScaledRotaryEmbedding(strategy, log_scale, log_scale_clamp, log_scale_train).to(device)
     )
     rotary_grad.install(model)
     return model

@@ -102,15 +102,19 @@ def checkpoint_step(path: Path) -> int:
 
 
 def optimiser_settings(section, ode_lr=None):
-    """What LongContextLM.configure_optimizers reads, for either stage (``base`` or ``train``)."""
+    """What LongContextLM.configure_optimizers reads, for either stage (``base`` or ``train``): ``warmup_ratio``,
+    where set, is the warm-up as a fraction of the steps (the official recipe's 3%) in place of ``warmup_steps``;
+    ``min_lr_ratio`` (null: 0.1) is where the cosine ends, a fraction of the peak learning rate."""
+    ratio, floor = section.get("warmup_ratio"), section.get("min_lr_ratio")
     return OmegaConf.create(
         {
             "lr": section.lr,
             "ode_lr": ode_lr,
             "weight_decay": section.get("weight_decay", 0.1),
             "betas": section.get("betas", [0.9, 0.95]),
-            "warmup_steps": section.warmup_steps,
+            "warmup_steps": section.warmup_steps if ratio is None else round(ratio * section.steps),
             "steps": section.steps,
+            "min_lr_ratio": 0.1 if floor is None else floor,
         }
     )
 

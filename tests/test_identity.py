@@ -47,11 +47,11 @@ def test_what_stage_1_reads_gets_its_own_base(args):
 
 
 def test_stage_1_takes_its_optimiser_settings_from_train_unless_base_sets_them():
-    cfg = single_config(CONFIG_DIR, ["train.weight_decay=0.05", "train.grad_clip=0.5", "+base.betas=[0.8,0.9]"])
+    cfg = single_config(CONFIG_DIR, ["train.weight_decay=0.05", "train.grad_clip=0.5", "base.betas=[0.8,0.9]"])
     section = stage_one_section(cfg)
     assert (section.weight_decay, list(section.betas), section.grad_clip) == (0.05, [0.8, 0.9], 0.5)
     assert (section.steps, section.batch_size, section.lr) == (cfg.base.steps, cfg.base.batch_size, cfg.base.lr)
-    assert key("train.weight_decay=0.05") != key("train.weight_decay=0.05", "+base.weight_decay=0.2")
+    assert key("train.weight_decay=0.05") != key("train.weight_decay=0.05", "base.weight_decay=0.2")
 
 
 def test_an_interpolated_base_key_is_resolved_against_the_whole_config():

@@ -38,6 +38,10 @@ class Clex(Strategy):
     ``ntk_base``: the b inside ntk(t); by default the model's base (z(t) starts on log ntk(t)). The official
     code uses 10000 whatever the model's base (Mixtral's is 1e6): ``ntk_base=10000`` reproduces it.
 
+    ``up_init``: W_up's initial weights. ``linear`` (null, the default): nn.Linear's kaiming-uniform(a = sqrt 5)
+    on our [width, d/2] weight, bound 1/sqrt(d/2). ``official``: the same rule on the official [d/2, width]
+    tensor (applied as x @ W), bound 1/sqrt(width) = 1/sqrt(lambda d): sqrt(2) smaller at lambda = 1.
+
     ``dynamics="discrete"`` is the ablation that only knows integer t:
     z(k+1) = z(k) + [log ntk(k+1) - log ntk(k)] + W_down . act(W_up . (z(k) + log ntk(k))); a
     non-integer t is rounded up.
@@ -61,6 +65,7 @@ class Clex(Strategy):
         beyond_max: str = "clamp",
         eval_scale: str = "ceil",
         ntk_base: float | None = None,
+        up_init: str | None = None,
         **kwargs,
     ):
         super().__init__(*args, eval_scale=eval_scale, **kwargs)
@@ -88,6 +93,8 @@ class Clex(Strategy):
             )
         if ntk_base is not None and not ntk_base > 1:
             raise ConfigError(f"strategy.ntk_base must be > 1 or null (the model's base), got {ntk_base}")
+        if up_init not in (None, "linear", "official"):
+            raise ConfigError(f"strategy.up_init must be one of linear, official (or null: linear), got {up_init!r}")
         width = int(projection_width) if projection_width else int(round(amplification * self.rotary_dim))
         if width < 1:
             raise ConfigError(f"strategy.projection_width / amplification give width {width}; it must be >= 1")
@@ -103,6 +110,9 @@ class Clex(Strategy):
         self.beyond_max = beyond_max
         self.ntk_base = float(ntk_base) if ntk_base is not None else self.base
         self.up = nn.Linear(half, width, bias=False)  # kaiming-uniform(a=sqrt 5), nn.Linear's default
+        if up_init == "official":  # the same rule on the transposed tensor: fan-in = width
+            nn.init.kaiming_uniform_(self.up.weight.T, a=math.sqrt(5))
+        self.up_init = up_init or "linear"
         self.down = nn.Linear(width, half, bias=False)
         nn.init.zeros_(self.down.weight)
         # -2j/d and -2j/(d-2): log ntk(t)_j = exponent_j * log b + slope_j * log(2t - 1)
@@ -208,5 +218,6 @@ class Clex(Strategy):
         return (
             f"{super().extra_repr()}, max_scale={self.max_scale:g}, width={self.width}, "
             f"activation={self.activation}, dynamics={self.dynamics}, method={self.method}, "
-            f"step_size={self.step_size:g}, beyond_max={self.beyond_max}, ntk_base={self.ntk_base:g}"
+            f"step_size={self.step_size:g}, beyond_max={self.beyond_max}, ntk_base={self.ntk_base:g}, "
+            f"up_init={self.up_init}"
         )
