@@ -244,7 +244,10 @@ def validate(cfg):
     require(cfg.threads is None or cfg.threads >= 1, "threads", "must be >= 1 or null", cfg.threads)
     require(t.lr > 0, "train.lr", "must be > 0", t.lr)
     require(
-        t.ode_lr is None or t.ode_lr >= 0, "train.ode_lr", "must be >= 0 (0: the ODE frozen) or null (train.lr)", t.ode_lr
+        t.ode_lr is None or t.ode_lr >= 0,
+        "train.ode_lr",
+        "must be >= 0 (0: the ODE frozen) or null (train.lr)",
+        t.ode_lr,
     )
     for key, low, high in (("warmup_ratio", 0, 1), ("min_lr_ratio", 0, 1)):
         value = t.get(key)

@@ -69,7 +69,11 @@ def sequence_nll(
         if key_mask is not None:
             keys = key_mask[start : start + batch_size].to(device) & (targets != -100)
             key_total, key_count = key_total + nll[keys].sum().item(), key_count + int(keys.sum())
-    return (total, count) + ((per_position,) if by_position else ()) + ((key_total, key_count) if key_mask is not None else ())
+    return (
+        (total, count)
+        + ((per_position,) if by_position else ())
+        + ((key_total, key_count) if key_mask is not None else ())
+    )
 
 
 def position_bins(original_length: int, length: int) -> list[tuple[int, int]]:

@@ -38,7 +38,12 @@ from clex.training import (
 )
 
 __all__ = ["Prepared", "SharedData", "TrainingDiverged", "prepare", "run_experiment", "run_name"]
-ROTARY_KEYS = ("name", "log_scale", "log_scale_clamp", "log_scale_train")  # strategy config keys that are not strategy options
+ROTARY_KEYS = (
+    "name",
+    "log_scale",
+    "log_scale_clamp",
+    "log_scale_train",
+)  # strategy config keys that are not strategy options
 log = logging.getLogger("clex")
 
 

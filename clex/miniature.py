@@ -38,6 +38,7 @@ NOTES = {
     "clex_positions": "The reference is the paper's recipe (extrapolated-random positions).",
 }
 
+
 def compute_minutes(results: list[dict]) -> float:
     """Wall minutes of the part's runs, each once (a run's time includes training its base model when it
     was the first to need it; a shared run counts in the part that lists it first)."""

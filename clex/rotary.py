@@ -150,9 +150,7 @@ def patch_model(model, strategy, log_scale: bool = False, log_scale_clamp: bool 
     if rope_type != "default":
         strategy.start_from(**checkpoint_rope(model.config))
     device = next(model.parameters()).device
-    setattr(
-        owner, attr, ScaledRotaryEmbedding(strategy, log_scale, log_scale_clamp, log_scale_train).to(device)
-    )
+    setattr(owner, attr, ScaledRotaryEmbedding(strategy, log_scale, log_scale_clamp, log_scale_train).to(device))
     rotary_grad.install(model)
     return model
 
