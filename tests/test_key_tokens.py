@@ -62,9 +62,9 @@ def test_sequence_nll_scores_the_key_tokens_beside_every_token(model_and_sequenc
 
 @pytest.mark.slow
 def test_every_method_of_a_comparison_scores_the_same_key_tokens(tmp_path):
-    from clex.commands import run
-
     from test_run import tiny_args
+
+    from clex.commands import run
 
     evaluator = tmp_path / "evaluator"
     assert run.main(tiny_args(tmp_path, "strategy=rope", "name=evaluator", "eval.multipliers=[1]")) == 0
