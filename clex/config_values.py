@@ -29,6 +29,8 @@ def parse_value(raw: str, key: str = "value"):
         raise ConfigError(f"{key}={raw}: YAML tags are not read; give a plain value")
     if INTERPOLATION.fullmatch(raw.strip()):  # another key's value, e.g. model.original_length=${train.length}
         return raw.strip()
+    if INTERPOLATION.search(raw) and raw.strip()[:1] not in ("[", "{"):  # a string with a key's value in it:
+        return raw.strip()  # runs/evaluator-seed${seed}/model, resolved when the config is read
     try:
         value = OmegaConf.from_dotlist([f"value={raw}"]).value
     except Exception as error:  # yaml's and OmegaConf's own errors: an unsupported value

@@ -150,6 +150,30 @@ def warn_once(message: str):
         logging.getLogger("clex").warning(message)
 
 
+def key_token_options(eval_cfg) -> dict | None:
+    """``eval.key_tokens``: a checkpoint folder (the evaluator; threshold 2 nats) or {evaluator, threshold}."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from clex.registry import ConfigError
+
+    keys = eval_cfg.get("key_tokens")
+    if keys is None:
+        return None
+    if isinstance(keys, str):
+        return {"evaluator": keys, "threshold": 2.0}
+    if (
+        isinstance(keys, DictConfig)
+        and isinstance(keys.get("evaluator"), str)
+        and set(keys) <= {"evaluator", "threshold"}
+    ):
+        return {"evaluator": keys.evaluator, "threshold": keys.get("threshold", 2.0)}
+    shown = OmegaConf.to_container(keys) if isinstance(keys, DictConfig) else keys
+    raise ConfigError(
+        "eval.key_tokens must be a checkpoint folder (e.g. runs/<name>/model; runs/<name>-seed${seed}/model gives each "
+        f"seed its own) or {{evaluator: <folder>, threshold: <nats>}}, got {shown!r}"
+    )
+
+
 def check_options(eval_cfg, lengths: list[int]):
     """``eval.*``, before anything runs: one line naming the key and what it allows."""
     from omegaconf import OmegaConf
@@ -206,15 +230,9 @@ def check_options(eval_cfg, lengths: list[int]):
             f"{max(lengths)}: with eval.stride that length scores one window per document, with no overlap; "
             "raise eval.max_tokens"
         )
-    keys = eval_cfg.get("key_tokens")
+    keys = key_token_options(eval_cfg)
     if keys is not None:
-        require(
-            isinstance(keys.get("evaluator") if hasattr(keys, "get") else None, str),
-            "eval.key_tokens",
-            "must be {evaluator: <checkpoint folder, e.g. runs/<name>/model>, threshold: <nats>}",
-            OmegaConf.to_container(keys) if hasattr(keys, "items") else keys,
-        )
-        threshold = keys.get("threshold", 2.0)
+        threshold = keys["threshold"]
         require(
             isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and threshold > 0,
             "eval.key_tokens.threshold",

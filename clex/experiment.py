@@ -18,6 +18,7 @@ from clex.callbacks import TrainingDiverged
 from clex.checkpoint import official_clex
 from clex.config import eval_lengths, validate
 from clex.data.module import LongContextData
+from clex.evaluate import key_token_options
 from clex.identity import base_key, stage_one_section, training_identity
 from clex.models import build_model, checkpoint_dir
 from clex.models.hf import check_checkpoint
@@ -96,6 +97,15 @@ def prepare(cfg, load_weights: bool = True, data: LongContextData | None = None)
         )
     if cfg.model.name == "hf":
         check_checkpoint(checkpoint_dir(cfg.model))
+    keys = key_token_options(cfg.eval)
+    if keys is not None:  # refused now, not after training
+        evaluator = Path(str(keys["evaluator"]))
+        require(
+            (evaluator / "config.json").is_file(),
+            "eval.key_tokens.evaluator",
+            "must be a checkpoint folder with a config.json (a finished run's model/, or a save_pretrained folder)",
+            str(evaluator),
+        )
     torch.manual_seed(cfg.seed)  # the initial weights (model and ODE) depend on the seed only
     weights = load_weights or cfg.model.name != "hf"
     model = build_model(cfg.model, data.tokenizer) if weights else checkpoint_config(cfg.model)

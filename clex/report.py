@@ -37,18 +37,53 @@ def lengths_of(results) -> list[int]:
     return sorted({row["length"] for r in results for row in r["eval"]})
 
 
-def variant_table(variants: dict, labels: dict, lengths: list[int]) -> list[str]:
+def variant_table(variants: dict, labels: dict, lengths: list[int], metric: str = "ppl") -> list[str]:
+    """Mean ± 95% CI of ``metric`` (ppl, or key_ppl: the key tokens', without the extrapolation length)."""
+    extra = metric == "ppl"
     lines = [
-        "| variant | n | " + " | ".join(map(str, lengths)) + " | extrapolation length |",
-        "|---" * (len(lengths) + 3) + "|",
+        "| variant | n | " + " | ".join(map(str, lengths)) + (" | extrapolation length |" if extra else " |"),
+        "|---" * (len(lengths) + 2 + extra) + "|",
     ]
     for vid, runs in variants.items():
         cells = []
         for length in lengths:
-            values = ppl_by_seed(runs, length)
+            values = ppl_by_seed(runs, length, metric)
             cells.append(mean_ci(list(values.values())).format() if values else "-")
-        lines.append(f"| {labels[vid]} | {len(runs)} | " + " | ".join(cells) + f" | {extrapolation_cell(runs)} |")
+        tail = f" | {extrapolation_cell(runs)} |" if extra else " |"
+        lines.append(f"| {labels[vid]} | {len(runs)} | " + " | ".join(cells) + tail)
     return lines
+
+
+def key_token_section(variants: dict, labels: dict, lengths: list[int], reference: str) -> list[str]:
+    """eval.key_tokens: the key tokens' PPL per variant and its paired differences (nothing when no run has it)."""
+    if not any(row.get("key_ppl") is not None for runs in variants.values() for r in runs for row in r["eval"]):
+        return []
+    setting = next(r["key_tokens"] for runs in variants.values() for r in runs if r.get("key_tokens"))
+    counts = {
+        n: sorted(
+            {
+                row.get("key_tokens")
+                for runs in variants.values()
+                for r in runs
+                for row in r["eval"]
+                if row["length"] == n
+            }
+        )
+        for n in lengths
+    }
+    lines = [
+        "",
+        "## Key-token perplexity",
+        "",
+        f"PPL over the key tokens only: the targets whose log-probability under the evaluator "
+        f"(`{setting['evaluator']}`) gains more than {setting['threshold']:g} nats from the whole context over the "
+        "last L0 tokens (the same tokens for every method of a seed). Key tokens per length: "
+        + "; ".join(f"{n}: {'/'.join(str(c) for c in counts[n] if c is not None) or '-'}" for n in lengths)
+        + ".",
+        "",
+        *variant_table(variants, labels, lengths, "key_ppl"),
+    ]
+    return lines + paired_section(variants, labels, lengths, reference, "key_ppl")
 
 
 def reference_partners(variants: dict, labels: dict, reference: str) -> tuple[dict, str]:
@@ -94,7 +129,7 @@ def interval_curves(variants: dict, labels: dict) -> dict:
     }
 
 
-def paired_section(variants: dict, labels: dict, lengths: list[int], reference: str) -> list[str]:
+def paired_section(variants: dict, labels: dict, lengths: list[int], reference: str, metric: str = "ppl") -> list[str]:
     partners, mode = reference_partners(variants, labels, reference)
     if not partners:
         return []
@@ -108,11 +143,12 @@ def paired_section(variants: dict, labels: dict, lengths: list[int], reference: 
         intro = f"Each variant against **{reference}** (`compare.reference=NAME` to change)."
     else:
         intro = f"Each variant against `{reference}` with the same settings (`compare.reference=NAME` to change)."
+    what = "key-token PPL" if metric == "key_ppl" else "PPL"
     lines = [
         "",
-        "## Paired differences",
+        "## Paired differences" + (" of the key-token perplexity" if metric == "key_ppl" else ""),
         "",
-        intro + " Cells: mean over seeds of PPL(variant) - PPL(reference) "
+        intro + f" Cells: mean over seeds of {what}(variant) - {what}(reference) "
         "± 95% t-interval of the per-seed differences; * where the interval excludes 0 (resolved), "
         "n = seeds both have.",
         "",
@@ -126,7 +162,9 @@ def paired_section(variants: dict, labels: dict, lengths: list[int], reference: 
             continue
         cells, n = [], 0
         for length in lengths:
-            diff = paired_difference(ppl_by_seed(variants[vid], length), ppl_by_seed(variants[rid], length))
+            diff = paired_difference(
+                ppl_by_seed(variants[vid], length, metric), ppl_by_seed(variants[rid], length, metric)
+            )
             n = max(n, diff.n if diff else 0)
             cells.append(difference_cell(diff))
         pair = (tokenizer_of(variants[vid][0]), tokenizer_of(variants[rid][0]))
@@ -285,6 +323,7 @@ def comparison_markdown(results: list[dict], reference: str = "rope", runs: bool
         "within at every evaluated length, a lower bound).",
         *([] if not (mixed := tokenizers_warning(results)) else ["", f"**Warning:** {mixed}."]),
         *paired_section(variants, labels, lengths, reference),
+        *key_token_section(variants, labels, lengths, reference),
         *accuracy_sections(variants, labels),
         *harness_sections(variants, labels, reference),
         *(runs_section(variants, labels, lengths) if runs else []),

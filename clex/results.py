@@ -16,6 +16,7 @@ from clex.data.windows import evaluation_sequences
 from clex.evaluate import (
     binned_nll,
     extrapolation_length,
+    key_token_options,
     long_enough,
     protocol,
     sequence_nll,
@@ -96,15 +97,15 @@ def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
 
 def key_tokens(cfg, prepared):
     """``eval.key_tokens``: the evaluator whose key tokens are scored beside every token (clex/key_tokens.py)."""
-    options = cfg.eval.get("key_tokens")
+    options = key_token_options(cfg.eval)
     if options is None:
         return None
     from clex.key_tokens import KeyTokens
 
     return KeyTokens(
-        options.evaluator,
+        options["evaluator"],
         prepared.original_length,
-        options.get("threshold", 2.0),
+        options["threshold"],
         cfg.eval.tokens_per_batch,
         Path(cfg.out_dir) / ".key_tokens",
     )
@@ -289,7 +290,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         "max_scale": getattr(prepared.rope_strategy, "max_scale", None),
         "eval": rows,
         "eval_protocol": protocol(cfg.eval),
-        "key_tokens": None if cfg.eval.get("key_tokens") is None else OmegaConf.to_container(cfg.eval.key_tokens),
+        "key_tokens": key_token_options(cfg.eval),
         "extrapolation_length": extrapolation_length(rows, t.length, cfg.eval.eps),
         "position_nll": bins,
         "train": training_summary(cfg, trained),

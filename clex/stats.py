@@ -155,11 +155,11 @@ def group_variants(results: list[dict]) -> dict:
     return {vid: list(runs.values()) for vid, runs in groups.items()}
 
 
-def ppl_by_seed(runs: list[dict], length: int) -> dict:
-    """seed -> PPL at ``length`` for the runs that have a finite one."""
+def ppl_by_seed(runs: list[dict], length: int, metric: str = "ppl") -> dict:
+    """seed -> PPL at ``length`` for the runs that have a finite one (``metric="key_ppl"``: the key tokens')."""
     out = {}
     for r in runs:
         row = next((row for row in r["eval"] if row["length"] == length), None)
-        if row is not None and row["ppl"] is not None and math.isfinite(row["ppl"]):
-            out[r["seed"]] = row["ppl"]
+        if row is not None and row.get(metric) is not None and math.isfinite(row[metric]):
+            out[r["seed"]] = row[metric]
     return out
