@@ -40,7 +40,9 @@ PARTS = {
 }
 
 
-def run_sweep(name: str, out: Path, overrides: list[str]) -> float:
+def run_sweep(name: str, out: Path, overrides: list[str], study: str | None = None) -> float:
+    """The sweep ``name`` into out/studies/<study or name>.journal (another journal: the same sweep run again with
+    other evaluation overrides, its runs reused)."""
     start = time.time()
     done = subprocess.run(
         [
@@ -49,7 +51,7 @@ def run_sweep(name: str, out: Path, overrides: list[str]) -> float:
             "clex.commands.sweep",
             f"sweep={name}",
             f"out_dir={out}",
-            f"study.storage={out / 'studies' / (name + '.journal')}",
+            f"study.storage={out / 'studies' / ((study or name) + '.journal')}",
             "trainer.enable_progress_bar=false",
             *overrides,
         ]
@@ -59,20 +61,20 @@ def run_sweep(name: str, out: Path, overrides: list[str]) -> float:
     return time.time() - start
 
 
-def study_results(name: str, out: Path) -> list[dict]:
+def study_results(name: str, out: Path, study: str | None = None) -> list[dict]:
     """The results of the complete trials' runs, in the order of the sweep file's choices."""
     from clex.analysis import load_study, read_results
 
-    journal = out / "studies" / f"{name}.journal"
+    journal = out / "studies" / f"{study or name}.journal"
     if not journal.is_file():
         return []
-    study = load_study(name, str(journal))
+    loaded = load_study(name, str(journal))
     space = yaml.safe_load((SWEEP_DIR / f"{name}.yaml").read_text())["space"]
 
     def order(trial):  # the first choices first: they are the reference of the paired tables
         return [space[k]["choices"].index(trial.params[k]) for k in space if trial.params.get(k) in space[k]["choices"]]
 
-    trials = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=order)
+    trials = sorted((t for t in loaded.trials if t.state.name == "COMPLETE"), key=order)
     return [read_results(Path(d) / "results.json") for t in trials for d in t.user_attrs["run_dirs"]]
 
 
