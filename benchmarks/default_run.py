@@ -1,7 +1,7 @@
 """Wall time of the zero-argument run (`python experiments/run.py`), fresh (stage 1 included) and with
 the base model cached, in a temporary out_dir, side by side in one invocation.
 
-    python benchmarks/default_run.py [extra overrides...]
+    python benchmarks/default_run.py [--smoke] [extra overrides...]
 """
 
 import subprocess
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import SMOKE_RUN
 
 RUN = Path(__file__).resolve().parents[1] / "experiments" / "run.py"
 
@@ -28,7 +29,9 @@ def timed(out_dir, extra):
 
 
 def main():
-    extra = sys.argv[1:]
+    extra = [a for a in sys.argv[1:] if a != "--smoke"]
+    if "--smoke" in sys.argv[1:]:  # tiny sizes, 2 steps: checks that it runs
+        extra = [*SMOKE_RUN, *extra]
     with tempfile.TemporaryDirectory() as out_dir:
         fresh = timed(out_dir, extra)
         again = timed(out_dir, extra + ["resume=false"])  # fine-tune again, not resume the finished run

@@ -5,7 +5,8 @@ sequence, or chunked through the KV cache with --chunk-size). Meant for a GPU; r
     python benchmarks/long_context.py --device cuda --precision bf16 --train-length 2048 \\
         --eval-lengths 2048,4096,8192,16384 model.hidden_size=768 model.intermediate_size=2048 \\
         model.num_layers=12 model.num_heads=12          # ~100M parameters with byte tokens
-    python benchmarks/long_context.py                   # tiny CPU defaults: checks that it runs
+    python benchmarks/long_context.py                   # small CPU defaults
+    python benchmarks/long_context.py --smoke           # tiny: checks that it runs
 
 Extra arguments are experiment overrides (model group and size, strategy.max_scale). Peak memory is
 CUDA only. Single runs on a shared 2-core CPU vary by ~10%.
@@ -17,11 +18,14 @@ import time
 from contextlib import nullcontext
 
 import torch
-from ode_overhead import CONFIGS, build
+from common import SMOKE_MODEL
+from ode_overhead import build
 
 import clex
+from clex.commands import CONFIG_DIR
 from clex.config import single_config
 from clex.evaluate import sequence_nll
+from clex.experiment import strategy_options
 from clex.lit import next_token_loss
 
 
@@ -98,9 +102,13 @@ def main():
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--eval-lengths", default="128,512,2048")
     parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 2 steps: checks that it runs")
     args, overrides = parser.parse_known_args()
-    cfg = single_config(CONFIGS, [*overrides, f"train.length={args.train_length}"])
-    options = {k: v for k, v in cfg.strategy.items() if k not in ("name", "log_scale")}
+    if args.smoke:
+        args.train_length, args.batch_size, args.steps, args.eval_lengths = 32, 2, 2, "32,64"
+        overrides = [*SMOKE_MODEL, "strategy.max_scale=3", *overrides]
+    cfg = single_config(CONFIG_DIR, [*overrides, f"train.length={args.train_length}"])
+    options = strategy_options(cfg.strategy)
     models = {"rope": build("rope", cfg).to(args.device), "clex": build("clex", cfg, **options).to(args.device)}
     size = sum(p.numel() for p in models["rope"].parameters())
     vocab = models["rope"].config.vocab_size

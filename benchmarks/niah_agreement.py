@@ -3,6 +3,7 @@ prompt lengths: two runs of experiments/run.py (no training, plain RoPE) into a 
 accuracy per length with exact 95% intervals (Clopper-Pearson), side by side in one table.
 
     python benchmarks/niah_agreement.py MODEL_DIR_OR_GGUF [--lengths 1024,2048] [--samples 24] [overrides...]
+    python benchmarks/niah_agreement.py --smoke     # a random tiny checkpoint at 2048 tokens: checks that it runs
 
 Overrides go to both runs after ``strategy=rope``: ``strategy=pi strategy.factor=8`` compresses every position
 8-fold (static PI, no training), a controlled way to take a model off the ceiling and see whether the two
@@ -24,6 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import tiny_checkpoint
 from scipy.stats import binomtest
 
 RUN = Path(__file__).resolve().parents[1] / "experiments" / "run.py"
@@ -74,15 +76,22 @@ def cell(correct: int, n: int) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model_dir")
+    parser.add_argument("model_dir", nargs="?")
+    parser.add_argument("--smoke", action="store_true", help="a random tiny checkpoint, 3 samples at 2048")
     parser.add_argument("--lengths", type=lambda text: [int(n) for n in text.split(",")], default=[1024, 2048])
     parser.add_argument("--samples", type=int, default=24, help="per length and task (a multiple of 3)")
     args, overrides = parser.parse_known_args()
+    if not (args.smoke or args.model_dir):
+        parser.error("give MODEL_DIR_OR_GGUF (or --smoke)")
+    if args.smoke:
+        args.lengths, args.samples = [2048], 3
     trials = max(1, args.samples // len(DEPTHS))
     listed = "[" + ",".join(map(str, args.lengths)) + "]"
-    source = args.model_dir
+    source = args.model_dir or "a random tiny checkpoint (--smoke)"
     with tempfile.TemporaryDirectory() as out_dir:
-        if args.model_dir.endswith(".gguf"):
+        if args.smoke:
+            args.model_dir = str(tiny_checkpoint(Path(out_dir) / "model"))
+        elif args.model_dir.endswith(".gguf"):
             args.model_dir = str(from_gguf(Path(args.model_dir).resolve(), Path(out_dir) / "model"))
         harness_dir = run(
             args.model_dir,

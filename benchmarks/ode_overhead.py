@@ -1,7 +1,7 @@
 """CLEX's ODE overhead: training-step time with clex against rope on the tiny default model, side by
 side in one process, and each solver setting's cost and error against a dopri5 reference.
 
-    python benchmarks/ode_overhead.py [--steps 30] [--threads 2] [model=llama-10m ...]
+    python benchmarks/ode_overhead.py [--steps 30] [--threads 2] [--smoke] [model=llama-10m ...]
 
 The step table splits CLEX's overhead: ``clex at t=1`` (no solve, no graph into the frequencies),
 ``rope, inv_freq trained`` (plain RoPE whose inv_freq is a trained leaf: the cost of back-propagating into
@@ -12,19 +12,21 @@ import argparse
 import math
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from common import SMOKE_MODEL
 from torchdiffeq import odeint
 
 import clex
+from clex.commands import CONFIG_DIR
 from clex.config import single_config
 from clex.data.tokenizers import ByteTokenizer
+from clex.experiment import strategy_options
 from clex.lit import next_token_loss
 from clex.models import build_model
-from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
+from clex.samplers import POSITION_SAMPLERS, build_scale_sampler
 
-CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+SMOKE = [*SMOKE_MODEL, "train.length=32", "train.batch_size=2", "strategy.max_scale=3"]
 
 
 def build(name, cfg, **options):
@@ -36,7 +38,7 @@ def build(name, cfg, **options):
 
 def step_times(cfg, steps: int):
     """Median seconds per optimiser step (forward, backward, AdamW) for rope and clex, interleaved."""
-    clex_options = {k: v for k, v in cfg.strategy.items() if k not in ("name", "log_scale")}
+    clex_options = strategy_options(cfg.strategy)
     models = {
         "rope": build("rope", cfg),
         "clex": build("clex", cfg, **clex_options),
@@ -49,7 +51,7 @@ def step_times(cfg, steps: int):
     optimisers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
     L, B = cfg.train.length, cfg.train.batch_size
     batch = torch.randint(0, 257, (B, L + 1), generator=torch.Generator().manual_seed(0))
-    scale_sampler = SCALE_SAMPLERS.get(cfg.sampler.scale)(cfg.strategy.max_scale)
+    scale_sampler = build_scale_sampler(cfg.sampler.scale, cfg.strategy.max_scale, cfg.sampler.scale_options)
     position_sampler = POSITION_SAMPLERS.get(cfg.sampler.position)()
     generator = torch.Generator().manual_seed(0)
     times = {k: [] for k in models}
@@ -150,10 +152,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 2 steps: checks that it runs")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model=llama-10m train.batch_size=8")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.overrides = 2, [*SMOKE, *args.overrides]
     torch.set_num_threads(args.threads)
-    cfg = single_config(CONFIGS, args.overrides)
+    cfg = single_config(CONFIG_DIR, args.overrides)
     print(
         f"model: {cfg.model.name} {cfg.model.num_layers}x{cfg.model.hidden_size}, L={cfg.train.length}, "
         f"batch {cfg.train.batch_size}, t_max {cfg.strategy.max_scale}, sampler {cfg.sampler.scale}/"
@@ -168,7 +173,7 @@ def main():
         "| max abs error in log inv_freq vs dopri5 1e-9 |"
     )
     print("|---|---|---|")
-    for name, seconds, error in solver_table(cfg, repeats=3):
+    for name, seconds, error in solver_table(cfg, repeats=1 if args.smoke else 3):
         print(f"| {name} | {1000 * seconds:.2f} | {error:.1e} |")
 
 

@@ -2,13 +2,14 @@
 float32, under bf16 autocast and under torch.compile, side by side in one process: what a faster kernel path
 would give the zero-argument run, whose time is almost all such steps.
 
-    python benchmarks/step_time.py [--steps 20] [overrides...]
+    python benchmarks/step_time.py [--steps 20] [--smoke] [overrides...]
 """
 
 import argparse
 import time
 
 import torch
+from common import SMOKE_MODEL
 
 from clex.commands import CONFIG_DIR
 from clex.config import single_config
@@ -45,12 +46,15 @@ def seconds_per_step(cfg, mode: str, steps: int) -> tuple[float, float]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 step, no compile: checks that it runs")
     args, overrides = parser.parse_known_args()
+    if args.smoke:
+        args.steps, overrides = 1, [*SMOKE_MODEL, "base.batch_size=2", "model.original_length=32", *overrides]
     cfg = single_config(CONFIG_DIR, overrides)
     print(f"{torch.get_num_threads()} CPU threads; batch {cfg.base.batch_size} x {cfg.model.original_length}")
     print("| mode | s per step | ratio to eager | first step (s) |\n|---|---|---|---|")
     eager = None
-    for mode in ("eager", "bf16 autocast", "compile"):
+    for mode in ("eager", "bf16 autocast") + (() if args.smoke else ("compile",)):
         first, per_step = seconds_per_step(cfg, mode, args.steps)
         eager = eager or per_step
         print(f"| {mode} | {per_step:.3f} | {per_step / eager:.2f} | {first:.1f} |")

@@ -1,7 +1,7 @@
 """The noise floor of one seed: how far the same run moves when only torch's thread count changes, and
 whether ``deterministic=true`` repeats exactly. Each run is a fresh process (stage 1 included).
 
-    python benchmarks/thread_noise.py [--threads 1,2] [extra overrides...]
+    python benchmarks/thread_noise.py [--threads 1,2] [--smoke] [extra overrides...]
 
 Prints PPL per evaluation length for each thread count, the largest difference, and the difference
 between two ``deterministic=true`` runs. Compare it with the seed-to-seed spread in comparison.md: a
@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from common import SMOKE_RUN
 
 RUN = Path(__file__).resolve().parents[1] / "experiments" / "run.py"
 
@@ -33,7 +35,10 @@ def ppl(out_dir: Path, name: str, extra: list[str]) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", default="1,2", help="thread counts to compare")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 2 steps: checks that it runs")
     args, extra = parser.parse_known_args()
+    if args.smoke:
+        extra = [*SMOKE_RUN, *extra]
     counts = [int(n) for n in args.threads.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         # a separate out_dir per run: the cached base model would otherwise hide stage 1's share
