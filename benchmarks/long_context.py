@@ -23,10 +23,10 @@ from ode_overhead import build
 
 import clex
 from clex.commands import CONFIG_DIR
-from clex.config import single_config
-from clex.evaluate import sequence_nll
-from clex.experiment import strategy_options
-from clex.lit import next_token_loss
+from clex.config.compose import single_config
+from clex.eval.perplexity import sequence_nll
+from clex.train.experiment import strategy_options
+from clex.train.module import next_token_loss
 
 
 def autocast(device: str, precision: str):

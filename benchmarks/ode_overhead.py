@@ -19,12 +19,12 @@ from torchdiffeq import odeint
 
 import clex
 from clex.commands import CONFIG_DIR
-from clex.config import single_config
+from clex.config.compose import single_config
 from clex.data.tokenizers import ByteTokenizer
-from clex.experiment import strategy_options
-from clex.lit import next_token_loss
 from clex.models import build_model
-from clex.samplers import POSITION_SAMPLERS, build_scale_sampler
+from clex.rope.samplers import POSITION_SAMPLERS, build_scale_sampler
+from clex.train.experiment import strategy_options
+from clex.train.module import next_token_loss
 
 SMOKE = [*SMOKE_MODEL, "train.length=32", "train.batch_size=2", "strategy.max_scale=3"]
 

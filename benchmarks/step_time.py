@@ -12,7 +12,7 @@ import torch
 from common import SMOKE_MODEL
 
 from clex.commands import CONFIG_DIR
-from clex.config import single_config
+from clex.config.compose import single_config
 from clex.data.tokenizers import ByteTokenizer
 from clex.models import build_model
 

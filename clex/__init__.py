@@ -1,23 +1,23 @@
 """clex: RoPE context-window extension (CLEX, PI, FBS/NTK, YaRN) for transformers models.
 
-The names below load on first use, so ``clex.stats`` and ``clex.analysis`` (used by analysis/) import
+The names below load on first use, so ``clex.analysis.stats`` and ``clex.analysis.tables`` (used by analysis/) import
 without torch or transformers."""
 
 import importlib
 
 _EXPORTS = {
     "ConfigError": "clex.registry",
-    "ScaledRotaryEmbedding": "clex.rotary",
-    "patch_model": "clex.rotary",
-    "rotary_module": "clex.rotary",
-    "rotary_settings": "clex.rotary",
-    "is_patched": "clex.rotary",
-    "load_pretrained": "clex.pretrained",
-    "save_pretrained": "clex.pretrained",
-    "Strategy": "clex.strategies",
-    "STRATEGIES": "clex.strategies",
-    "build_strategy": "clex.strategies",
-    "strategy_names": "clex.strategies",
+    "ScaledRotaryEmbedding": "clex.rope.patch",
+    "patch_model": "clex.rope.patch",
+    "rotary_module": "clex.rope.patch",
+    "rotary_settings": "clex.rope.patch",
+    "is_patched": "clex.rope.patch",
+    "load_pretrained": "clex.checkpoints.pretrained",
+    "save_pretrained": "clex.checkpoints.pretrained",
+    "Strategy": "clex.rope.strategies",
+    "STRATEGIES": "clex.rope.strategies",
+    "build_strategy": "clex.rope.strategies",
+    "strategy_names": "clex.rope.strategies",
 }
 __all__ = sorted(_EXPORTS)
 

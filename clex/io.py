@@ -10,7 +10,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 SCHEMA_VERSION = 1  # of results.json
 _UMASK = os.umask(0)

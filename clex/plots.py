@@ -67,18 +67,6 @@ def draw_curves(ax, curves: dict):
     ax.set_ylabel("perplexity")
 
 
-def plot_run(results: dict, path, formats=("png",)):
-    """One run: PPL against evaluation length, the training length dotted."""
-    from clex.stats import mean_ci
-
-    curve = {
-        row["length"]: mean_ci([row["ppl"]])
-        for row in results["eval"]
-        if row["ppl"] is not None and row["ppl"] < float("inf")
-    }
-    plot_ppl_intervals({results["strategy"]: curve}, [results["train_length"]], path, formats)
-
-
 def plot_ppl_intervals(curves: dict, train_lengths: list[int], path, formats=("png",)):
     """curves: label -> {length: Interval} (mean over seeds, 95% band where n > 1)."""
     with plt.rc_context(STYLE):

@@ -1,25 +1,13 @@
 """Name -> class registries, so a strategy or sampler is added by one new file.
 
-Each package (``clex.strategies``, ``clex.samplers``) imports all of its modules on first
+Each package (``clex.rope.strategies``, ``clex.rope.samplers``) imports all of its modules on first
 lookup; a module registers its classes with the ``@REGISTRY.register("name")`` decorator.
 """
 
 import importlib
 import pkgutil
 
-
-class ConfigError(ValueError):
-    """A user-facing configuration error: one line, naming the key and the allowed values."""
-
-
-def require(condition: bool, key: str, why: str, value):
-    """Raise the one-line ConfigError "<key> <why>, got <value>" unless ``condition``."""
-    if not condition:
-        raise ConfigError(f"{key} {why}, got {value!r}")
-
-
-class TooManyFailures(RuntimeError):
-    """A sweep worker's last ``study.max_failures`` trials all failed: it stops instead of spinning."""
+from clex.errors import ConfigError
 
 
 class Registry:

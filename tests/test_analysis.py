@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clex.analysis import fit_power_law
+from clex.analysis.tables import fit_power_law
 from clex.commands import collect, figures, run, scaling_law
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, tiny_runs, capsys):
 
 
 def test_the_miniature_report_reads_claims_off_paired_intervals(tmp_path):
-    from clex.miniature import write_report
+    from clex.reports.miniature import write_report
 
     def result(strategy, seed, ppl, **strategy_options):
         config = {"strategy": {"name": strategy, **strategy_options}, "sampler": {"position": "pose"}, "seed": seed}

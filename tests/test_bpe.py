@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from clex.commands import run
 from clex.data.bpe import bpe_tokenizer
 from clex.data.corpus import load_corpus
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 STDLIB = OmegaConf.create({"name": "stdlib", "validation_fraction": 0.05, "test_fraction": 0.05, "max_documents": 120})
 

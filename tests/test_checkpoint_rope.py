@@ -7,7 +7,7 @@ from conftest import tiny_llama, tiny_neox
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import clex
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 L0 = 64  # max_position_embeddings: the context the checkpoint's scaled rope covers
 ROPES = {
@@ -89,7 +89,7 @@ def test_abf_refuses_a_scaled_checkpoint_and_l0_is_its_extended_context(tmp_path
     model = checkpoint(tiny_llama, "yarn")
     with pytest.raises(ConfigError, match="strategy abf replaces the base of plain RoPE"):
         clex.patch_model(model, clex.build_strategy("abf", **clex.rotary_settings(model), new_base=5e5))
-    from clex.checkpoint import checkpoint_original_length
+    from clex.checkpoints.config_json import checkpoint_original_length
 
     model.save_pretrained(tmp_path)
     assert checkpoint_original_length(tmp_path) == L0
@@ -111,7 +111,7 @@ def test_abf_refuses_a_scaled_checkpoint_and_l0_is_its_extended_context(tmp_path
     ],
 )
 def test_l0_is_the_context_the_checkpoint_rope_covers(rope, max_position, expected):
-    from clex.checkpoint import original_length
+    from clex.rope.starting import original_length
 
     assert original_length(rope, max_position) == expected
 

@@ -12,13 +12,13 @@ import yaml
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from clex.cli import quiet_libraries
 from clex.commands import CONFIG_DIR, SWEEP_DIR
 from clex.commands import run as run_cli
 from clex.commands import sweep as sweep_cli
-from clex.config import compose
-from clex.config_files import sweep_dirs
-from clex.registry import ConfigError
+from clex.commands.cli import quiet_libraries
+from clex.config.compose import compose
+from clex.config.files import sweep_dirs
+from clex.errors import ConfigError
 from clex.sweeps import load_sweep, open_study, run_worker, summary, worker
 from tests.conftest import FAST
 
@@ -241,7 +241,7 @@ def test_summary_reports_the_target_the_last_worker_was_given(tmp_path, monkeypa
 
 
 def test_the_progress_bar_writes_to_stderr_and_stdout_keeps_the_table(tmp_path, capsys):
-    from clex.callbacks import StderrProgressBar
+    from clex.train.callbacks import StderrProgressBar
 
     bar = StderrProgressBar().init_train_tqdm()
     bar.update(1)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from clex import collection
+from clex.analysis import collection
 from clex.commands import collect, compare, run
 from tests.conftest import FAST
 
@@ -289,7 +289,7 @@ def test_harness_scores_are_a_tidy_table_with_intervals_over_seeds(real, tmp_pat
     assert len(summary) == 2 * 4
     for s in summary:
         values = np.array([scores[s["strategy"], seed][s["task"]][s["length"]] for seed in range(3)])
-        half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / np.sqrt(3)  # independent of clex.stats
+        half = stats.t.ppf(0.975, 2) * values.std(ddof=1) / np.sqrt(3)  # independent of clex.analysis.stats
         low, high = stats.t.interval(0.95, 2, loc=values.mean(), scale=stats.sem(values))
         assert s["n"] == "3" and s["seeds"] == "0 1 2" and s["variant"] == s["strategy"]
         assert float(s["mean"]) == pytest.approx(values.mean(), rel=1e-12)

@@ -91,7 +91,7 @@ def text_cfg(folder, **extra):
 
 
 def test_an_empty_split_is_refused_naming_it_and_the_fixes(tmp_path):
-    from clex.registry import ConfigError
+    from clex.errors import ConfigError
 
     with pytest.raises(
         ConfigError, match=r"the (test|validation) split is empty \(6 documents split by hash.*data.split=position"

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from clex.commands import CONFIG_DIR, run
 from clex.data.corpus import load_corpus, split_of
 from clex.data.sources.hf import hf_documents
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 from tests.conftest import FAST
 
 FILES = sorted(Path(os.__file__).parent.glob("*.py"))[:60]

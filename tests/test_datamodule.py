@@ -49,7 +49,7 @@ def test_a_fit_reads_the_seeded_windows_and_a_resume_skips_the_batches_done():
 def test_a_split_too_short_for_one_window_is_refused_before_the_fit():
     import pytest
 
-    from clex.registry import ConfigError
+    from clex.errors import ConfigError
 
     with pytest.raises(ConfigError, match="validation split has"):
         small_data().for_fit(FitWindows(length=400, batch_size=1, train=1, seed=0, validation=1))
@@ -79,8 +79,8 @@ def test_the_key_separates_what_changes_the_data():
 def test_shared_data_reuses_a_key_drops_the_oldest_and_keeps_its_cache_when_a_config_is_refused(monkeypatch):
     from types import SimpleNamespace
 
-    from clex import experiment
-    from clex.registry import ConfigError
+    from clex.errors import ConfigError
+    from clex.train import experiment
 
     given = []
 

@@ -9,7 +9,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/miniature/README.md", "docs/design.md"])
+PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))]
+
+
+def test_the_readme_is_a_front_door():
+    assert len((ROOT / "README.md").read_text().splitlines()) < 200
+
+
+@pytest.mark.parametrize("page", PAGES)
 def test_every_linked_figure_and_page_exists(page):
     text = (ROOT / page).read_text()
     links = re.findall(r"\]\(([^)#]+)\)", text)

@@ -13,7 +13,7 @@ import torch
 import clex
 from clex import io
 from clex.commands import run
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 from tests.conftest import FAST
 
 
@@ -58,7 +58,7 @@ def test_scaling_strategies_need_a_factor_in_the_library(name):
 
 
 def test_extrapolated_random_positions_stay_below_t_l0_for_any_l():
-    from clex.samplers import POSITION_SAMPLERS
+    from clex.rope.samplers import POSITION_SAMPLERS
 
     sampler = POSITION_SAMPLERS.get("extrapolated-random")()
     generator = torch.Generator().manual_seed(0)
@@ -87,7 +87,7 @@ def test_a_checkpoint_with_a_rope_type_we_cannot_start_from_is_not_changed_silen
 
 
 def test_resuming_never_unpickles_code_and_a_truncated_checkpoint_is_one_line(tmp_path):
-    from clex.training import checkpoint_step
+    from clex.train.stages import checkpoint_step
 
     marker = tmp_path / "ran"
 
@@ -151,7 +151,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, messag
 def test_eval_lengths_always_include_l():
     from omegaconf import OmegaConf
 
-    from clex.config import eval_lengths
+    from clex.config.compose import eval_lengths
 
     cfg = OmegaConf.create({"train": {"length": 128}, "eval": {"lengths": [512, 256], "multipliers": None}})
     assert eval_lengths(cfg) == [128, 256, 512]
@@ -171,7 +171,7 @@ def test_a_model_folder_without_a_model_or_tokenizer_is_one_line(tmp_path, capsy
 
 
 def test_infinite_ppl_does_not_poison_a_mean():
-    from clex.stats import ppl_by_seed
+    from clex.analysis.stats import ppl_by_seed
 
     runs = [{"seed": s, "eval": [{"length": 8, "ppl": p}]} for s, p in enumerate([4.0, math.inf, None, 5.0])]
     assert ppl_by_seed(runs, 8) == {0: 4.0, 3: 5.0}
@@ -199,7 +199,7 @@ def test_compare_refuses_what_is_not_a_results_file(tmp_path, capsys):
 
 
 def test_a_bootstrap_needs_a_resample():
-    from clex.analysis import fit_power_law
+    from clex.analysis.tables import fit_power_law
 
     with pytest.raises(ConfigError, match="--bootstrap must be >= 1"):
         fit_power_law([1e5, 1e6, 1e5, 1e6], [64, 64, 128, 128], [100, 200, 300, 400], bootstrap=0)
@@ -207,7 +207,7 @@ def test_a_bootstrap_needs_a_resample():
 
 def test_a_pretrained_model_trains_and_evaluates_from_its_own_l0(tmp_path):
     from clex.commands import CONFIG_DIR
-    from clex.config import compose, parse_overrides
+    from clex.config.compose import compose, parse_overrides
 
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "config.json").write_text(

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from clex.commands import run
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -33,12 +33,12 @@ def test_a_config_that_cannot_fit_is_refused_in_one_line_within_seconds(tmp_path
 
 def test_the_default_config_fits_and_its_estimate_is_near_the_measured_peak():
     from clex.commands import CONFIG_DIR
-    from clex.config import eval_lengths, single_config
-    from clex.cost import GiB, check_cost, peak_memory
+    from clex.config.compose import eval_lengths, single_config
+    from clex.config.cost import GiB, check_cost, peak_memory
 
     cfg = single_config(CONFIG_DIR, [])
     check_cost(cfg, max(eval_lengths(cfg)))
-    # measured: 1.66 GiB max RSS for L=1024 x 16 (clex/cost.py lists the runs)
+    # measured: 1.66 GiB max RSS for L=1024 x 16 (clex/config/cost.py lists the runs)
     cfg = single_config(CONFIG_DIR, ["train.length=1024", "train.batch_size=16", "eval.multipliers=[1]"])
     assert 1.66 / 1.7 < peak_memory(cfg, 1024)[0] / GiB < 1.66 * 1.7
 
@@ -57,8 +57,8 @@ def test_an_evaluation_only_run_is_not_charged_for_training():
     """train.steps=0 (a checkpoint's evaluation) trains nothing: a long train.length that would not fit in training
     fits, and the estimate is then the evaluation's, with the weights alone (no gradients, no AdamW moments)."""
     from clex.commands import CONFIG_DIR
-    from clex.config import single_config
-    from clex.cost import EVAL_REMEDY, peak_memory
+    from clex.config.compose import single_config
+    from clex.config.cost import EVAL_REMEDY, peak_memory
 
     long = ["train.length=100000", "base.steps=0"]
     trains, _ = peak_memory(single_config(CONFIG_DIR, long), 1024)
@@ -72,8 +72,8 @@ def test_stage_one_is_charged_without_checkpointing_and_an_unsharded_evaluation_
     """Stage 1 never checkpoints its activations (train.gradient_checkpointing is stage 2's), so a stage 1 that is
     the peak costs the same either way; a run that fits nothing shards nothing, so FSDP ranks do not divide it."""
     from clex.commands import CONFIG_DIR
-    from clex.config import single_config
-    from clex.cost import BASE_REMEDY, peak_memory
+    from clex.config.compose import single_config
+    from clex.config.cost import BASE_REMEDY, peak_memory
 
     base_peak = ["model.original_length=4096", "base.batch_size=4", "train.length=128", "train.batch_size=1"]
     plain, remedy = peak_memory(single_config(CONFIG_DIR, base_peak), 128)

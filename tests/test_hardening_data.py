@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from clex.data.corpus import load_corpus
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 TEXT = "def f(x):\n    return x  # é, ü, 中\n" * 40
 

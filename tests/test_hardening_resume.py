@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from clex import callbacks
 from clex.commands import run
+from clex.train import callbacks
 from tests.conftest import FAST
 
 THREE_STEPS = [*FAST, "train.steps=3"]
@@ -113,9 +113,9 @@ def test_more_cpu_ranks_than_cores_is_said_once(monkeypatch, caplog):
     import logging
     import os
 
-    from clex import evaluate
     from clex.commands import CONFIG_DIR
-    from clex.config import single_config, validate
+    from clex.config.compose import single_config, validate
+    from clex.eval import perplexity as evaluate
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(evaluate, "WARNED", set())

@@ -8,10 +8,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from clex import experiment
 from clex.commands import CONFIG_DIR
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 from clex.sweeps import STUDY_DEFAULTS, open_study, run_worker, summary
+from clex.train import experiment
 
 
 def sweep_of(tmp_path, n_trials, *experiment_overrides):

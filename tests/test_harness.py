@@ -69,7 +69,7 @@ def perplexity_by_hand(model, name: str) -> float:
 
 def scores(model, monkeypatch) -> dict:
     from clex.data.tokenizers import ByteTokenizer
-    from clex.harness import run_tasks
+    from clex.eval.harness import run_tasks
 
     monkeypatch.chdir(DATA)  # the task YAMLs name their data files relative to here
     rows, raw = run_tasks(model, ByteTokenizer(), OPTS, [L0])
@@ -98,7 +98,7 @@ def test_generation_holds_t_at_the_prompt_length(monkeypatch):
     16 new tokens take the positions past 4 x L0 (plain HFLM: t follows them to 5)."""
     from lm_eval.models.huggingface import HFLM
 
-    from clex.harness import byte_tokenizer, patched_lm_class
+    from clex.eval.harness import byte_tokenizer, patched_lm_class
 
     model = patched(byte_llama())
     strategy = clex.rotary_module(model).strategy

@@ -5,8 +5,8 @@ stage 1's too)."""
 import pytest
 
 from clex.commands import CONFIG_DIR
-from clex.config import single_config
-from clex.identity import base_key, stage_one_section
+from clex.config.compose import single_config
+from clex.config.identity import base_key, stage_one_section
 
 FINGERPRINT = {"files": 3, "bytes": 100, "sha256": "0" * 64}
 

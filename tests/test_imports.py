@@ -66,3 +66,43 @@ def test_library_modules_import_neither_the_facade_nor_a_command():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
+
+
+# the packages, lowest first: a module imports from its own package or a lower one, never a higher one (the
+# top-level modules, errors, registry, io and plots, sit below everything and import no package)
+LAYERS = (
+    "",
+    "rope",
+    "checkpoints",
+    "models",
+    "data",
+    "eval",
+    "config",
+    "analysis",
+    "train",
+    "reports",
+    "sweeps",
+    "commands",
+)
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else 0
+
+
+def upward(graph: dict) -> list[tuple[str, str]]:
+    return sorted((m, i) for m, imported in graph.items() for i in imported if layer(i) > layer(m))
+
+
+def test_packages_import_one_way_in_the_declared_order():
+    assert upward(imports()) == []
+    assert upward({"clex.rope.patch": {"clex.train.stages"}, "clex.io": {"clex.errors"}}) == [
+        ("clex.rope.patch", "clex.train.stages")
+    ]
+
+
+def test_every_package_is_declared_and_the_top_level_stays_small():
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(LAYERS[1:]) - {""}
+    assert len([p for p in PACKAGE.glob("*.py")]) <= 10

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_llama
 
-from clex.evaluate import sequence_nll
-from clex.key_tokens import key_token_mask, short_context_logprobs, target_logprobs
+from clex.eval.key_tokens import key_token_mask, short_context_logprobs, target_logprobs
+from clex.eval.perplexity import sequence_nll
 
 WINDOW, LENGTH = 8, 24
 

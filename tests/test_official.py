@@ -197,9 +197,9 @@ def test_export_refuses_what_the_format_cannot_express(tmp_path):
 
 def test_fine_tuning_an_import_starts_from_its_ode(tmp_path):
     from clex.commands import CONFIG_DIR
-    from clex.config import single_config
-    from clex.experiment import build_rotary_strategy, rotary_options
+    from clex.config.compose import single_config
     from clex.models import build_model
+    from clex.train.experiment import build_rotary_strategy, rotary_options
 
     official_checkpoint(tmp_path / "ckpt", "llama-2024-gqa-theta1e6")
     cfg = single_config(CONFIG_DIR, ["model=hf", f"model.path={tmp_path / 'ckpt'}", "strategy=clex"])

@@ -11,14 +11,14 @@ from conftest import tiny_llama
 from omegaconf import OmegaConf
 
 from clex.commands import CONFIG_DIR
-from clex.config import single_config
-from clex.identity import SAMPLING_STRATEGIES
-from clex.lit import LongContextLM, next_token_loss
-from clex.registry import ConfigError
-from clex.rotary import patch_model, rotary_module, rotary_settings
-from clex.run_folder import run_name
-from clex.samplers import build_scale_sampler
-from clex.strategies import STRATEGIES, build_strategy, strategy_names
+from clex.config.compose import single_config
+from clex.config.identity import SAMPLING_STRATEGIES
+from clex.errors import ConfigError
+from clex.rope.patch import patch_model, rotary_module, rotary_settings
+from clex.rope.samplers import build_scale_sampler
+from clex.rope.strategies import STRATEGIES, build_strategy, strategy_names
+from clex.train.module import LongContextLM, next_token_loss
+from clex.train.run_folder import run_name
 
 
 def test_recipe_official_sets_every_official_value():
@@ -41,7 +41,7 @@ def test_recipe_official_sets_every_official_value():
 
 
 def test_the_recipe_shares_the_base_of_every_other_method():
-    from clex.identity import base_key
+    from clex.config.identity import base_key
 
     fingerprint = {"files": 1}
     assert base_key(single_config(CONFIG_DIR, ["recipe=official"]), fingerprint) == base_key(
@@ -65,8 +65,8 @@ def test_cfg_prints_the_recipe_whole(capsys):
 
 
 def test_warmup_ratio_and_min_lr_ratio_shape_the_schedule():
-    from clex.lit import warmup_cosine
-    from clex.training import optimiser_settings
+    from clex.train.module import warmup_cosine
+    from clex.train.stages import optimiser_settings
 
     optim = optimiser_settings(single_config(CONFIG_DIR, ["recipe=official", "train.steps=800"]).train)
     assert optim.warmup_steps == 24 and optim.min_lr_ratio == 0.0  # 3% of 800

@@ -7,7 +7,7 @@ import torch
 
 from clex.commands import run
 from clex.data.tokenizers import ByteTokenizer
-from clex.passkey import INTRO, QUESTION, passkey_prompt
+from clex.eval.passkey import INTRO, QUESTION, passkey_prompt
 
 
 @pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])
@@ -61,7 +61,7 @@ def test_eval_passkey_writes_grid_results_and_figure(tmp_path):
 
 def test_a_model_that_knows_the_answer_scores_one():
     """A stub model that copies the digits after 'pass key is' proves the scoring path, not the model."""
-    from clex.passkey import passkey_grid
+    from clex.eval.passkey import passkey_grid
 
     tokenizer = ByteTokenizer()
 

@@ -1,4 +1,4 @@
-"""The angle backward (clex/rotary_grad.py) against autograd through the family's own apply_rotary_pos_emb."""
+"""The angle backward (clex/rope/angle_grad.py) against autograd through the family's own apply_rotary_pos_emb."""
 
 import sys
 import types
@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_llama
 
 import clex
-from clex import rotary_grad
+from clex.rope import angle_grad as rotary_grad
 
 
 def loss_and_grads(model, ids, scale, positions):

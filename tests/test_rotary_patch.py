@@ -5,8 +5,8 @@ import torch
 from conftest import tiny_llama
 
 import clex
-from clex.decoding import forward_cached
-from clex.registry import ConfigError
+from clex.errors import ConfigError
+from clex.eval.decoding import forward_cached
 
 L0 = 64
 IDS = torch.randint(0, 97, (2, 3 * L0), generator=torch.Generator().manual_seed(0))
@@ -80,7 +80,7 @@ def test_rotary_dim_mismatch_is_a_clear_error():
 @torch.no_grad()
 @pytest.mark.parametrize("name", ["clex", "yarn"])
 def test_chunked_kv_cache_perplexity_equals_full_sequence(family, name):
-    from clex.evaluate import sequence_nll
+    from clex.eval.perplexity import sequence_nll
 
     options = {"max_scale": 8, "log_scale": False} if name == "clex" else {"eval_scale": "dynamic"}
     model = patched(family, name, **{k: v for k, v in options.items() if k != "log_scale"})

@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from clex.commands import run
 from clex.data.tokenizers import ByteTokenizer
-from clex.ruler import ruler_grid
-from clex.ruler_tasks import DEPTH_TASKS, TASKS, Haystack, make_sample, matches
+from clex.eval.ruler import ruler_grid
+from clex.eval.ruler_tasks import DEPTH_TASKS, TASKS, Haystack, make_sample, matches
 
 TEXT = (
     "Rivers carry sediment toward the delta, where slower water drops sand and silt. Farmers value "

@@ -14,7 +14,7 @@ import yaml
 from clex.commands import run
 from clex.data.corpus import load_corpus
 from clex.data.windows import encode_documents, evaluation_sequences
-from clex.evaluate import sequence_nll
+from clex.eval.perplexity import sequence_nll
 
 STRATEGIES = ["rope", "pi", "fbs", "yarn", "clex"]
 TINY = [

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from clex.registry import ConfigError
-from clex.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
+from clex.errors import ConfigError
+from clex.rope.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS
 
 N = 4000
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from clex.commands import run
 from clex.data.windows import encode_documents
-from clex.evaluate import sequence_nll, sliding_windows
+from clex.eval.perplexity import sequence_nll, sliding_windows
 from tests.conftest import FAST, tiny_llama
 
 
@@ -105,7 +105,7 @@ def test_a_sliding_window_run_records_its_protocol(tmp_path, capsys):
 
 
 def test_longest_documents_keeps_only_those_long_enough_for_every_length(tmp_path, capsys):
-    from clex.evaluate import long_enough
+    from clex.eval.perplexity import long_enough
 
     docs = [("a", "x" * 50), ("b", "x" * 150), ("c", "x" * 300), ("d", "x" * 257)]
     assert [len(t) for t in long_enough(encode_documents(Positions(), docs), 256)] == [

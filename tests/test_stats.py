@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from clex.analysis import aggregate, collect, fit_power_law
-from clex.report import comparison_markdown
-from clex.stats import group_variants, label_variants, mean_ci, paired_difference, variant_id
+from clex.analysis.comparison import comparison_markdown
+from clex.analysis.stats import group_variants, label_variants, mean_ci, paired_difference, variant_id
+from clex.analysis.tables import aggregate, collect, fit_power_law
 
 
 def test_interval_against_a_hand_computed_example():
@@ -177,14 +177,15 @@ def test_analysis_imports_no_torch():
     import subprocess
 
     code = (
-        "import sys, clex.analysis, clex.stats, clex.report; print('torch' in sys.modules, 'lightning' in sys.modules)"
+        "import sys, clex.analysis.tables, clex.analysis.stats, clex.analysis.comparison; "
+        "print('torch' in sys.modules, 'lightning' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
 
 def test_null_options_leave_names_alone_but_a_users_null_in_a_map_counts():
-    from clex.identity import drop_nulls
+    from clex.config.identity import drop_nulls
 
     assert drop_nulls({"seed": 0, "threads": None, "eval": {"stride": None, "eps": 0.1}}) == {
         "seed": 0,

@@ -7,7 +7,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 import clex
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 L0 = 256
 

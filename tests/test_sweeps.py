@@ -402,9 +402,9 @@ def in_process_sweep(tmp_path, **study):
 
 
 def test_a_worker_stops_after_consecutive_failures(tmp_path, monkeypatch):
-    from clex import experiment
-    from clex.registry import TooManyFailures
+    from clex.errors import TooManyFailures
     from clex.sweeps import worker
+    from clex.train import experiment
 
     def broken(cfg, prepared=None, callbacks=(), wait=False):
         raise RuntimeError("out of memory")
@@ -422,8 +422,8 @@ def load_unit(tmp_path):
 
 
 def test_a_live_worker_declared_dead_says_so_and_goes_on(tmp_path, monkeypatch, capsys):
-    from clex import experiment
     from clex.sweeps import ranks, study, worker
+    from clex.train import experiment
 
     def slow_run(cfg, prepared=None, callbacks=(), wait=False):
         study = load_unit(tmp_path)  # another worker, seeing a late heartbeat, fails this trial
@@ -447,8 +447,8 @@ def test_a_live_worker_declared_dead_says_so_and_goes_on(tmp_path, monkeypatch, 
 
 
 def test_a_failed_grid_point_is_run_again_not_skipped(tmp_path, monkeypatch):
-    from clex import experiment
     from clex.sweeps import worker
+    from clex.train import experiment
 
     calls = []
 

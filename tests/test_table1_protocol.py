@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from clex.commands import CONFIG_DIR
-from clex.config import single_config
-from clex.evaluate import binned_nll, position_bins, sequence_nll, shared_sequences
-from clex.registry import ConfigError
+from clex.config.compose import single_config
+from clex.errors import ConfigError
+from clex.eval.perplexity import binned_nll, position_bins, sequence_nll, shared_sequences
 from tests.conftest import tiny_llama
 
 
@@ -34,7 +34,7 @@ def test_every_length_predicts_the_same_tokens():
 
 def test_same_tokens_needs_lengths_that_divide_the_longest():
     with pytest.raises(ConfigError, match="every length must divide the longest"):
-        from clex.config import validate
+        from clex.config.compose import validate
 
         validate(single_config(CONFIG_DIR, ["eval.same_tokens=true", "eval.lengths=[128,192,512]"]))
 

@@ -13,12 +13,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from clex.cli import fail
-from clex.registry import ConfigError
+from clex.commands.cli import fail
+from clex.errors import ConfigError
 
 
 def study_run_dirs(name: str, storage: str) -> list[Path]:
-    from clex.analysis import load_study
+    from clex.analysis.tables import load_study
 
     study = load_study(name, storage)
     return [
@@ -54,7 +54,7 @@ def summary_text(summary: list[dict]) -> str:
 
 def notes(rows: list[dict], runs: list[dict]) -> list[str]:
     """What sets the collected runs apart beyond their variants: corpora, tokenizers, (L0, model) settings."""
-    from clex.collection import tokenizers_warning
+    from clex.analysis.collection import tokenizers_warning
 
     lines = []
     corpora = Counter(r["corpus"] for r in {r["run"]: r for r in rows}.values())
@@ -81,9 +81,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("analysis/out/table.csv"))
     parser.add_argument("--strict", action="store_true", help="refuse a malformed run instead of skipping it")
     args = parser.parse_args(argv)
-    from clex import analysis
-    from clex.collection import read_runs, tables, write_together
-    from clex.stats import protocols_line
+    from clex.analysis import tables as analysis
+    from clex.analysis.collection import read_runs, tables, write_together
+    from clex.eval.protocol import protocols_line
 
     out = args.out
     named = {key: out.with_name(f"{out.stem}_{key}.csv") for key in ("summary", "harness", "harness_summary")}

@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from clex.cli import fail
-from clex.registry import ConfigError
+from clex.commands.cli import fail
+from clex.errors import ConfigError
 
 OUT = Path("analysis/out")
 
@@ -23,7 +23,7 @@ OUT = Path("analysis/out")
 def check_target(target: Path, results: list[dict], force: bool = False):
     """Refuse (ConfigError) a ``target`` that is a file, or that holds the comparison.md of other runs than
     ``results`` (by its runs.json), unless ``force``: the same runs again rewrite their own comparison."""
-    from clex.report import RUNS, runs_record
+    from clex.analysis.comparison import RUNS, runs_record
 
     target = Path(target)
     if target.exists() and not target.is_dir():
@@ -60,8 +60,8 @@ def main(argv=None) -> int:
     parser.add_argument("--strict", action="store_true", help="refuse a malformed run instead of skipping it")
     parser.add_argument("--no-runs", action="store_true", help="leave out the per-run table")
     args = parser.parse_args(argv)
-    from clex.collection import read_runs, tokenizers_warning
-    from clex.report import comparison_dir, write_comparison
+    from clex.analysis.collection import read_runs, tokenizers_warning
+    from clex.analysis.comparison import comparison_dir, write_comparison
 
     try:
         results = [r for _, r in read_runs(args.runs, args.strict)]

@@ -9,15 +9,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from clex.cli import fail
-from clex.registry import ConfigError
+from clex.commands.cli import fail
+from clex.errors import ConfigError
 
 REQUIRED = ("run", "strategy", "variant", "variant_id", "seed", "train_length", "length", "ppl")
 
 
 def interval_table(rows):
     """{(variant, train_length): {length: Interval over the seeds of that variant}}."""
-    from clex.analysis import aggregate
+    from clex.analysis.tables import aggregate
 
     table = {}
     for s in aggregate(rows):
@@ -49,7 +49,8 @@ def ppl_figure(table, out):
 
 def table_one(table, out, protocols):
     from clex import io
-    from clex.stats import INTERVAL_NOTE, protocols_line
+    from clex.analysis.stats import INTERVAL_NOTE
+    from clex.eval.protocol import protocols_line
 
     lengths = sorted({n for curve in table.values() for n in curve})
     md = ["| run | L | n | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 3) + "|"]
@@ -123,7 +124,7 @@ def study_figures(name, storage, out):
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ov
 
-    from clex.analysis import load_study
+    from clex.analysis.tables import load_study
     from clex.plots import STYLE, save
 
     study = load_study(name, storage)
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
     parser.add_argument("--storage")
     parser.add_argument("--out", type=Path, default=Path("analysis/out"))
     args = parser.parse_args(argv)
-    from clex.analysis import read_table
+    from clex.analysis.tables import read_table
 
     try:
         rows = read_table(args.table, REQUIRED)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from clex.cli import fail
 from clex.commands import SWEEP_DIR
-from clex.registry import ConfigError
+from clex.commands.cli import fail
+from clex.errors import ConfigError
 
 PARTS = {
     "table1_4x": [
@@ -63,7 +63,7 @@ def run_sweep(name: str, out: Path, overrides: list[str], study: str | None = No
 
 def study_results(name: str, out: Path, study: str | None = None) -> list[dict]:
     """The results of the complete trials' runs, in the order of the sweep file's choices."""
-    from clex.analysis import load_study, read_results
+    from clex.analysis.tables import load_study, read_results
 
     journal = out / "studies" / f"{study or name}.journal"
     if not journal.is_file():
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     except ConfigError as error:
         return fail(error)
     from clex import io
-    from clex.miniature import write_report
+    from clex.reports.miniature import write_report
 
     text = write_report({name: study_results(name, args.out_runs) for part in PARTS for name in PARTS[part]}, args.out)
     io.write_text(args.out / "README.md", text)

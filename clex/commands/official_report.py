@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clex.cli import fail
+from clex.commands.cli import fail
 from clex.commands.miniature_report import run_sweep, study_results
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 SEEDS = (0, 1, 2)
 EVALUATOR = "evaluator-rope2048-seed"
@@ -38,7 +38,7 @@ def run_evaluators(out: Path, overrides: list[str]):
 
 
 def main(argv=None) -> int:
-    from clex.official_report import SWEEPS_200, SWEEPS_800
+    from clex.reports.official import SWEEPS_200, SWEEPS_800
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-runs", type=Path, default=Path("runs") / "miniature")
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     except ConfigError as error:
         return fail(error)
     from clex import io
-    from clex.official_report import write_official
+    from clex.reports.official import write_official
 
     def results(name):  # the key-token pass where it has finished, else the plain one
         return study_results(name, args.out_runs, f"{name}-keys") or study_results(name, args.out_runs)

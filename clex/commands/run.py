@@ -11,11 +11,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from clex.cli import fail, quiet_libraries, take_config_dirs
 from clex.commands import CONFIG_DIR
-from clex.config import compose, expand, group_options, load_defaults, parse_overrides
-from clex.config_files import check_config_dirs, key_comments, load_option, option_file, shown
-from clex.registry import ConfigError
+from clex.commands.cli import fail, quiet_libraries, take_config_dirs
+from clex.config.compose import compose, expand, group_options, load_defaults, parse_overrides
+from clex.config.files import check_config_dirs, key_comments, load_option, option_file, shown
+from clex.errors import ConfigError
 
 OPTIONS = """options:
   --cfg              print the composed config (every run of a list), run nothing
@@ -135,9 +135,9 @@ def main(argv=None) -> int:
             print("\n---\n".join(OmegaConf.to_yaml(cfg, resolve=True) for cfg in configs))
             return 0
         quiet_libraries()
-        from clex.experiment import SharedData, TrainingDiverged, run_experiment
-        from clex.report import comparison_dir, write_comparison
-        from clex.results import format_table
+        from clex.analysis.comparison import comparison_dir, write_comparison
+        from clex.train.experiment import SharedData, TrainingDiverged, run_experiment
+        from clex.train.results import format_table
 
         shared = SharedData()  # the runs of one corpus and tokenizer read and tokenise it once
         for cfg in configs:  # every config is checked before the first run starts

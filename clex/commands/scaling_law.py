@@ -8,8 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from clex.cli import fail
-from clex.registry import ConfigError
+from clex.commands.cli import fail
+from clex.errors import ConfigError
 
 REQUIRED = ("run", "strategy", "variant_id", "seed", "parameters", "train_length", "extrapolation_length", "censored")
 
@@ -17,8 +17,8 @@ REQUIRED = ("run", "strategy", "variant_id", "seed", "parameters", "train_length
 def plot_per_strategy(runs, out: Path):
     import matplotlib.pyplot as plt
 
+    from clex.analysis.stats import mean_ci
     from clex.plots import STYLE, colour, save
-    from clex.stats import mean_ci
 
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("analysis/out"))
     args = parser.parse_args(argv)
-    from clex.analysis import finite, fit_power_law, per_run, read_table
+    from clex.analysis.tables import finite, fit_power_law, per_run, read_table
 
     try:
         runs = [r for r in per_run(read_table(args.table, REQUIRED)) if finite([r["extrapolation_length"]])]

@@ -13,10 +13,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from clex.cli import fail, take_config_dirs
 from clex.commands import CONFIG_DIR, PACKAGE, SWEEP_DIR
-from clex.config_files import check_config_dirs, sweep_dirs
-from clex.registry import ConfigError, TooManyFailures
+from clex.commands.cli import fail, take_config_dirs
+from clex.config.files import check_config_dirs, sweep_dirs
+from clex.errors import ConfigError, TooManyFailures
 
 STUDIES_DIR = Path("sweeps") / "studies"  # the default storage folder, under the folder it runs from
 
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         name = dict(pairs).get("sweep")
         if not name:
             raise ConfigError(f"sweep=<name> is required; choices: {', '.join(sweep_names(folders))}")
-        from clex.cli import quiet_libraries
+        from clex.commands.cli import quiet_libraries
 
         quiet_libraries()
         from clex.sweeps import TRIAL_ENV, TrialChannel, follow_rank_zero, load_sweep, run_worker, srun_rank, summary

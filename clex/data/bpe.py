@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from clex import io
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 SEPARATOR = "<|endoftext|>"
 FORMAT = 1  # bump when the trainer's settings change: the cache key includes it

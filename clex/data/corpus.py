@@ -5,7 +5,7 @@ import logging
 from dataclasses import dataclass
 
 from clex.data.sources import DATASETS
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
 log = logging.getLogger("clex")

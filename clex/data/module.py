@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from clex.data.corpus import load_corpus
 from clex.data.tokenizers import build_tokenizer
 from clex.data.windows import RandomWindows, ResumeSampler, encode_documents, packed_tokens
-from clex.registry import require
+from clex.errors import require
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 
 class ByteTokenizer:

@@ -4,7 +4,7 @@ resumable sampler, and the held-out evaluation sequences."""
 import numpy as np
 import torch
 
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 
 def encode_documents(tokenizer, documents) -> list[np.ndarray]:

@@ -16,7 +16,7 @@ def checkpoint_dir(cfg) -> str:
     """``model.path`` when it is a local directory; we never reach for a hub."""
     from pathlib import Path
 
-    from clex.registry import ConfigError
+    from clex.errors import ConfigError
 
     if not cfg.get("path") or not Path(cfg.path).is_dir():
         raise ConfigError(f"model.path: {cfg.get('path')!r} is not a directory with a transformers checkpoint")

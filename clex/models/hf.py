@@ -1,18 +1,18 @@
+from clex.errors import ConfigError
 from clex.models import MODELS, checkpoint_dir
-from clex.registry import ConfigError
 
 
 @MODELS.register("hf")
 def pretrained(cfg, tokenizer):
     """A local transformers checkpoint directory (``model.path``); no hub access is attempted. A released
-    CLEX checkpoint gives its family's plain model (its ODE goes into the strategy: clex.official)."""
+    CLEX checkpoint gives its family's plain model (its ODE goes into the strategy: clex.checkpoints.official)."""
     from transformers import AutoModelForCausalLM
 
-    from clex.checkpoint import official_clex
+    from clex.checkpoints.config_json import official_clex
 
     try:
         if official_clex(checkpoint_dir(cfg)) is not None:
-            from clex.official import load_model
+            from clex.checkpoints.official import load_model
 
             return load_model(cfg.path, attn_implementation=cfg.attn_implementation)
         return AutoModelForCausalLM.from_pretrained(
@@ -30,7 +30,7 @@ def check_checkpoint(path):
     ODE tensors must be there with the shapes its config gives."""
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    from clex.checkpoint import official_clex, read_config
+    from clex.checkpoints.config_json import official_clex, read_config
 
     config = read_config(path) or {}
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
@@ -44,7 +44,7 @@ def check_checkpoint(path):
         )
     settings = official_clex(path)
     if settings is not None:
-        from clex.official import ode_tensors, transformers_config
-        from clex.rotary import rotary_settings
+        from clex.checkpoints.official import ode_tensors, transformers_config
+        from clex.rope.patch import rotary_settings
 
         ode_tensors(path, settings, rotary_settings(transformers_config(settings))["rotary_dim"])

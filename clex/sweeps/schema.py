@@ -7,9 +7,9 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from clex.config import load_defaults, parse_value, single_config
-from clex.config_files import ConfigDirs, as_dirs
-from clex.registry import ConfigError
+from clex.config.compose import load_defaults, parse_value, single_config
+from clex.config.files import ConfigDirs, as_dirs
+from clex.errors import ConfigError
 
 STUDY_DEFAULTS = {
     "name": None,
@@ -153,9 +153,9 @@ def _check_space(name, space, experiment, config_dir, objectives):
         overrides = [f"{key}={value}" for key, value in values.items()]
         try:
             trial_cfg = single_config(config_dir, experiment + overrides)
-            from clex.config import validate
+            from clex.train.experiment import check_config
 
-            validate(trial_cfg)
+            check_config(trial_cfg)
         except ConfigError as error:
             raise ConfigError(f"{name}: space {' '.join(overrides)}: {error}") from None
         _check_objectives(name, objectives, trial_cfg)
@@ -172,7 +172,7 @@ def _corners(space: dict) -> list[dict]:
 
 
 def _check_objectives(name, objectives, cfg):
-    from clex.config import eval_lengths
+    from clex.config.compose import eval_lengths
 
     lengths = eval_lengths(cfg)
     for objective in objectives:

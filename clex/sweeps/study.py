@@ -9,7 +9,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 
 def storage_for(study_cfg, studies_dir: Path):

@@ -12,14 +12,14 @@ import optuna
 from optuna.trial import TrialState
 
 from clex import io
-from clex.config import single_config
-from clex.config_files import ConfigDirs
-from clex.registry import ConfigError, TooManyFailures
-from clex.run_folder import check_folder, run_name
+from clex.config.compose import single_config
+from clex.config.files import ConfigDirs
+from clex.errors import ConfigError, TooManyFailures
 from clex.sweeps.liveness import FINISHED, DeclaredDead, fail_stale_trials, heartbeat, is_surplus, run_number
 from clex.sweeps.ranks import TrialChannel
 from clex.sweeps.schema import metric_value
 from clex.sweeps.study import WORKER_N_TRIALS, grid_size, make_optuna_sampler, open_study, suggest, trial_seed
+from clex.train.run_folder import check_folder, run_name
 
 
 class PruneOnValidation(L.Callback):
@@ -69,7 +69,7 @@ def pruning(sweep: dict) -> bool:
 @functools.cache
 def shared_data():
     """The last data this worker read: its trials of one corpus and tokenizer read and tokenise it once."""
-    from clex.experiment import SharedData
+    from clex.train.experiment import SharedData
 
     return SharedData(keep=1)
 
@@ -80,7 +80,7 @@ def prepared(cfg):
 
 def follow_rank_zero(sweep: dict, config_dir: ConfigDirs, channel: TrialChannel) -> int:
     """A rank > 0 of a data-parallel sweep worker: run the trials rank 0 announces until it says stop."""
-    from clex.experiment import TrainingDiverged, run_experiment
+    from clex.train.experiment import TrainingDiverged, run_experiment
 
     message, ran = channel.receive(), 0
     while message is not None:
@@ -125,7 +125,7 @@ def holds_other_config(cfg) -> bool:
 def run_trial(study, trial, sweep: dict, config_dir: ConfigDirs, channel: TrialChannel) -> TrialState | None:
     """One trial (``study.seeds`` experiments, seeds seed..seed+N-1), in-process through the same
     code path as experiments/run.py; returns its state (None if another worker declared it dead)."""
-    from clex.experiment import TrainingDiverged, run_experiment
+    from clex.train.experiment import TrainingDiverged, run_experiment
 
     study_cfg = sweep["study"]
     objectives = study_cfg["objectives"]

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from clex.data.sources import DATASETS
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 log = logging.getLogger("clex")
 BUILDERS = {

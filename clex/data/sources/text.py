@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from clex.data.sources import DATASETS
-from clex.registry import ConfigError
+from clex.errors import ConfigError
 
 log = logging.getLogger("clex")
 # a byte-order mark says how a file is encoded; UTF-32's are tried first (UTF-32-LE's begins with UTF-16-LE's)

@@ -1,0 +1,362 @@
+"""comparison.md and one figure for a comma list of runs: the shape of the paper's Table 1, with seeds.
+
+Runs that differ only in seed are one variant: its cells are mean ± 95% CI over seeds. The paired
+section tests each variant against a reference on per-seed differences (same base model, same tokens).
+"""
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+from clex.analysis.collection import tokenizer_of, tokenizers_warning, write_together
+from clex.analysis.stats import (
+    INTERVAL_NOTE,
+    group_variants,
+    label_variants,
+    mean_ci,
+    paired_difference,
+    ppl_by_seed,
+    variant_config,
+)
+from clex.config.identity import variant_id
+from clex.eval.protocol import describe_protocol, protocols_line
+from clex.plots import plot_ppl_intervals
+
+
+def extrapolation_cell(runs: list[dict]) -> str:
+    values = [r["extrapolation_length"]["value"] for r in runs if r["extrapolation_length"]["value"] is not None]
+    if not values:
+        return "-"
+    bound = "≥ " if any(r["extrapolation_length"]["censored"] for r in runs) else ""
+    return bound + mean_ci(values).format(0)
+
+
+def lengths_of(results) -> list[int]:
+    return sorted({row["length"] for r in results for row in r["eval"]})
+
+
+def variant_table(variants: dict, labels: dict, lengths: list[int], metric: str = "ppl") -> list[str]:
+    """Mean ± 95% CI of ``metric`` (ppl, or key_ppl: the key tokens', without the extrapolation length)."""
+    extra = metric == "ppl"
+    lines = [
+        "| variant | n | " + " | ".join(map(str, lengths)) + (" | extrapolation length |" if extra else " |"),
+        "|---" * (len(lengths) + 2 + extra) + "|",
+    ]
+    for vid, runs in variants.items():
+        cells = []
+        for length in lengths:
+            values = ppl_by_seed(runs, length, metric)
+            cells.append(mean_ci(list(values.values())).format() if values else "-")
+        tail = f" | {extrapolation_cell(runs)} |" if extra else " |"
+        lines.append(f"| {labels[vid]} | {len(runs)} | " + " | ".join(cells) + tail)
+    return lines
+
+
+def key_token_section(variants: dict, labels: dict, lengths: list[int], reference: str) -> list[str]:
+    """eval.key_tokens: the key tokens' PPL per variant and its paired differences (nothing when no run has it)."""
+    if not any(row.get("key_ppl") is not None for runs in variants.values() for r in runs for row in r["eval"]):
+        return []
+    setting = next(r["key_tokens"] for runs in variants.values() for r in runs if r.get("key_tokens"))
+    counts = {
+        n: sorted(
+            {
+                row.get("key_tokens")
+                for runs in variants.values()
+                for r in runs
+                for row in r["eval"]
+                if row["length"] == n
+            }
+        )
+        for n in lengths
+    }
+    lines = [
+        "",
+        "## Key-token perplexity",
+        "",
+        f"PPL over the key tokens only: the targets whose log-probability under the evaluator "
+        f"(`{setting['evaluator']}`) gains more than {setting['threshold']:g} nats from the whole context over the "
+        "last L0 tokens (the same tokens for every method of a seed). Key tokens per length: "
+        + "; ".join(f"{n}: {'/'.join(str(c) for c in counts[n] if c is not None) or '-'}" for n in lengths)
+        + ".",
+        "",
+        *variant_table(variants, labels, lengths, "key_ppl"),
+    ]
+    return lines + paired_section(variants, labels, lengths, reference, "key_ppl")
+
+
+def reference_partners(variants: dict, labels: dict, reference: str) -> tuple[dict, str]:
+    """variant id -> the reference variant it is compared with, and how the reference was found: per
+    variant, the variant of strategy ``reference`` with the same other settings, when every variant has
+    one (``rope,clex`` under two protocols: each protocol against its own rope); else the one variant
+    labelled ``reference`` (a label like "clex": CLEX's ablations against the default); else per variant
+    where there is one; else the list's first variant."""
+
+    def rest(runs):  # what the run computes, but its strategy
+        return {k: v for k, v in variant_config(runs[0]["config"]).items() if k != "strategy"}
+
+    refs = {vid: runs for vid, runs in variants.items() if runs[0]["strategy"] == reference}
+    partners = {
+        vid: next((rid for rid, ref in refs.items() if rest(ref) == rest(runs)), None)
+        for vid, runs in variants.items()
+        if vid not in refs
+    }
+    named = [vid for vid in variants if labels[vid] == reference]
+    if partners and all(partners.values()):
+        return partners, "strategy"
+    if len(named) == 1:
+        return {vid: named[0] for vid in variants if vid != named[0]}, "label"
+    if not refs:
+        first = next(iter(variants))
+        return {vid: first for vid in variants if vid != first}, "first"
+    return partners, "strategy"
+
+
+def difference_cell(diff) -> str:
+    """A paired difference: "+0.12 ± 0.03*" (* where the interval excludes 0), "+0.12" for one seed."""
+    if diff is None:
+        return "-"
+    interval = "" if diff.half_width is None else f" ± {diff.half_width:.2f}" + ("*" if diff.excludes_zero else "")
+    return f"{diff.mean:+.2f}{interval}"
+
+
+def interval_curves(variants: dict, labels: dict) -> dict:
+    """label -> {length: Interval of the per-seed PPL}, for plots.plot_ppl_intervals."""
+    return {
+        labels[vid]: {n: mean_ci(list(v.values())) for n in lengths_of(runs) if (v := ppl_by_seed(runs, n))}
+        for vid, runs in variants.items()
+    }
+
+
+def paired_section(variants: dict, labels: dict, lengths: list[int], reference: str, metric: str = "ppl") -> list[str]:
+    partners, mode = reference_partners(variants, labels, reference)
+    if not partners:
+        return []
+    if mode == "first":
+        first = next(iter(variants))
+        intro = (
+            f"No run of the reference `{reference}` here (`compare.reference=NAME` picks one): each variant "
+            f"against the first, **{labels[first]}**."
+        )
+    elif mode == "label":
+        intro = f"Each variant against **{reference}** (`compare.reference=NAME` to change)."
+    else:
+        intro = f"Each variant against `{reference}` with the same settings (`compare.reference=NAME` to change)."
+    what = "key-token PPL" if metric == "key_ppl" else "PPL"
+    lines = [
+        "",
+        "## Paired differences" + (" of the key-token perplexity" if metric == "key_ppl" else ""),
+        "",
+        intro + f" Cells: mean over seeds of {what}(variant) - {what}(reference) "
+        "± 95% t-interval of the per-seed differences; * where the interval excludes 0 (resolved), "
+        "n = seeds both have.",
+        "",
+        "| variant - reference | n | " + " | ".join(map(str, lengths)) + " |",
+        "|---" * (len(lengths) + 2) + "|",
+    ]
+    mixed = []
+    for vid, rid in partners.items():
+        if rid is None:
+            lines.append(f"| {labels[vid]} | 0 | " + " | ".join("no reference run" for _ in lengths) + " |")
+            continue
+        cells, n = [], 0
+        for length in lengths:
+            diff = paired_difference(
+                ppl_by_seed(variants[vid], length, metric), ppl_by_seed(variants[rid], length, metric)
+            )
+            n = max(n, diff.n if diff else 0)
+            cells.append(difference_cell(diff))
+        pair = (tokenizer_of(variants[vid][0]), tokenizer_of(variants[rid][0]))
+        mark = "" if pair[0] == pair[1] else " (different tokenizers)"
+        if mark:
+            mixed.append(f"{labels[vid]}: {pair[0]}, {labels[rid]}: {pair[1]}")
+        lines.append(f"| {labels[vid]} - {labels[rid]}{mark} | {n} | " + " | ".join(cells) + " |")
+    if mixed:
+        lines += [
+            "",
+            f"**Different tokenizers** ({'; '.join(mixed)}): PPL of different tokenizers are not comparable (their "
+            "tokens are different units), so those differences say nothing about the strategies.",
+        ]
+    return lines
+
+
+RETRIEVAL = (
+    ("passkey", "Passkey retrieval: accuracy (mean over depths)"),
+    (
+        "ruler",
+        "RULER-style tasks: exact-match accuracy (mean over the tasks that fit each length; each run's "
+        "ruler.json has every task and depth)",
+    ),
+)
+
+
+def accuracy_sections(variants: dict, labels: dict) -> list[str]:
+    """Per retrieval evaluation the runs have: mean ± 95% CI over seeds of the accuracy at each length."""
+    lines = []
+    for key, title in RETRIEVAL:
+        by_variant = {
+            vid: [{int(n): a for n, a in r[key]["accuracy_by_length"].items()} for r in runs if r.get(key)]
+            for vid, runs in variants.items()
+        }
+        by_variant = {vid: seeds for vid, seeds in by_variant.items() if seeds}
+        if not by_variant:
+            continue
+        lengths = sorted({n for seeds in by_variant.values() for seed in seeds for n in seed})
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            "| variant | n | " + " | ".join(map(str, lengths)) + " |",
+            "|---" * (len(lengths) + 2) + "|",
+        ]
+        for vid, seeds in by_variant.items():
+            cells = [mean_ci(values).format() if (values := [s[n] for s in seeds if n in s]) else "-" for n in lengths]
+            lines.append(f"| {labels[vid]} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def harness_by_seed(runs: list[dict], task: str, length: str) -> dict:
+    """seed -> the run's lm-eval score of ``task`` at ``length`` ("all": a task without lengths)."""
+    return {
+        r["seed"]: cells[length]
+        for r in runs
+        if r.get("harness") and (cells := r["harness"]["score_by_task"].get(task)) and cells.get(length) is not None
+    }
+
+
+def harness_sections(variants: dict, labels: dict, reference: str) -> list[str]:
+    """lm-eval tasks (harness.json): per task and length, mean ± 95% CI over seeds, then each variant's paired
+    differences against the reference (the same pairing as perplexity's)."""
+    cells = {
+        (task, n)
+        for runs in variants.values()
+        for r in runs
+        if r.get("harness")
+        for task, by_length in r["harness"]["score_by_task"].items()
+        for n in by_length
+    }
+    if not cells:
+        return []
+    columns = sorted(cells, key=lambda c: (c[0], c[1] == "all", int(c[1]) if c[1] != "all" else 0))
+    header = " | ".join(f"{task} @ {n}" for task, n in columns)
+    lines = [
+        "",
+        "## lm-eval tasks: score per task @ length (each run's harness.json)",
+        "",
+        f"| variant | n | {header} |",
+        "|---" * (len(columns) + 2) + "|",
+    ]
+    for vid, runs in variants.items():
+        row = [mean_ci(list(v.values())).format() if (v := harness_by_seed(runs, *c)) else "-" for c in columns]
+        lines.append(f"| {labels[vid]} | {sum(bool(r.get('harness')) for r in runs)} | " + " | ".join(row) + " |")
+    partners, _ = reference_partners(variants, labels, reference)
+    pairs = {vid: rid for vid, rid in partners.items() if rid is not None}
+    if pairs:
+        lines += [
+            "",
+            "Paired: mean over seeds of score(variant) - score(reference) ± 95% t-interval; * excludes 0.",
+            "",
+            f"| variant - reference | {header} |",
+            "|---" * (len(columns) + 1) + "|",
+        ]
+        for vid, rid in pairs.items():
+            diffs = [
+                difference_cell(
+                    paired_difference(harness_by_seed(variants[vid], *c), harness_by_seed(variants[rid], *c))
+                )
+                for c in columns
+            ]
+            lines.append(f"| {labels[vid]} - {labels[rid]} | " + " | ".join(diffs) + " |")
+    return lines
+
+
+def runs_section(variants: dict, labels: dict, lengths: list[int]) -> list[str]:
+    lines = [
+        "",
+        "## Runs",
+        "",
+        "| variant | seed | " + " | ".join(map(str, lengths)) + " | extrapolation length | run |",
+        "|---" * (len(lengths) + 4) + "|",
+    ]
+    for vid, runs in variants.items():
+        for r in sorted(runs, key=lambda r: r["seed"]):
+            ppl = {row["length"]: row["ppl"] for row in r["eval"]}
+            cells = [f"{ppl[n]:.3f}" if ppl.get(n) is not None and math.isfinite(ppl[n]) else "-" for n in lengths]
+            ext = r["extrapolation_length"]
+            ext_cell = "-" if ext["value"] is None else f"{ext['value']:.0f}" + ("+" if ext["censored"] else "")
+            lines.append(f"| {labels[vid]} | {r['seed']} | " + " | ".join(cells) + f" | {ext_cell} | `{r['name']}` |")
+    return lines
+
+
+RUNS = "runs.json"  # beside comparison.md: the runs it compared
+STRATEGY_ORDER = ("rope", "pi", "fbs", "yarn", "clex")  # the paper's table order; others after
+
+
+def ordered_variants(results: list[dict]) -> tuple[dict, dict]:
+    """Variants in the paper's strategy order, a strategy's default before its ablations."""
+    labels = label_variants(results)
+    variants = group_variants(results)
+
+    def key(vid):
+        strategy = variants[vid][0]["strategy"]
+        order = STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
+        return order, strategy, len(labels[vid]), labels[vid]
+
+    return {vid: variants[vid] for vid in sorted(variants, key=key)}, labels
+
+
+def comparison_markdown(results: list[dict], reference: str = "rope", runs: bool = True) -> str:
+    variants, labels = ordered_variants(results)
+    lengths = lengths_of(results)
+    first = results[0]
+    seeds = sorted({r["seed"] for r in results})
+    lines = [
+        "## Perplexity by evaluation length",
+        "",
+        *variant_table(variants, labels, lengths),
+        "",
+        f"Evaluation lengths in tokens; training length L = {first['train_length']}, L0 = {first['original_length']}; "
+        f"{first['eval'][0]['tokens']} tokens scored at L; seeds {', '.join(map(str, seeds))}. "
+        f"{protocols_line(describe_protocol(r.get('eval_protocol')) for r in results)} Cells: {INTERVAL_NOTE}. "
+        "Extrapolation length: largest length with PPL within (1 + eps) of PPL at L (≥ / +: some run stayed "
+        "within at every evaluated length, a lower bound).",
+        *([] if not (mixed := tokenizers_warning(results)) else ["", f"**Warning:** {mixed}."]),
+        *paired_section(variants, labels, lengths, reference),
+        *key_token_section(variants, labels, lengths, reference),
+        *accuracy_sections(variants, labels),
+        *harness_sections(variants, labels, reference),
+        *(runs_section(variants, labels, lengths) if runs else []),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def comparison_dir(out_dir: Path, results: list[dict]) -> Path:
+    """out_dir/comparison-<strategies>-<hash of the run names>: one folder per set of runs."""
+    strategies = "-".join(dict.fromkeys(r["strategy"] for r in results))
+    runs = hashlib.sha1(" ".join(sorted(r["name"] for r in results)).encode()).hexdigest()[:8]
+    return Path(out_dir) / f"comparison-{strategies}-{runs}"
+
+
+def runs_record(results: list[dict]) -> list[dict]:
+    """What runs.json lists: each compared run's name, variant, seed and folder."""
+    return sorted(
+        (
+            {"name": r["name"], "variant_id": variant_id(r["config"]), "seed": r["seed"], "run_dir": r.get("run_dir")}
+            for r in results
+        ),
+        key=lambda r: (r["name"], r["variant_id"], r["seed"]),
+    )
+
+
+def write_comparison(results: list[dict], target: Path, reference: str = "rope", runs: bool = True) -> str:
+    """comparison.md, ppl_vs_length.png (mean and 95% band per variant) and runs.json (which runs) in ``target``."""
+    variants, labels = ordered_variants(results)
+    table = comparison_markdown(results, reference, runs)
+    plot_ppl_intervals(
+        interval_curves(variants, labels),
+        sorted({r["train_length"] for r in results}),
+        Path(target) / "ppl_vs_length.png",
+    )
+    record = json.dumps({"runs": runs_record(results)}, indent=2) + "\n"
+    write_together({Path(target) / "comparison.md": table, Path(target) / RUNS: record})
+    return table + f"saved {target}"

@@ -1,0 +1,93 @@
+"""Saving a patched model as a transformers checkpoint, and loading it back patched.
+
+The checkpoint is what ``save_pretrained`` writes (the model's own rope type stays in config.json, so
+plain transformers loads it as the unscaled model), plus a ``clex_strategy`` entry in config.json
+(strategy name, options, rotary settings) and the strategy's parameters (CLEX's ODE) in
+``clex_strategy.safetensors``. We do not register a rope type: a checkpoint naming an unregistered
+rope type fails to load in a process that has not imported us.
+"""
+
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from clex.checkpoints.config_json import official_clex
+from clex.io import replaced_directory
+from clex.rope.patch import patch_model, rotary_module
+from clex.rope.strategies import build_strategy
+
+STRATEGY_WEIGHTS = "clex_strategy.safetensors"
+FORMAT_VERSION = 1
+
+
+def save_pretrained(model, directory, tokenizer=None, format: str = "clex"):
+    """Write ``model`` (patched by clex.patch_model) to ``directory``, atomically: a sibling temporary
+    directory renamed into place, so a killed save never leaves a half-written checkpoint.
+    ``format="official"``: the released CLEX checkpoints' format (clex.checkpoints.official.save_official)."""
+    if format not in ("clex", "official"):
+        raise ValueError(f"format must be 'clex' or 'official', got {format!r}")
+    if format == "official":
+        from clex.checkpoints.official import save_official
+
+        return save_official(model, directory, tokenizer)
+    rotary = rotary_module(model)
+    strategy = rotary.strategy
+    model.config.clex_strategy = {
+        "version": FORMAT_VERSION,
+        "name": strategy.name,
+        "options": dict(strategy.options),
+        "log_scale": rotary.log_scale,
+        "log_scale_clamp": rotary.log_scale_clamp,
+        "log_scale_train": rotary.log_scale_train,
+        "rotary_dim": strategy.rotary_dim,
+        "base": strategy.base,
+        "original_length": strategy.original_length,
+    }
+    with replaced_directory(directory) as tmp:
+        state = {k: v for k, v in model.state_dict().items() if ".rotary_emb." not in k}
+        model.save_pretrained(tmp, state_dict=state)
+        strategy_state = {k: v.detach().contiguous() for k, v in strategy.state_dict().items()}
+        if strategy_state:
+            save_file(strategy_state, str(tmp / STRATEGY_WEIGHTS))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return Path(directory)
+
+
+def load_pretrained(directory, **from_pretrained_options):
+    """A checkpoint written by ``save_pretrained`` or a released CLEX checkpoint (checkpoints.official), patched with
+    its strategy, ready to evaluate."""
+    from transformers import AutoModelForCausalLM
+
+    directory = Path(directory)
+    if official_clex(directory) is not None:
+        from clex.checkpoints.official import load_official
+
+        return load_official(directory, **from_pretrained_options)
+    model = AutoModelForCausalLM.from_pretrained(directory, **from_pretrained_options)
+    entry = getattr(model.config, "clex_strategy", None)
+    if not entry:
+        raise ValueError(f"{directory} has no clex_strategy entry in config.json: not saved by clex.save_pretrained")
+    strategy = build_strategy(
+        entry["name"],
+        rotary_dim=entry["rotary_dim"],
+        base=entry["base"],
+        original_length=entry["original_length"],
+        **entry["options"],
+    )
+    load_strategy_weights(strategy, directory)
+    return patch_model(
+        model,
+        strategy,
+        log_scale=entry["log_scale"],
+        log_scale_clamp=entry.get("log_scale_clamp", True),
+        log_scale_train=entry.get("log_scale_train", True),
+    )
+
+
+def load_strategy_weights(strategy, directory):
+    """The strategy's parameters (CLEX's ODE) as save_pretrained wrote them, where it wrote any."""
+    path = Path(directory) / STRATEGY_WEIGHTS
+    if path.is_file():
+        strategy.load_state_dict(load_file(str(path)))
+    return strategy

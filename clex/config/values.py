@@ -1,0 +1,67 @@
+"""One config value: read from the command line (``parse_value``) and checked against the type of the value it
+replaces (``check_type``); ``flat_keys`` lists every key of a config by its dotted path."""
+
+import re
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from clex.errors import ConfigError
+
+INTERPOLATION = re.compile(r"\$\{[A-Za-z_][\w.]*\}")
+
+
+def flat_keys(node, prefix="") -> dict:
+    """Dotted path -> node, for every key, sections included."""
+    keys = {}
+    for key in node:
+        path = f"{prefix}{key}"
+        value = node._get_node(key)
+        keys[path] = value
+        if isinstance(value, DictConfig):
+            keys.update(flat_keys(value, path + "."))
+    return keys
+
+
+def parse_value(raw: str, key: str = "value"):
+    """A command-line value as OmegaConf reads it (numbers, booleans, lists, null), NaN included.
+    YAML tags (``!!python/...``, ``!!set``) are refused, not constructed."""
+    if raw.lstrip().startswith("!"):
+        raise ConfigError(f"{key}={raw}: YAML tags are not read; give a plain value")
+    if INTERPOLATION.fullmatch(raw.strip()):  # another key's value, e.g. model.original_length=${train.length}
+        return raw.strip()
+    if INTERPOLATION.search(raw) and raw.strip()[:1] not in ("[", "{"):  # a string with a key's value in it:
+        return raw.strip()  # runs/evaluator-seed${seed}/model, resolved when the config is read
+    try:
+        value = OmegaConf.from_dotlist([f"value={raw}"]).value
+    except Exception as error:  # yaml's and OmegaConf's own errors: an unsupported value
+        raise ConfigError(f"{key}={raw}: not a plain value ({type(error).__name__})") from None
+    if isinstance(value, str) and value.lower() in ("nan", "inf", "-inf", "+inf"):
+        return float(value)
+    return OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+
+
+def check_type(key: str, old, new):
+    """``new`` as the type of ``old``, the value it replaces (an integer given for a float becomes a float)."""
+    if isinstance(new, str) and INTERPOLATION.fullmatch(new):
+        return new  # resolved when the config is read, then checked like any value
+    if new is None and old is not None:
+        raise ConfigError(f"{key} cannot be null (its default is {old!r})")
+    if old is None or new is None:
+        return new
+    if isinstance(old, bool):
+        if not isinstance(new, bool):
+            raise ConfigError(f"{key} must be true or false, got {new!r}")
+    elif isinstance(old, int):
+        if isinstance(new, bool) or not isinstance(new, int):
+            raise ConfigError(f"{key} must be an integer, got {new!r}")
+    elif isinstance(old, float):
+        if isinstance(new, bool) or not isinstance(new, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {new!r}")
+        new = float(new)
+    elif isinstance(old, str):
+        if isinstance(new, (list, dict)):
+            raise ConfigError(f"{key} must be a string, got {new!r}")
+        new = str(new)
+    elif isinstance(old, (list, ListConfig)) and not isinstance(new, list):
+        raise ConfigError(f"{key} must be a list like [a,b], got {new!r}")
+    return new

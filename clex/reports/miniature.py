@@ -1,0 +1,318 @@
+"""The miniature report's text: Table 1, the CLEX ablations, the scaling law and the paper's claims,
+each from the runs of its sweeps, with 95% intervals over seeds (docs/design.md, section 6)."""
+
+from pathlib import Path
+
+from clex.analysis.comparison import (
+    STRATEGY_ORDER,
+    difference_cell,
+    interval_curves,
+    lengths_of,
+    ordered_variants,
+    variant_table,
+)
+from clex.analysis.stats import (
+    INTERVAL_NOTE,
+    mean_ci,
+    paired_difference,
+    ppl_by_seed,
+    variant_id,
+)
+from clex.eval.protocol import describe_protocol, protocols_line
+from clex.reports.miniature_scaling import scaling_section
+
+TITLES = {
+    "clex_dynamics": "Continuous against discrete dynamics",
+    "clex_positions": "Position sampler",
+    "clex_max_scale": "t_max",
+    "clex_amplification": "Amplification factor lambda (projection width lambda d)",
+    "clex_log_scale": "Log-scaled attention",
+    "clex_eval_rule": "CLEX's evaluation rule for t",
+    "baseline_eval_rule": "FBS and YaRN, static (factor 4) or dynamic (t = len / L0)",
+}
+EPS = 0.1
+NOTES = {
+    "clex_eval_rule": "Every evaluation length here is a multiple of L0, where ceil(len / L0) = len / L0: the two "
+    "rules give the same t and the same numbers; they differ only between multiples.",
+    "clex_positions": "The reference is the paper's recipe (extrapolated-random positions).",
+}
+
+
+def compute_minutes(results: list[dict]) -> float:
+    """Wall minutes of the part's runs, each once (a run's time includes training its base model when it
+    was the first to need it; a shared run counts in the part that lists it first)."""
+    return sum({r["name"]: r["wall_seconds"] for r in results}.values()) / 60
+
+
+def paired_rows(variants, labels, target, others, lengths) -> list[str]:
+    rows = []
+    for other in others:
+        cells = [
+            difference_cell(paired_difference(ppl_by_seed(variants[target], n), ppl_by_seed(variants[other], n)))
+            for n in lengths
+        ]
+        rows.append(f"| {labels[target]} - {labels[other]} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def verdict(interval) -> str:
+    """Holds / does not hold / not resolved, from a paired interval of PPL(claimed better) - PPL(other)."""
+    if interval is None:
+        return "not run yet"
+    if interval.half_width is None:
+        return f"not resolved (one seed: {interval.mean:+.2f})"
+    good, bad = interval.high < 0, interval.low > 0
+    text = f"{interval.mean:+.2f} ± {interval.half_width:.2f}, n = {interval.n}"
+    return f"holds ({text})" if good else f"does not hold ({text})" if bad else f"not resolved at this n ({text})"
+
+
+def figure(results, path: Path, title: str):
+    from clex.plots import plot_ppl_intervals
+
+    plot_ppl_intervals(interval_curves(*ordered_variants(results)), sorted({r["train_length"] for r in results}), path)
+    return f"![{title}]({path.name})"
+
+
+def study_section(name: str, results: list[dict], out: Path) -> list[str]:
+    """A study's table, its paired table against its first choice (results[0]), and its figure."""
+    variants, labels = ordered_variants(results)
+    lengths = lengths_of(results)
+    lines = variant_table(variants, labels, lengths)
+    if len(variants) > 1:
+        ref = variant_id(results[0]["config"])
+        lines += [
+            "",
+            f"Paired against **{labels[ref]}** (PPL difference per seed, mean ± 95% CI; * resolved):",
+            "",
+            "| variant - reference | " + " | ".join(map(str, lengths)) + " |",
+            "|---" * (len(lengths) + 1) + "|",
+            *[row for v in variants if v != ref for row in paired_rows(variants, labels, v, [ref], lengths)],
+        ]
+    lines += ["", figure(results, out / f"{name}.png", name)]
+    return lines
+
+
+def claims(studies: dict, fits: dict) -> list[str]:
+    def runs_of(name, **match):
+        return [r for r in studies.get(name, []) if all(_get(r["config"], k) == v for k, v in match.items())]
+
+    def paired_at(a, b, length_of):
+        if not a or not b:
+            return None
+        n = length_of(a[0])
+        return paired_difference(ppl_by_seed(a, n), ppl_by_seed(b, n))
+
+    rows = []
+    clex_4x = runs_of("miniature_table1_4x_clex", **{"sampler.position": "pose"})
+    for name, label in (("pi", "PI x4"), ("yarn", "YaRN x4")):
+        other = runs_of("miniature_table1_4x", **{"strategy.name": name})
+        rows.append(
+            f"| CLEX (t_max 16) beats {label} at L = 4 x L0, evaluated at 4L | PPL(clex) - PPL({name}) at 4L: "
+            f"**{verdict(paired_at(clex_4x, other, lambda r: 4 * r['train_length']))}** |"
+        )
+    clex = runs_of("miniature_table1", **{"strategy.name": "clex"})
+    if clex:
+        L = clex[0]["train_length"]
+        at_l, at_4l = ppl_by_seed(clex, L), ppl_by_seed(clex, 4 * L)
+        pairs = [at_4l[s] / at_l[s] for s in sorted(set(at_l) & set(at_4l))]
+        ratio = mean_ci(pairs) if pairs else None
+    if clex and ratio is None:
+        rows.append("| PPL stays flat to 4x the training length | no seed has a finite PPL at both L and 4L |")
+    elif clex:
+        state = (
+            "holds"
+            if ratio.high is not None and ratio.high <= 1 + EPS
+            else "does not hold"
+            if ratio.low is not None and ratio.low > 1 + EPS
+            else "not resolved at this n"
+        )
+        rows.append(
+            f"| PPL stays flat to 4x the training length | PPL(4L) / PPL(L) = {ratio.format(3)} "
+            f"(n = {ratio.n}; flat: within 1 + eps = {1 + EPS}): **{state}** |"
+        )
+    cont, disc = (
+        runs_of("clex_dynamics", **{"strategy.dynamics": "continuous"}),
+        runs_of("clex_dynamics", **{"strategy.dynamics": "discrete"}),
+    )
+    rows.append(
+        "| Continuous dynamics beat discrete ones | PPL(continuous) - PPL(discrete) at 4L: "
+        f"**{verdict(paired_at(cont, disc, lambda r: 4 * r['train_length']))}** |"
+    )
+    official = runs_of("clex_positions", **{"sampler.position": "extrapolated-random"})
+    contiguous = runs_of("clex_positions", **{"sampler.position": "contiguous"})
+    rows.append(
+        "| Position extrapolation is needed | PPL(extrapolated-random) - PPL(contiguous) at 4L: "
+        f"**{verdict(paired_at(official, contiguous, lambda r: 4 * r['train_length']))}** |"
+    )
+    if "clex" in fits:
+        f = fits["clex"]
+        grows = all(f["ci"][i][0] > 0 for i in (1, 2))
+        shrinks = any(f["ci"][i][1] < 0 for i in (1, 2))
+        state = "holds" if grows else "does not hold" if shrinks else "not resolved at this n"
+        rows.append(
+            f"| Extrapolation grows with model size and training length | alpha {f['coef'][1]:.2f} "
+            f"[{f['ci'][1][0]:.2f}, {f['ci'][1][1]:.2f}], beta {f['coef'][2]:.2f} [{f['ci'][2][0]:.2f}, "
+            f"{f['ci'][2][1]:.2f}]: **{state}** |"
+        )
+    else:
+        rows.append("| Extrapolation grows with model size and training length | the scaling part has not run yet |")
+    return ["| the paper's claim | what the miniature shows |", "|---|---|", *rows]
+
+
+def _get(config: dict, dotted: str):
+    for key in dotted.split("."):
+        config = config.get(key, {}) if isinstance(config, dict) else {}
+    return config
+
+
+NOT_RERUN = (
+    "`python analysis/miniature_report.py --parts ablations,scaling` runs it; the last report that did, "
+    "made at commit 6117271 with each length on its own documents, is `git show 0bb2731:docs/miniature/README.md`"
+)
+TABLE1_4X = (
+    "miniature_table1_4x",
+    "miniature_table1_4x_yarn16",
+    "miniature_table1_4x_clex",
+    "miniature_table1_4x_clex_scale",
+)
+
+
+def provenance_line(results: list[dict]) -> str:
+    """The commits, CPUs, torch versions and thread counts the report's runs came from (more than one is said)."""
+
+    def values(get):
+        return ", ".join(sorted({str(get(r)) for r in results})) or "-"
+
+    return (
+        f"Provenance of the runs: commit {values(lambda r: (r.get('git_commit') or '?')[:7])}; CPU "
+        f"{values(lambda r: r.get('numerics', {}).get('cpu', '?'))}; torch "
+        f"{values(lambda r: r.get('packages', {}).get('torch', '?'))}; "
+        f"{values(lambda r: r.get('numerics', {}).get('torch_threads', '?'))} threads."
+    )
+
+
+def write_report(studies: dict, out: Path) -> str:
+    from clex.reports.table1 import position_section, table1_4x_section
+
+    out.mkdir(parents=True, exist_ok=True)
+    table1 = studies.get("miniature_table1", [])
+    table1_4x = [r for name in TABLE1_4X for r in studies.get(name, [])]
+    everything = [r for rs in studies.values() for r in rs]
+    lines = [
+        "# The miniature: CLEX and its baselines on a subword model, with intervals",
+        "",
+        "Regenerate with `python analysis/miniature_report.py` (resumable: a rerun skips finished trials and "
+        "reuses finished runs; `--analyse-only` rewrites this page from what is finished). On a GPU cluster the "
+        "same command takes `trainer=gpu` (or `trainer=ddp trainer.devices=N`) and runs its sweeps there.",
+        "",
+        "Setup: a tiny Llama (4 layers, 128 wide, 1.04M parameters) on the Python standard library's own source, "
+        "byte-level BPE with 2,048 tokens trained on the train split only; stage 1 pre-trains with plain RoPE at "
+        "L0 = 128 tokens (600 steps of 16 x 128); stage 2 fine-tunes that base with each strategy for 200 steps "
+        "at L = 4 x L0 = 512 (section 1, the paper's comparison) or at L = L0 = 128 (section 2, the paper's "
+        "CLEX-4K row); PPL on the test split, 16,384 scored tokens per length. "
+        f"Seeds 0, 1, 2. {protocols_line(describe_protocol(r.get('eval_protocol')) for r in everything)} "
+        f"Cells: {INTERVAL_NOTE}. Lengths are in BPE tokens (about 3.5 bytes each).",
+        "",
+        provenance_line(everything) if everything else "No runs yet.",
+        "",
+    ]
+    if any(not (r.get("eval_protocol") or {}).get("same_tokens") for r in everything):
+        lines += [
+            "Runs without `eval.same_tokens` score, at each length, the test documents long enough for it: "
+            "their columns differ in documents as well as length; compare them within a column only.",
+            "",
+        ]
+    parts = (
+        ("Table 1 at L = 4 x L0", list(TABLE1_4X)),
+        ("Table 1 at L = L0", ["miniature_table1"]),
+        ("ablations", list(TITLES)),
+        ("scaling law", ["miniature_scaling"]),
+    )
+    seen, compute = set(), {}
+    for part, names in parts:
+        runs = [r for n in names for r in studies.get(n, []) if r["name"] not in seen]
+        seen |= {r["name"] for r in runs}
+        compute[part] = compute_minutes(runs)
+    lines += [
+        "Compute on 2 CPU cores (the runs' wall times, each run once, base models included): "
+        + ", ".join(f"{k} {v:.0f} min" for k, v in compute.items())
+        + ".",
+        "",
+    ]
+    lines += [
+        "## 1. Table 1 at L = 4 x L0: the paper's comparison",
+        "",
+        *(
+            table1_4x_section(table1_4x, out)
+            if table1_4x
+            else ["Not run yet (`python analysis/miniature_report.py --parts table1_4x`)."]
+        ),
+        "",
+    ]
+    lines += ["## 2. Table 1 at L = L0 (the CLEX-4K row)", ""]
+    if table1:
+        variants, labels = ordered_variants(table1)
+        lengths = lengths_of(table1)
+        by_strategy = {v[0]["strategy"]: vid for vid, v in variants.items()}
+        lines += [
+            *variant_table(variants, labels, lengths),
+            "",
+            "CLEX against each baseline, paired per seed (mean ± 95% CI of PPL(clex) - PPL(baseline); * resolved; "
+            "negative: CLEX better):",
+            "",
+            "| difference | " + " | ".join(map(str, lengths)) + " |",
+            "|---" * (len(lengths) + 1) + "|",
+            *(
+                paired_rows(
+                    variants,
+                    labels,
+                    by_strategy["clex"],
+                    [by_strategy[s] for s in STRATEGY_ORDER if s in by_strategy and s != "clex"],
+                    lengths,
+                )
+                if "clex" in by_strategy
+                else []
+            ),
+            "",
+            figure(table1, out / "table1.png", "Table 1"),
+            "",
+            *position_section(variants, labels, table1[0]["original_length"], out, "position_nll"),
+            "",
+        ]
+    else:
+        lines += ["Not run yet (`python analysis/miniature_report.py --parts table1`).", ""]
+    lines += [
+        "## 3. CLEX ablations and evaluation rules (L = L0)",
+        "",
+        "Each study runs its choices with seeds 0-2; its first choice is the reference of the paired table. "
+        "The default CLEX (t_max 8, lambda 1, `pose` positions, t = ceil(len / L0) clamped at t_max) is shared "
+        "between studies.",
+        "",
+    ]
+    for name, title in TITLES.items():
+        if studies.get(name):
+            section = study_section(name, studies[name], out)
+            lines += [f"### {title}", "", *([NOTES[name], ""] if name in NOTES else []), *section, ""]
+        else:
+            lines += [f"### {title}", "", f"Not run with these runs ({NOT_RERUN}).", ""]
+    scaling, fits = (
+        scaling_section(studies.get("miniature_scaling", []), out)
+        if studies.get("miniature_scaling")
+        else ([f"Not run with these runs ({NOT_RERUN}).", ""], {})
+    )
+    lines += [
+        "## 4. The scaling law",
+        "",
+        "This study sets L0 = L (`model.original_length=${train.length}`): each "
+        "training length has a base pre-trained at it, unlike the paper, whose scaling law keeps LLaMA-2's "
+        "4k and varies the fine-tuning length. Its beta reads how extrapolation grows with a model's own "
+        "context, not with fine-tuning length.",
+        "",
+        *scaling,
+        "",
+        "## 5. The paper's claims, side by side",
+        "",
+        *claims(studies, fits),
+        "",
+    ]
+    return "\n".join(lines)

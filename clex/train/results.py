@@ -1,0 +1,325 @@
+"""Evaluation and what a run writes: perplexity against length (passkey, RULER-style tasks), the provenance and
+numerics that let a table be traced, results.json, the run's figure and its printed table."""
+
+import math
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from clex import io
+from clex.analysis.stats import mean_ci
+from clex.checkpoints.pretrained import save_pretrained
+from clex.data.windows import evaluation_sequences
+from clex.eval.perplexity import (
+    binned_nll,
+    extrapolation_length,
+    key_token_options,
+    long_enough,
+    sequence_nll,
+    shared_sequences,
+    sliding_windows,
+)
+from clex.eval.protocol import describe_protocol, protocol
+
+
+def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
+    """Perplexity at each evaluation length under the configured protocol (evaluate.protocol), and with
+    ``eval.position_bins`` the mean NLL per position bin at the longest length (else None)."""
+    rows, documents, bins = [], prepared.data.encoded("test"), None  # tokenised once, for every length
+    lengths = prepared.eval_lengths
+    if cfg.eval.get("documents") == "longest":
+        documents = long_enough(documents, max(lengths))
+    too_short = len(prepared.corpus.documents["test"]) - len(documents)  # counted as skipped at every length
+    if cfg.eval.get("same_tokens"):  # the longest length's windows, cut into pieces for every other length
+        longest, used, skipped = evaluation_sequences(documents, max(lengths), cfg.eval.max_tokens, cfg.eval.seed)
+    keys = key_tokens(cfg, prepared)
+    for length in lengths:
+        scored = None
+        if cfg.eval.get("stride"):
+            sequences, scored, used, skipped = sliding_windows(
+                documents, length, cfg.eval.stride, cfg.eval.max_tokens, cfg.eval.seed
+            )
+        elif cfg.eval.get("same_tokens"):
+            sequences = shared_sequences(longest, length)
+        else:
+            sequences, used, skipped = evaluation_sequences(documents, length, cfg.eval.max_tokens, cfg.eval.seed)
+        row = {
+            "length": length,
+            "ppl": None,
+            "nll": None,
+            "tokens": 0,
+            "documents": used,
+            "skipped_documents": skipped + too_short,
+        }
+        if len(sequences):
+            cuda = torch.cuda.is_available() and next(prepared.model.parameters()).is_cuda
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            start = time.time()
+            by_position = bool(cfg.eval.get("position_bins")) and length == max(lengths)
+            key_mask = keys.mask(sequences) if keys is not None else None
+            out = sequence_nll(
+                prepared.model,
+                sequences,
+                cfg.eval.tokens_per_batch,
+                cfg.eval.chunk_size,
+                scored,
+                by_position=by_position,
+                key_mask=key_mask,
+            )
+            total, count = out[:2]
+            if by_position:
+                bins = binned_nll(out[2], len(sequences), prepared.original_length)
+            if key_mask is not None:
+                key_total, key_count = out[-2:]
+                key_nll = key_total / key_count if key_count else None
+                row.update(
+                    key_tokens=key_count,
+                    key_nll=key_nll,
+                    key_ppl=None if key_nll is None else math.exp(key_nll) if key_nll < 700 else math.inf,
+                )
+            nll = total / count
+            row.update(
+                nll=nll,
+                ppl=math.exp(nll) if nll < 700 else math.inf,
+                tokens=count,
+                tokens_per_second=count / max(time.time() - start, 1e-9),
+                peak_memory_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+            )
+        rows.append(row)
+    return rows, bins
+
+
+def key_tokens(cfg, prepared):
+    """``eval.key_tokens``: the evaluator whose key tokens are scored beside every token (clex/eval/key_tokens.py)."""
+    options = key_token_options(cfg.eval)
+    if options is None:
+        return None
+    from clex.eval.key_tokens import KeyTokens
+
+    return KeyTokens(
+        options["evaluator"],
+        prepared.original_length,
+        options["threshold"],
+        cfg.eval.tokens_per_batch,
+        Path(cfg.out_dir) / ".key_tokens",
+    )
+
+
+def run_passkey(cfg, prepared, run_dir: Path) -> dict:
+    from clex.eval.passkey import passkey_grid, plot_passkey
+
+    p = cfg.eval.passkey
+    lengths = [m * cfg.train.length for m in p.multipliers]
+    rows = passkey_grid(
+        prepared.model, prepared.tokenizer, lengths, list(p.depths), p.trials, cfg.eval.seed, cfg.eval.chunk_size
+    )
+    io.write_json(run_dir / "passkey.json", {"strategy": cfg.strategy.name, "rows": rows})
+    plot_passkey(rows, run_dir / "passkey.png", f"passkey retrieval: {cfg.strategy.name}")
+    by_length = {n: sum(r["accuracy"] for r in rows if r["length"] == n) / len(p.depths) for n in lengths}
+    return {"accuracy_by_length": by_length, "mean_accuracy": sum(by_length.values()) / len(by_length)}
+
+
+def run_ruler(cfg, prepared, run_dir: Path) -> dict:
+    from clex.eval.ruler import plot_ruler, ruler_grid, summarise
+
+    opts = cfg.eval.ruler
+    lengths = list(opts.lengths) if opts.lengths is not None else prepared.eval_lengths
+    rows = ruler_grid(
+        prepared.model,
+        prepared.tokenizer,
+        prepared.corpus.documents["test"],
+        lengths,
+        opts,
+        cfg.eval.seed,
+        cfg.eval.chunk_size,
+    )
+    summary = summarise(rows)
+    protocol = {k: v for k, v in OmegaConf.to_container(opts).items() if k != "lengths"}
+    io.write_json(
+        run_dir / "ruler.json",
+        {
+            "strategy": cfg.strategy.name,
+            "tasks": list(opts.tasks),
+            "lengths": lengths,
+            "protocol": {
+                **protocol,
+                "seed": cfg.eval.seed,
+                "decoding": "greedy, 2 x the reference answer's tokens + 8, up to its first line",
+                "match": "every expected string as a whole word, any case",
+            },
+            "rows": rows,
+            **summary,
+        },
+    )
+    plot_ruler(rows, run_dir / "ruler.png", f"RULER-style tasks: {cfg.strategy.name}")
+    return summary
+
+
+def run_harness(cfg, prepared, run_dir: Path) -> dict:
+    """lm-eval tasks on the patched model (clex/eval/harness.py): harness.json, harness.png, the summary."""
+    from clex.eval.harness import write_harness
+
+    opts = OmegaConf.to_container(cfg.eval.harness)
+    lengths = list(opts["lengths"]) if opts.get("lengths") is not None else prepared.eval_lengths
+    return write_harness(prepared.model, prepared.tokenizer, opts, lengths, run_dir, cfg.strategy.name)
+
+
+def provenance() -> dict:
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    versions = {}
+    for package in ("torch", "transformers", "lightning", "torchdiffeq", "omegaconf", "numpy", "tokenizers", "optuna"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"git_commit": commit, "python": platform.python_version(), "packages": versions, "numerics": numerics()}
+
+
+def numerics() -> dict:
+    """What moves float results between runs of one seed: threads, hardware, determinism."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "cpu": cpu,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
+def format_table(results: dict) -> str:
+    lines = [
+        f"strategy {results['strategy']}  L={results['train_length']}  L0={results['original_length']}",
+        f"perplexity: {describe_protocol(results.get('eval_protocol'))}",
+        f"{'length':>8} {'ppl':>9} {'nll':>8} {'tokens':>8} {'docs':>5}",
+    ]
+    keys = any("key_tokens" in row for row in results["eval"])
+    if keys:
+        lines[-1] += f" {'key ppl':>9} {'key tok':>8}"
+    for row in results["eval"]:
+        ppl = f"{row['ppl']:.3f}" if row["ppl"] is not None else "-"
+        nll = f"{row['nll']:.4f}" if row["nll"] is not None else "-"
+        line = f"{row['length']:>8} {ppl:>9} {nll:>8} {row['tokens']:>8} {row['documents']:>5}"
+        if keys:
+            key_ppl = f"{row['key_ppl']:.3f}" if row.get("key_ppl") is not None else "-"
+            line += f" {key_ppl:>9} {row.get('key_tokens', 0):>8}"
+        lines.append(line)
+    if results.get("position_nll"):
+        lines.append(
+            f"NLL by position at {results['eval'][-1]['length']}: "
+            + ", ".join(f"{b['start']}-{b['end']}: {b['nll']:.4f}" for b in results["position_nll"])
+        )
+    ext = results["extrapolation_length"]
+    if ext["value"] is not None:
+        bound = " (lower bound: every length stayed within)" if ext["censored"] else ""
+        lines.append(f"extrapolation length (PPL within {1 + ext['eps']:g} x PPL at L): {ext['value']:.0f}{bound}")
+    if results.get("ruler"):
+        by_length = results["ruler"]["accuracy_by_length"]
+        lines.append(
+            "RULER-style accuracy (mean over the tasks that fit; ruler.json per task): "
+            + ", ".join(f"{n}: {a:.2f}" for n, a in by_length.items())
+        )
+    if results.get("harness"):
+        lines.append(
+            "lm-eval tasks (harness.json per task and length): "
+            + ", ".join(
+                f"{task} " + " ".join(f"{n}: {s:.2f}" for n, s in cells.items())
+                for task, cells in results["harness"]["score_by_task"].items()
+            )
+        )
+    return "\n".join(lines)
+
+
+def training_summary(cfg, trained) -> dict:
+    """Stage 2 as results.json reports it; a run that reused another's fine-tuned model reports that run's."""
+    if trained.reused is not None:
+        return trained.reused
+    metrics = trained.trainer.callback_metrics
+    return {
+        "steps": cfg.train.steps,
+        "tokens": trained.tokens,
+        "wall_seconds": trained.seconds,
+        "world_size": trained.trainer.world_size,
+        "final_loss": float(metrics.get("train/loss", math.nan)),
+        "final_val_loss": float(metrics.get("val/loss", math.nan)),
+    }
+
+
+def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, started: float) -> dict:
+    """Evaluate on the training device in its precision (Lightning moves the model to the CPU after
+    fit), save the model, write results.json and the run's figure."""
+    trainer, t = trained.trainer, cfg.train
+    prepared.model.to(trainer.strategy.root_device)
+    with trainer.precision_plugin.forward_context():
+        rows, bins = evaluate_lengths(cfg, prepared)
+        passkey = run_passkey(cfg, prepared, run_dir) if cfg.eval.get("passkey") else None
+        ruler = run_ruler(cfg, prepared, run_dir) if cfg.eval.get("ruler") else None
+        harness = run_harness(cfg, prepared, run_dir) if cfg.eval.get("harness") else None
+    tokenizer = getattr(prepared.tokenizer, "tokenizer", None)  # a pretrained model's own tokenizer
+    save_pretrained(prepared.model, run_dir / "model", tokenizer=tokenizer)
+    results = {
+        "schema_version": io.SCHEMA_VERSION,
+        "name": run_dir.name,
+        "run_dir": str(run_dir.resolve()),
+        "strategy": cfg.strategy.name,
+        "choices": OmegaConf.to_container(cfg.choices),
+        "original_length": prepared.original_length,
+        "train_length": t.length,
+        "max_scale": getattr(prepared.rope_strategy, "max_scale", None),
+        "eval": rows,
+        "eval_protocol": protocol(cfg.eval),
+        "key_tokens": key_token_options(cfg.eval),
+        "extrapolation_length": extrapolation_length(rows, t.length, cfg.eval.eps),
+        "position_nll": bins,
+        "train": training_summary(cfg, trained),
+        "base": base,
+        "passkey": passkey,
+        "ruler": ruler,
+        "harness": harness,
+        "parameters": sum(p.numel() for p in prepared.model.parameters()),
+        "attn_implementation": prepared.model.config._attn_implementation,
+        "precision": str(cfg.trainer.get("precision")),
+        "corpus": prepared.corpus.fingerprint,
+        "tokenizer": prepared.tokenizer.describe(),
+        "wall_seconds": time.time() - started + trained.seconds_before,  # a resumed run: with its training before
+        "seed": cfg.seed,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        **provenance(),
+    }
+    io.write_json(run_dir / "results.json", results)
+    plot_run(results, run_dir / "ppl_vs_length.png")
+    return results
+
+
+def plot_run(results: dict, path, formats=("png",)):
+    """One run: PPL against evaluation length, the training length dotted."""
+    from clex.plots import plot_ppl_intervals
+
+    curve = {
+        row["length"]: mean_ci([row["ppl"]])
+        for row in results["eval"]
+        if row["ppl"] is not None and row["ppl"] < float("inf")
+    }
+    plot_ppl_intervals({results["strategy"]: curve}, [results["train_length"]], path, formats)
