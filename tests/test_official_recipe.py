@@ -116,8 +116,9 @@ def test_official_up_init_is_kaiming_uniform_on_the_transposed_tensor():
 
 
 # --- one optimiser step: draws per micro-batch, and the frozen ODE -----------------------------------------
-def fit(ode_lr=None, accumulate=1, steps=2, L0=16, length=32):
-    model = tiny_llama(L0=L0)
+def fit(ode_lr=None, accumulate=1, steps=2, L0=16, length=32, dropout=0.0):
+    model = tiny_llama(L0=L0)  # in eval mode, as from_pretrained returns a checkpoint
+    model.config.attention_dropout = dropout
     strategy = build_strategy("clex", **rotary_settings(model), max_scale=4)
     patch_model(model, strategy)
     optim = OmegaConf.create(
@@ -126,9 +127,11 @@ def fit(ode_lr=None, accumulate=1, steps=2, L0=16, length=32):
     )
     sampling = OmegaConf.create({"scale": "uniform-int", "scale_options": {}, "position": "contiguous"})
     module = LongContextLM(model, optim, sampling, seed=0, max_scale=4)
-    draws = []
+    draws, modes = [], []
     sample = module.scale_sampler
     module.scale_sampler = lambda generator: draws.append(sample(generator)) or draws[-1]
+    step = module.training_step
+    module.training_step = lambda batch, *rest: modes.append(model.training) or step(batch, *rest)
     before = copy.deepcopy(strategy.state_dict())
     ids = torch.randint(0, 97, (steps * accumulate * 2, length + 1), generator=torch.Generator().manual_seed(1))
     trainer = L.Trainer(
@@ -141,6 +144,7 @@ def fit(ode_lr=None, accumulate=1, steps=2, L0=16, length=32):
         enable_model_summary=False,
     )
     trainer.fit(module, torch.utils.data.DataLoader(ids, batch_size=2))
+    trainer.modes = modes
     return trainer, draws, before, strategy
 
 
@@ -156,6 +160,17 @@ def test_ode_lr_zero_freezes_the_ode_and_null_trains_it_at_lr():
     assert not frozen.down.weight.any()  # W_down all zeros: z(t) is still log ntk(t)
     _, _, before, trained = fit(ode_lr=None, steps=3)
     assert trained.down.weight.abs().max() > 0 and not torch.equal(before["up.weight"], trained.up.weight)
+
+
+def test_fine_tuning_a_checkpoint_loaded_in_eval_mode_trains_with_dropout_on():
+    from clex.eval.perplexity import sequence_nll
+
+    trainer, _, _, _ = fit(steps=2, dropout=0.5)
+    model = trainer.lightning_module.model
+    assert trainer.modes == [True, True]  # every training step in train mode: dropout on
+    ids = torch.randint(0, 97, (2, 33), generator=torch.Generator().manual_seed(3))
+    assert sequence_nll(model, ids, 1000) == sequence_nll(model, ids, 1000)  # evaluation: dropout off, repeatable
+    assert not model.training
 
 
 # --- log-scaled attention at evaluation only ---------------------------------------------------------------

@@ -105,6 +105,9 @@ class LongContextLM(L.LightningModule):
 
     def on_fit_start(self):
         self._started = time.time()
+        # a transformers checkpoint loads in eval mode and Lightning keeps the mode it finds: train with its
+        # dropout on (evaluation puts the model back in eval mode)
+        self.model.train()
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["sampler_generator"] = self.generator.get_state()
