@@ -148,13 +148,18 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, messag
     assert not (tmp_path / "runs").exists() and not Path("/tmp/abs").exists()
 
 
-def test_eval_lengths_always_include_l():
+def test_eval_lengths_are_exactly_those_asked_for_and_the_reference_is_stated():
     from omegaconf import OmegaConf
 
-    from clex.config.compose import eval_lengths
+    from clex.config.compose import eval_lengths, reference_length
 
-    cfg = OmegaConf.create({"train": {"length": 128}, "eval": {"lengths": [512, 256], "multipliers": None}})
-    assert eval_lengths(cfg) == [128, 256, 512]
+    cfg = OmegaConf.create(
+        {"train": {"length": 128, "steps": 10}, "eval": {"lengths": [512, 256], "multipliers": None}}
+    )
+    assert eval_lengths(cfg) == [256, 512] and reference_length(cfg, [256, 512], 64) == 256  # L not asked for
+    assert reference_length(cfg, [128, 256], 64) == 128  # L evaluated: L
+    cfg.train.steps = 0  # nothing trained: the checkpoint's own L0 where it is evaluated
+    assert reference_length(cfg, [64, 256], 64) == 64 and reference_length(cfg, [256, 512], 64) == 256
 
 
 def test_a_malformed_jsonl_line_names_file_and_line(tmp_path, capsys):

@@ -75,7 +75,7 @@ def test_stage_one_is_charged_without_checkpointing_and_an_unsharded_evaluation_
     from clex.config.compose import single_config
     from clex.config.cost import BASE_REMEDY, peak_memory
 
-    base_peak = ["model.original_length=4096", "base.batch_size=4", "train.length=128", "train.batch_size=1"]
+    base_peak = ["model.original_length=4096", "base.batch_size=8", "train.length=128", "train.batch_size=1"]
     plain, remedy = peak_memory(single_config(CONFIG_DIR, base_peak), 128)
     checkpointed, _ = peak_memory(single_config(CONFIG_DIR, [*base_peak, "train.gradient_checkpointing=true"]), 128)
     assert remedy == BASE_REMEDY and checkpointed == plain

@@ -173,8 +173,8 @@ ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
 def eval_lengths(cfg) -> list[int]:
-    """The evaluation lengths in tokens; L itself is always among them (the extrapolation length is
-    measured against the PPL at L)."""
+    """The evaluation lengths in tokens: exactly ``eval.lengths``, or ``eval.multipliers`` x L; nothing is added
+    (reference_length says which of them the extrapolation length is measured against)."""
     for key in ("lengths", "multipliers"):
         value = cfg.eval.get(key)
         require(
@@ -195,7 +195,14 @@ def eval_lengths(cfg) -> list[int]:
         )
     require(len(set(given)) == len(given), key, "must not repeat a value (each length is evaluated once)", given)
     lengths = given if cfg.eval.lengths is not None else [m * cfg.train.length for m in given]
-    return sorted(set(lengths) | {cfg.train.length})
+    return sorted(set(lengths))
+
+
+def reference_length(cfg, lengths: list[int], original_length: int) -> int:
+    """The length the extrapolation length is measured against: L when it is evaluated (L0 for a run that trains
+    nothing, train.steps=0, when L0 is), else the shortest evaluated length."""
+    own = original_length if cfg.train.steps == 0 else cfg.train.length
+    return own if own in lengths else min(lengths)
 
 
 def check_model_shape(model):

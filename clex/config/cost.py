@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from clex.errors import ConfigError
+from clex.eval.memory import CPU_BUDGET, LOGIT_SLICE_BYTES, chunked_bytes, plan
 
 GiB = 2**30
 PROCESS_BYTES = 0.6 * GiB  # python, torch, transformers and Lightning themselves
@@ -77,10 +78,11 @@ def peak_memory(cfg, max_length: int) -> tuple[float, str]:
 
     def forward(batch, length, saved):
         """Activations of a forward of ``batch`` x ``length`` tokens: every layer's saved for the backward
-        (training), or one layer's at a time (evaluation); the float32 logits and their log-softmax."""
+        (training), or one layer's at a time (evaluation); the float32 logits and their log-softmax (evaluation
+        scores them in slices of memory.LOGIT_SLICE_BYTES)."""
         per_layer = batch * length * (12 * h + 5 * inter + (3 * heads * length if eager else 0)) * act
         logits = 3 * batch * length * vocab * 4
-        return per_layer * (layers + 1 if saved else 2) + logits
+        return per_layer * (layers + 1 if saved else 2) + (logits if saved else min(logits, LOGIT_SLICE_BYTES))
 
     t = cfg.train
     stages = []  # (activation bytes of one training step, the keys to lower for it)
@@ -93,9 +95,15 @@ def peak_memory(cfg, max_length: int) -> tuple[float, str]:
     training, remedy = max(stages, key=lambda stage: stage[0], default=(0, TRAIN_REMEDY))
     if not stages:  # nothing is fitted, so nothing is sharded: the whole weights, without gradients or moments
         weights = weight * parameters
-    eval_batch = max(1, int(cfg.eval.get("tokens_per_batch", 16384)) // max_length)
-    chunk = cfg.eval.get("chunk_size") or max_length
+    given = cfg.eval.get("tokens_per_batch")
+    if given is None:  # chosen at evaluation time within a budget (clex/eval/memory.py)
+        eval_batch, auto_chunk = plan({**shape, "kv_heads": heads}, max_length, CPU_BUDGET, eager, act)
+    else:
+        eval_batch, auto_chunk = max(1, int(given) // max_length), None
+    chunk = cfg.eval.get("chunk_size") or auto_chunk or max_length
     evaluation = forward(eval_batch, min(chunk, max_length), saved=False)
+    if chunk < max_length:  # through the KV cache: the cache and each chunk's scores against it
+        evaluation += chunked_bytes({**shape, "kv_heads": heads}, max_length, chunk, act)
     if training >= evaluation:
         return PROCESS_BYTES + weights + training, remedy
     return PROCESS_BYTES + weights + evaluation, EVAL_REMEDY

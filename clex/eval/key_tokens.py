@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from clex import io
+from clex.eval.perplexity import sliced_nll
 
 
 @torch.no_grad()
@@ -30,8 +31,7 @@ def target_logprobs(model, sequences: torch.Tensor, tokens_per_batch: int) -> to
     out = []
     for start in range(0, len(sequences), rows):
         ids = sequences[start : start + rows].to(device)
-        logits = model(input_ids=ids[:, :-1]).logits.float()
-        out.append(-F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").cpu())
+        out.append(-sliced_nll(model, ids[:, :-1], ids[:, 1:]).cpu())
     return torch.cat(out)
 
 

@@ -14,6 +14,27 @@ def _token_nll(logits, targets) -> torch.Tensor:
     return F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
 
 
+def sliced_nll(model, inputs, targets) -> torch.Tensor:
+    """``_token_nll`` of a forward without its whole logits: the decoder's hidden states once, then the output head
+    on slices of memory.logit_slice(vocabulary) tokens (a 49k vocabulary makes 16k tokens' logits 3 GB, and the
+    log-softmax copies them). Models that transform their logits after the head (soft-capping, a logit scale) take
+    the whole forward."""
+    from clex.eval.memory import logit_slice
+
+    head, config = model.get_output_embeddings(), model.config
+    step = logit_slice(head.weight.shape[0]) if head is not None else inputs.numel()
+    transformed = getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None)
+    if inputs.numel() <= step or transformed or not hasattr(model, "base_model"):
+        return _token_nll(model(input_ids=inputs).logits, targets)
+    hidden = model.base_model(input_ids=inputs).last_hidden_state
+    flat, wanted = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+    pieces = [
+        F.cross_entropy(head(flat[s : s + step]).float(), wanted[s : s + step], reduction="none")
+        for s in range(0, len(wanted), step)
+    ]
+    return torch.cat(pieces).view(targets.shape)
+
+
 def _chunked_nll(model, inputs, targets, chunk_size: int) -> float:
     """The official long-context protocol: the input in chunks, each attending to the previous ones
     through the KV cache; t is fixed to that of the whole input, so it equals one full forward."""
@@ -61,7 +82,7 @@ def sequence_nll(
         if chunk_size and chunk_size < inputs.shape[1]:
             nll = _chunked_nll(model, inputs, targets, chunk_size)
         else:
-            nll = _token_nll(model(input_ids=inputs).logits, targets)
+            nll = sliced_nll(model, inputs, targets)
         total += nll.sum().item()
         if by_position:
             per_position += nll.sum(0).double().cpu()
@@ -256,19 +277,20 @@ def long_enough(encoded, length: int) -> list:
     return [tokens for tokens in encoded if len(tokens) > length]
 
 
-def extrapolation_length(rows: list[dict], train_length: int, eps: float) -> dict:
-    """The largest length whose PPL stays within (1 + eps) of the PPL at the training length,
-    interpolated linearly in log-length between the last length inside and the first outside.
-    ``censored`` is true when every evaluated length stays inside: the value is then a lower bound."""
-    rows = sorted((r for r in rows if r["length"] >= train_length and r["ppl"] is not None), key=lambda r: r["length"])
-    if not rows or rows[0]["length"] != train_length:
-        return {"value": None, "censored": False, "eps": eps}
+def extrapolation_length(rows: list[dict], reference: int, eps: float) -> dict:
+    """The largest length whose PPL stays within (1 + eps) of the PPL at the ``reference`` length (the training
+    length L where it is evaluated; config.compose.reference_length), interpolated linearly in log-length between
+    the last length inside and the first outside. ``censored`` is true when every evaluated length stays inside:
+    the value is then a lower bound."""
+    rows = sorted((r for r in rows if r["length"] >= reference and r["ppl"] is not None), key=lambda r: r["length"])
+    if not rows or rows[0]["length"] != reference:
+        return {"value": None, "censored": False, "eps": eps, "reference": reference}
     limit = (1 + eps) * rows[0]["ppl"]
     for inside, outside in zip(rows, rows[1:], strict=False):
         if not outside["ppl"] <= limit:  # NaN counts as outside
             if not math.isfinite(outside["ppl"]):
-                return {"value": float(inside["length"]), "censored": False, "eps": eps}
+                return {"value": float(inside["length"]), "censored": False, "eps": eps, "reference": reference}
             frac = (limit - inside["ppl"]) / (outside["ppl"] - inside["ppl"])
             log_len = math.log(inside["length"]) + frac * (math.log(outside["length"]) - math.log(inside["length"]))
-            return {"value": math.exp(log_len), "censored": False, "eps": eps}
-    return {"value": float(rows[-1]["length"]), "censored": True, "eps": eps}
+            return {"value": math.exp(log_len), "censored": False, "eps": eps, "reference": reference}
+    return {"value": float(rows[-1]["length"]), "censored": True, "eps": eps, "reference": reference}

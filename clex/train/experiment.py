@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from clex import io
 from clex.checkpoints.config_json import official_clex
 from clex.checkpoints.pretrained import load_strategy_weights
-from clex.config.compose import eval_lengths, validate
+from clex.config.compose import eval_lengths, reference_length, validate
 from clex.config.cost import check_cost
 from clex.config.identity import base_key, stage_one_section, training_identity
 from clex.data.module import LongContextData
@@ -55,8 +55,9 @@ class Prepared:
     data: LongContextData
     model: torch.nn.Module  # or, checked without weights (model=hf), its transformers config
     rope_strategy: torch.nn.Module
-    eval_lengths: list  # resolved once, with L0
+    eval_lengths: list  # resolved once: exactly the lengths asked for
     original_length: int
+    reference_length: int  # the extrapolation length's reference (config.compose.reference_length)
 
     @property
     def tokenizer(self):
@@ -121,7 +122,8 @@ def prepare(cfg, load_weights: bool = True, data: LongContextData | None = None)
     model = build_model(cfg.model, data.tokenizer) if weights else checkpoint_config(cfg.model)
     rope_strategy = build_rotary_strategy(cfg.strategy, cfg.model, model)
     warn_unexercised(cfg, rope_strategy.original_length, lengths)
-    return Prepared(data, model, rope_strategy, lengths, rope_strategy.original_length)
+    L0 = rope_strategy.original_length
+    return Prepared(data, model, rope_strategy, lengths, L0, reference_length(cfg, lengths, L0))
 
 
 class SharedData:
@@ -223,12 +225,16 @@ def run_experiment(
         log.info("reusing the finished run %s (resume=false runs it again)", run_dir)
         return finished
     prepared = prepared or prepare(cfg, data=data)
+    trains = f"L = {cfg.train.length} (fine-tuning)" if cfg.train.steps else "no fine-tuning (train.steps=0)"
     log.info(
-        "run %s: strategy %s, L0 = %d (the base model's length), L = %d (fine-tuning)",
+        "run %s: strategy %s, L0 = %d (the base model's length), %s; evaluated at %s tokens, the extrapolation "
+        "length measured from %d",
         run_dir.name,
         cfg.strategy.name,
         prepared.original_length,
-        cfg.train.length,
+        trains,
+        ", ".join(map(str, prepared.eval_lengths)),
+        prepared.reference_length,
     )
     created = not run_dir.exists()
     try:

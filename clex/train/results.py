@@ -63,11 +63,13 @@ def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
             start = time.time()
             by_position = bool(cfg.eval.get("position_bins")) and length == max(lengths)
             key_mask = keys.mask(sequences) if keys is not None else None
+            tokens_per_batch, chunk_size = evaluation_batch(cfg.eval, prepared.model, length)
+            row.update(tokens_per_batch=tokens_per_batch, chunk_size=chunk_size)
             out = sequence_nll(
                 prepared.model,
                 sequences,
-                cfg.eval.tokens_per_batch,
-                cfg.eval.chunk_size,
+                tokens_per_batch,
+                chunk_size,
                 scored,
                 by_position=by_position,
                 key_mask=key_mask,
@@ -95,6 +97,44 @@ def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
     return rows, bins
 
 
+def activation_budget(model) -> float:
+    """Bytes an evaluation forward's activations may take: half the GPU memory free now, or on a CPU
+    memory.CPU_BUDGET (or a quarter of the memory available, if less)."""
+    from clex.eval.memory import CPU_BUDGET, GPU_FRACTION
+
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return GPU_FRACTION * torch.cuda.mem_get_info(device)[0]
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return CPU_BUDGET
+    return min(CPU_BUDGET, available / 4)
+
+
+def evaluation_batch(eval_cfg, model, length: int) -> tuple[int, int | None]:
+    """(tokens per forward, KV chunk or None) at ``length``: ``eval.tokens_per_batch`` / ``eval.chunk_size`` where
+    given, else chosen by memory.plan from the model's shape and activation_budget."""
+    from clex.eval.memory import plan
+
+    given_tokens, given_chunk = eval_cfg.get("tokens_per_batch"), eval_cfg.get("chunk_size")
+    if given_tokens is not None:
+        return int(given_tokens), given_chunk
+    c = model.config
+    shape = {
+        "hidden": c.hidden_size,
+        "intermediate": getattr(c, "intermediate_size", None) or 4 * c.hidden_size,
+        "heads": c.num_attention_heads,
+        "kv_heads": getattr(c, "num_key_value_heads", None) or c.num_attention_heads,
+        "layers": c.num_hidden_layers,
+    }
+    act_bytes = 2 if next(model.parameters()).dtype in (torch.bfloat16, torch.float16) else 4
+    eager = getattr(c, "_attn_implementation", "sdpa") == "eager"
+    sequences, chunk = plan(shape, length, activation_budget(model), eager, act_bytes)
+    return sequences * length, given_chunk or chunk
+
+
 def key_tokens(cfg, prepared):
     """``eval.key_tokens``: the evaluator whose key tokens are scored beside every token (clex/eval/key_tokens.py)."""
     options = key_token_options(cfg.eval)
@@ -106,7 +146,7 @@ def key_tokens(cfg, prepared):
         options["evaluator"],
         prepared.original_length,
         options["threshold"],
-        cfg.eval.tokens_per_batch,
+        cfg.eval.tokens_per_batch or 16384,
         Path(cfg.out_dir) / ".key_tokens",
     )
 
@@ -226,6 +266,14 @@ def format_table(results: dict) -> str:
             key_ppl = f"{row['key_ppl']:.3f}" if row.get("key_ppl") is not None else "-"
             line += f" {key_ppl:>9} {row.get('key_tokens', 0):>8}"
         lines.append(line)
+    batches = [
+        f"{row['length']}: {row['tokens_per_batch'] // row['length']} x {row['length']}"
+        + (f" in KV chunks of {row['chunk_size']}" if row.get("chunk_size") else "")
+        for row in results["eval"]
+        if row.get("tokens_per_batch")
+    ]
+    if batches:
+        lines.append(f"sequences per forward (eval.tokens_per_batch, eval.chunk_size): {', '.join(batches)}")
     if results.get("position_nll"):
         lines.append(
             f"NLL by position at {results['eval'][-1]['length']}: "
@@ -234,7 +282,8 @@ def format_table(results: dict) -> str:
     ext = results["extrapolation_length"]
     if ext["value"] is not None:
         bound = " (lower bound: every length stayed within)" if ext["censored"] else ""
-        lines.append(f"extrapolation length (PPL within {1 + ext['eps']:g} x PPL at L): {ext['value']:.0f}{bound}")
+        at = ext.get("reference", results["train_length"])
+        lines.append(f"extrapolation length (PPL within {1 + ext['eps']:g} x PPL at {at}): {ext['value']:.0f}{bound}")
     if results.get("ruler"):
         by_length = results["ruler"]["accuracy_by_length"]
         lines.append(
@@ -291,7 +340,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         "eval": rows,
         "eval_protocol": protocol(cfg.eval),
         "key_tokens": key_token_options(cfg.eval),
-        "extrapolation_length": extrapolation_length(rows, t.length, cfg.eval.eps),
+        "extrapolation_length": extrapolation_length(rows, prepared.reference_length, cfg.eval.eps),
         "position_nll": bins,
         "train": training_summary(cfg, trained),
         "base": base,
