@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import pickle
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -140,10 +141,20 @@ class Busy(RuntimeError):
 def exclusive(path, what: str, wait: bool = False):
     """Hold an exclusive lock on ``path`` (its content: our pid) for the block; ``wait``: block until
     it is free instead of raising Busy. The OS drops the lock when its process dies, so a killed run
-    never leaves a stale one."""
+    never leaves a stale one. The lock file is opened without following a link (a link planted there would
+    otherwise have its target truncated) and must be a regular file: anything else is one ConfigError line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~_UMASK)
+    except OSError as error:  # ELOOP: a symbolic link; EISDIR and the like
+        raise ConfigError(
+            f"{path}: the lock file of {what} is not a regular file ({os.strerror(error.errno)}); remove it"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{path}: the lock file of {what} is not a regular file; remove it")
+    with os.fdopen(fd, "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:

@@ -262,3 +262,41 @@ def test_a_finished_run_drops_its_optimiser_state_and_is_still_reused(tmp_path):
     assert run.main(tiny_args(kept, "strategy=pi", "train.keep_optimizer_state=true")) == 0
     [kept_dir] = [p.parent for p in kept.glob("*/results.json")]
     assert "optimizer_states" in io.load_tensors(kept_dir / "checkpoints" / "last.ckpt", "a checkpoint", "")
+
+
+def test_a_link_planted_at_a_lock_never_touches_its_target(tmp_path):
+    from clex import io
+    from clex.errors import ConfigError
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".lock").symlink_to(target)
+    with pytest.raises(ConfigError, match=r"\.lock: the lock file of run .* is not a regular file"):
+        with io.exclusive(tmp_path / "run" / ".lock", "run x"):
+            pass
+    assert target.read_text() == "keep me"
+    (tmp_path / "fifo").mkdir()
+    with pytest.raises(ConfigError, match="not a regular file"):
+        with io.exclusive(tmp_path / "fifo", "a directory"):
+            pass
+    with io.exclusive(tmp_path / "run" / "real.lock", "run y"):  # a plain lock still works
+        assert (tmp_path / "run" / "real.lock").read_text().strip().isdigit()
+
+
+@pytest.mark.parametrize("args", [["name=.base"], ["name=a/b"], ["name=${oc.create:{a: 1}}"], ["name=.."]])
+def test_a_name_that_would_write_outside_its_run_folder_is_refused(tmp_path, args):
+    from clex.commands import run
+
+    assert run.main([f"out_dir={tmp_path}", *args]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_config_dir_default_that_walks_out_of_its_group_is_refused(tmp_path, capsys):
+    from clex.commands import run
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.yaml").write_text("defaults:\n  - strategy: ../../../../tmp/x/evil\n")
+    assert run.main(["--config-dir", str(tmp_path / "mine"), f"out_dir={tmp_path / 'out'}"]) == 2
+    assert "strategy=../../../../tmp/x/evil must be an option name" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 from clex.commands import CONFIG_DIR, PACKAGE, SWEEP_DIR
 from clex.commands.cli import fail, take_config_dirs
 from clex.config.files import check_config_dirs, sweep_dirs
+from clex.config.values import check_name
 from clex.errors import ConfigError, TooManyFailures
 
 STUDIES_DIR = Path("sweeps") / "studies"  # the default storage folder, under the folder it runs from
@@ -27,6 +28,7 @@ def sweep_names(folders: list[Path]) -> list[str]:
 
 def sweep_file(folders: list[Path], name: str) -> Path:
     """The sweep file ``name`` in the last folder that has it (a user's --config-dir DIR/sweeps/ wins)."""
+    check_name("sweep", name, "a sweep file's name")
     for folder in reversed(folders):
         if (folder / f"{name}.yaml").is_file():
             return folder / f"{name}.yaml"

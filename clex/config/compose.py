@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from clex.checkpoints.config_json import apply_checkpoint_strategy, checkpoint_original_length
 from clex.config.files import ConfigDirs, as_dirs, group_options, load_defaults, load_option, option_file, show_node
-from clex.config.values import check_type, flat_keys, parse_value
+from clex.config.values import check_name, check_type, flat_keys, parse_value
 from clex.errors import ConfigError, require
 
 ONE_VALUE = ("name", "out_dir", "resume", "compare.reference")  # one value for every run of a list
@@ -230,14 +230,8 @@ def validate(cfg):
     for key in ("batch_size", "val_every", "val_batches"):
         require(t[key] >= 1, f"train.{key}", "must be >= 1", t[key])
     require(cfg.base.steps >= 0, "base.steps", "must be >= 0", cfg.base.steps)
-    name = cfg.get("name")
-    require(
-        name is None or (str(name) not in ("", ".", "..") and "/" not in str(name) and "\\" not in str(name)),
-        "name",
-        "must be one folder name under out_dir (no '/', not '.' or '..')",
-        name,
-    )
-    require(name is None or len(str(name)) <= 200, "name", "must be at most 200 characters (a folder name)", name)
+    if cfg.get("name") is not None:
+        check_name("name", cfg.get("name"), "one folder name under out_dir")
     require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", "must be an integer >= 0", cfg.seed)
     betas = list(t.betas)
     require(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from clex.config.values import check_type, flat_keys
+from clex.config.values import check_name, check_type, flat_keys
 from clex.errors import ConfigError
 
 ConfigDirs = Path | str | Sequence[Path | str]
@@ -48,6 +48,7 @@ def read_yaml(dirs: list[Path], path: Path) -> DictConfig:
 
 def option_file(config_dir: ConfigDirs, group: str, option: str, below: int | None = None):
     """``(folder index, path)`` of ``group=option`` in the last folder that has it (of those before ``below``)."""
+    check_name(f"{group}={option}", option, f"an option name of group {group!r}")
     dirs = as_dirs(config_dir)
     for index in reversed(range(len(dirs) if below is None else below)):
         path = dirs[index] / group / f"{option}.yaml"

@@ -22,6 +22,20 @@ def flat_keys(node, prefix="") -> dict:
     return keys
 
 
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][\w.+=-]*")
+
+
+def check_name(key: str, value, what: str):
+    """A name that becomes a file or folder name: letters, digits and ``_ . + = -``, not starting with a dot (the
+    project's own folders, .base and .tokenizers, start with one), no path separator: one line otherwise."""
+    if not (isinstance(value, (str, int)) and not isinstance(value, bool) and PLAIN_NAME.fullmatch(str(value))):
+        raise ConfigError(
+            f"{key} must be {what}: letters, digits and _ . + = - (no '/', not starting with '.'), got {value!r}"
+        )
+    if len(str(value)) > 200:
+        raise ConfigError(f"{key} must be at most 200 characters (a file name), got {len(str(value))}")
+
+
 def parse_value(raw: str, key: str = "value"):
     """A command-line value as OmegaConf reads it (numbers, booleans, lists, null), NaN included.
     YAML tags (``!!python/...``, ``!!set``) are refused, not constructed."""

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from clex.config.compose import load_defaults, parse_value, single_config
 from clex.config.files import ConfigDirs, as_dirs
+from clex.config.values import check_name
 from clex.errors import ConfigError
 
 STUDY_DEFAULTS = {
@@ -85,6 +86,8 @@ def load_sweep(path: Path, cli_overrides: list, config_dir: ConfigDirs) -> dict:
 
 
 def _check_study(name, study):
+    if study.get("name") is not None:
+        check_name(f"{name}: study.name", study["name"], "a study name")
     if not (isinstance(study["n_trials"], int) and study["n_trials"] >= 1):
         raise ConfigError(f"{name}: study.n_trials must be a positive integer, got {study['n_trials']!r}")
     if study["sampler"] not in SAMPLERS:
