@@ -60,7 +60,7 @@ def paired_table(variants: dict, references: list[str], lengths: list[int], metr
     ]
     for ref in references:
         for name, runs in variants.items():
-            if name == ref or ref not in variants:
+            if name in references[: references.index(ref) + 1] or ref not in variants:
                 continue
             cells = [
                 difference_cell(paired_difference(ppl_by_seed(runs, n, metric), ppl_by_seed(variants[ref], n, metric)))
@@ -89,7 +89,7 @@ def verdicts(variants: dict, lengths: list[int], long: list[int]) -> list[str]:
     lines = []
     for name, runs in variants.items():
         for ref in (YARN, CLEX):
-            if name == ref or ref not in variants:
+            if name in (YARN, CLEX)[: (YARN, CLEX).index(ref) + 1] or ref not in variants:
                 continue
             for metric, what in (("ppl", "PPL"), ("key_ppl", "key-token PPL")):
                 pairs = {n: (ppl_by_seed(runs, n, metric), ppl_by_seed(variants[ref], n, metric)) for n in long}
