@@ -99,7 +99,7 @@ def fine_tuning(size, device, steps: int) -> list[dict]:
                     "strategy": strategy,
                     "tokens_per_s": speeds[strategy],
                     "peak_mib": peak(device),
-                    "loss": float(loss),
+                    "loss": float(loss.detach()),
                 }
             )
         rows[-1]["clex_over_rope"] = speeds["clex"] / speeds["rope"]

@@ -18,7 +18,9 @@ def run(strategy, seed, ppl, steps=200, own=None, **config):
             "sampler": {"scale": config.pop("scale", "uniform-int")},
             "train": {"steps": steps, "ode_lr": config.pop("ode_lr", 3e-4)},
         },
-        "eval": [{"length": n, "ppl": p, "key_ppl": p + 1, "key_tokens": 10} for n, p in zip((512, 1024), ppl)],
+        "eval": [
+            {"length": n, "ppl": p, "key_ppl": p + 1, "key_tokens": 10} for n, p in zip((512, 1024), ppl, strict=True)
+        ],
         "train": {"final_val_loss": 3.0},
         "wall_seconds": 60.0,
         "extrapolation_length": {"value": 1024.0, "censored": True},
