@@ -15,8 +15,11 @@ def pretrained(cfg, tokenizer):
             from clex.checkpoints.official import load_model
 
             return load_model(cfg.path, attn_implementation=cfg.attn_implementation)
+        from clex.checkpoints.pretrained import referenced
+
+        path = referenced(checkpoint_dir(cfg)) or checkpoint_dir(cfg)  # an evaluation-only run's folder
         return AutoModelForCausalLM.from_pretrained(
-            checkpoint_dir(cfg), local_files_only=True, attn_implementation=cfg.attn_implementation
+            path, local_files_only=True, attn_implementation=cfg.attn_implementation
         )
     except (OSError, ValueError) as error:
         raise ConfigError(

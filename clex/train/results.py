@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from clex import io
 from clex.analysis.stats import mean_ci
-from clex.checkpoints.pretrained import save_pretrained
+from clex.checkpoints.pretrained import save_pretrained, save_reference
 from clex.data.windows import evaluation_sequences
 from clex.eval.perplexity import (
     binned_nll,
@@ -25,6 +25,7 @@ from clex.eval.perplexity import (
     sliding_windows,
 )
 from clex.eval.protocol import describe_protocol, protocol
+from clex.models import checkpoint_dir
 
 
 def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
@@ -327,7 +328,10 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         ruler = run_ruler(cfg, prepared, run_dir) if cfg.eval.get("ruler") else None
         harness = run_harness(cfg, prepared, run_dir) if cfg.eval.get("harness") else None
     tokenizer = getattr(prepared.tokenizer, "tokenizer", None)  # a pretrained model's own tokenizer
-    save_pretrained(prepared.model, run_dir / "model", tokenizer=tokenizer)
+    if cfg.model.name == "hf" and not cfg.train.steps:  # trained nothing: point at the checkpoint, never copy it
+        save_reference(prepared.model, run_dir / "model", checkpoint_dir(cfg.model), tokenizer=tokenizer)
+    else:
+        save_pretrained(prepared.model, run_dir / "model", tokenizer=tokenizer)
     results = {
         "schema_version": io.SCHEMA_VERSION,
         "name": run_dir.name,
