@@ -40,3 +40,13 @@ def test_slice_wise_scoring_equals_one_whole_forward(build, monkeypatch):
     assert memory.logit_slice(97) == 7 and torch.allclose(sliced, whole, atol=1e-5)
     total, count = sequence_nll(model, ids, tokens_per_batch=82)  # two sequences per forward, sliced
     assert count == whole.numel() and total == pytest.approx(float(whole.sum()), rel=1e-5)
+
+
+def test_evaluation_progress_says_sequences_speed_and_time_left(capsys):
+    from clex.train.results import Progress
+
+    progress = Progress(2048, every=0.0)
+    progress(2, 8, 4096)
+    progress(8, 8, 16384)  # the last forward: the table follows, no line
+    err = capsys.readouterr().err
+    assert err.startswith("evaluation at 2048: 2/8 sequences,") and "tokens/s, about" in err and err.count("\n") == 1

@@ -57,6 +57,11 @@ def test_eval_passkey_writes_grid_results_and_figure(tmp_path):
     assert (run_dir / "passkey.png").stat().st_size > 1000
     summary = json.loads((run_dir / "results.json").read_text())["passkey"]
     assert set(summary["accuracy_by_length"]) == {"256", "512"}
+    samples = [json.loads(line) for line in (run_dir / "passkey_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 8 and all(set(s) >= {"length", "depth", "expected", "answer", "right"} for s in samples)
+    for row in grid:  # every cell's accuracy is the share of its samples that were right
+        cell = [s["right"] for s in samples if (s["length"], s["depth"]) == (row["length"], row["depth"])]
+        assert row["accuracy"] == sum(cell) / len(cell)
 
 
 def test_a_model_that_knows_the_answer_scores_one():

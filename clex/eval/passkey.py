@@ -31,9 +31,10 @@ def passkey_prompt(tokenizer, length: int, depth: float, passkey: int):
 
 
 def passkey_grid(
-    model, tokenizer, lengths, depths, trials: int, seed: int, chunk_size: int | None = None
+    model, tokenizer, lengths, depths, trials: int, seed: int, chunk_size: int | None = None, samples=None
 ) -> list[dict]:
-    """One row per (length, depth): accuracy over ``trials`` random keys (the same keys for every model)."""
+    """One row per (length, depth): accuracy over ``trials`` random keys (the same keys for every model).
+    ``samples``: a list that receives every prompt's length, depth, key, answer and whether it was right."""
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     rows = []
@@ -43,7 +44,20 @@ def passkey_grid(
             for _ in range(trials):
                 passkey = int(torch.randint(10000, 100000, (), generator=generator))
                 prompt, answer = passkey_prompt(tokenizer, length, depth, passkey)
-                correct += bool(torch.equal(greedy_answer(model, prompt, len(answer), chunk_size), answer))
+                generated = greedy_answer(model, prompt, len(answer), chunk_size)
+                right = bool(torch.equal(generated, answer))
+                correct += right
+                if samples is not None:
+                    samples.append(
+                        {
+                            "length": length,
+                            "prompt_tokens": len(prompt),
+                            "depth": depth,
+                            "expected": str(passkey),
+                            "answer": tokenizer.decode(generated.tolist()),
+                            "right": right,
+                        }
+                    )
             rows.append({"length": length, "depth": depth, "trials": trials, "accuracy": correct / trials})
     return rows
 

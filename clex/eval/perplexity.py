@@ -62,12 +62,14 @@ def sequence_nll(
     scored: torch.Tensor | None = None,
     by_position: bool = False,
     key_mask: torch.Tensor | None = None,
+    progress=None,
 ):
     """Sum of next-token NLL over the scored tokens of every sequence, and their count. ``scored[i]``:
     only the last scored[i] predictions of sequence i count (sliding windows); None: every one.
     ``chunk_size``: each sequence in chunks through the KV cache instead of one forward.
     ``by_position``: also the NLL summed over sequences at each input position [length] (float64).
-    ``key_mask`` [N, length]: also the NLL sum and count over the targets it marks (key tokens), last."""
+    ``key_mask`` [N, length]: also the NLL sum and count over the targets it marks (key tokens), last.
+    ``progress(sequences done, sequences, tokens done)`` is called after each forward."""
     model.eval()
     device = next(model.parameters()).device
     batch_size = max(1, tokens_per_batch // sequences.shape[1])
@@ -90,6 +92,8 @@ def sequence_nll(
         if key_mask is not None:
             keys = key_mask[start : start + batch_size].to(device) & (targets != -100)
             key_total, key_count = key_total + nll[keys].sum().item(), key_count + int(keys.sum())
+        if progress is not None:
+            progress(min(start + batch_size, len(sequences)), len(sequences), count)
     return (
         (total, count)
         + ((per_position,) if by_position else ())

@@ -9,10 +9,13 @@ from clex.errors import ConfigError
 from clex.eval.ruler_tasks import DEPTH_TASKS, KEYS, TASKS, Haystack, Skipped, make_sample, matches
 
 
-def ruler_grid(model, tokenizer, documents, lengths, opts, seed: int, chunk_size: int | None = None) -> list[dict]:
+def ruler_grid(
+    model, tokenizer, documents, lengths, opts, seed: int, chunk_size: int | None = None, samples=None
+) -> list[dict]:
     """One row per (task, length, depth): exact-match accuracy and RULER's score over ``opts.trials``
     samples; depth is null for the tasks that spread over the context. A cell that cannot be built
-    at a length has null accuracy and says why in ``skipped``."""
+    at a length has null accuracy and says why in ``skipped``. ``samples``: a list that receives every
+    sample's task, length, depth, expected strings, answer and whether it was right."""
     from clex.eval.decoding import greedy_answer
 
     model.eval()
@@ -33,6 +36,19 @@ def ruler_grid(model, tokenizer, documents, lengths, opts, seed: int, chunk_size
                     answer = tokenizer.decode(generated.tolist())
                     hits = matches(answer, sample.expected)
                     correct += all(hits)
+                    if samples is not None:
+                        samples.append(
+                            {
+                                "task": task,
+                                "length": length,
+                                "prompt_tokens": len(sample.prompt),
+                                "depth": depth,
+                                "trial": trial,
+                                "expected": list(sample.expected),
+                                "answer": answer,
+                                "right": all(hits),
+                            }
+                        )
                     score += sum(hits) / len(hits)
                 rows.append(
                     {

@@ -1,9 +1,11 @@
 """Evaluation and what a run writes: perplexity against length (passkey, RULER-style tasks), the provenance and
 numerics that let a table be traced, results.json, the run's figure and its printed table."""
 
+import json
 import math
 import platform
 import subprocess
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -74,6 +76,7 @@ def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
                 scored,
                 by_position=by_position,
                 key_mask=key_mask,
+                progress=Progress(length),
             )
             total, count = out[:2]
             if by_position:
@@ -96,6 +99,27 @@ def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
             )
         rows.append(row)
     return rows, bins
+
+
+class Progress:
+    """Evaluation progress on stderr at one length, at most every ``every`` seconds: sequences done, tokens/s,
+    time left (a 16k-token evaluation of a real model takes minutes)."""
+
+    def __init__(self, length: int, every: float = 10.0):
+        self.length, self.every = length, every
+        self.start = self.last = time.time()
+
+    def __call__(self, done: int, total: int, tokens: int):
+        now = time.time()
+        if now - self.last < self.every or done == total:
+            return
+        self.last, elapsed = now, now - self.start
+        print(
+            f"evaluation at {self.length}: {done}/{total} sequences, {tokens / elapsed:,.0f} tokens/s, "
+            f"about {elapsed * (total - done) / done:.0f} s left",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def activation_budget(model) -> float:
@@ -152,15 +176,29 @@ def key_tokens(cfg, prepared):
     )
 
 
+def write_samples(path: Path, samples: list[dict]):
+    """Every sample of a retrieval task, one JSON line each (a failed cell can be read, not only counted)."""
+    io.write_text(path, "".join(json.dumps(sample) + "\n" for sample in samples))
+
+
 def run_passkey(cfg, prepared, run_dir: Path) -> dict:
     from clex.eval.passkey import passkey_grid, plot_passkey
 
     p = cfg.eval.passkey
     lengths = [m * cfg.train.length for m in p.multipliers]
+    samples = []
     rows = passkey_grid(
-        prepared.model, prepared.tokenizer, lengths, list(p.depths), p.trials, cfg.eval.seed, cfg.eval.chunk_size
+        prepared.model,
+        prepared.tokenizer,
+        lengths,
+        list(p.depths),
+        p.trials,
+        cfg.eval.seed,
+        cfg.eval.chunk_size,
+        samples,
     )
     io.write_json(run_dir / "passkey.json", {"strategy": cfg.strategy.name, "rows": rows})
+    write_samples(run_dir / "passkey_samples.jsonl", samples)
     plot_passkey(rows, run_dir / "passkey.png", f"passkey retrieval: {cfg.strategy.name}")
     by_length = {n: sum(r["accuracy"] for r in rows if r["length"] == n) / len(p.depths) for n in lengths}
     return {"accuracy_by_length": by_length, "mean_accuracy": sum(by_length.values()) / len(by_length)}
@@ -179,7 +217,9 @@ def run_ruler(cfg, prepared, run_dir: Path) -> dict:
         opts,
         cfg.eval.seed,
         cfg.eval.chunk_size,
+        samples := [],
     )
+    write_samples(run_dir / "ruler_samples.jsonl", samples)
     summary = summarise(rows)
     protocol = {k: v for k, v in OmegaConf.to_container(opts).items() if k != "lengths"}
     io.write_json(
@@ -285,6 +325,12 @@ def format_table(results: dict) -> str:
         bound = " (lower bound: every length stayed within)" if ext["censored"] else ""
         at = ext.get("reference", results["train_length"])
         lines.append(f"extrapolation length (PPL within {1 + ext['eps']:g} x PPL at {at}): {ext['value']:.0f}{bound}")
+    if results.get("passkey"):
+        by_length = results["passkey"]["accuracy_by_length"]
+        lines.append(
+            "passkey accuracy (mean over depths; passkey.json per depth, passkey_samples.jsonl every answer): "
+            + ", ".join(f"{n}: {a:.2f}" for n, a in by_length.items())
+        )
     if results.get("ruler"):
         by_length = results["ruler"]["accuracy_by_length"]
         lines.append(
