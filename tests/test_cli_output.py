@@ -224,7 +224,8 @@ def test_summary_reports_the_target_the_last_worker_was_given(tmp_path, monkeypa
     storage = [("study.storage", str(tmp_path / "study.journal"))]
     in_file = load_sweep(SWEEP_DIR / "clex_lambda.yaml", storage, CONFIG_DIR)
     assert in_file["study"]["n_trials"] == in_file["n_trials_in_file"] == 12
-    assert "; 0 finished trial(s); n_trials 12 in the sweep file (no worker has recorded" in summary(in_file, tmp_path)
+    with pytest.raises(ConfigError, match="no worker has run this sweep there yet"):  # a reader creates nothing
+        summary(in_file, tmp_path)
     monkeypatch.setattr(worker, "run_trial", fake_trial)  # no training: the target is what is tested
     two = load_sweep(SWEEP_DIR / "clex_lambda.yaml", storage + [("study.n_trials", "2")], CONFIG_DIR)
     assert run_worker(two, CONFIG_DIR, tmp_path) == 2

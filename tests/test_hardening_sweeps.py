@@ -99,3 +99,11 @@ def test_a_worker_with_other_experiment_overrides_is_refused_and_the_study_untou
     )  # where, not what
     longer["study"]["name"] = "longer"
     assert run_worker(longer, CONFIG_DIR, tmp_path) == 2
+
+
+def test_the_summary_of_a_study_that_does_not_exist_creates_nothing(tmp_path, capsys):
+    from clex.commands import sweep
+
+    journal = tmp_path / "studies" / "x.journal"
+    assert sweep.main(["sweep=clex_lambda", "--summary", f"study.storage={journal}"]) == 2
+    assert "no worker has run this sweep there yet" in capsys.readouterr().err and not journal.exists()

@@ -207,3 +207,22 @@ def test_a_strategy_reference_with_several_variants_pairs_setting_by_setting():
         "| clex eval={'stride': 64} - rope eval={'stride': 64} | 2 | -2.00 ± 0.00* |" in text
         or "- rope stride=64 | 2 | -2.00 ± 0.00* |" in text
     ), text
+
+
+def test_labels_name_keys_apart_and_round_sampled_floats():
+    from clex.analysis.stats import short_keys, shown_value
+
+    assert short_keys(["base.steps", "train.steps", "strategy.amplification"]) == {
+        "base.steps": "base.steps",
+        "train.steps": "train.steps",
+        "strategy.amplification": "amplification",
+    }
+    assert shown_value(1.6748913598497648) == "1.675" and shown_value(16) == "16"
+
+
+def test_a_resolved_difference_never_reads_as_touching_zero():
+    from clex.analysis.comparison import difference_cell
+    from clex.analysis.stats import Interval
+
+    assert difference_cell(Interval(0.1112, 3, 0.04, 0.1061)) == "+0.111 ± 0.106*"
+    assert difference_cell(Interval(0.50, 3, 0.1, 0.20)) == "+0.50 ± 0.20*"

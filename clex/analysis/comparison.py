@@ -29,6 +29,8 @@ def extrapolation_cell(runs: list[dict]) -> str:
     if not values:
         return "-"
     bound = "≥ " if any(r["extrapolation_length"]["censored"] for r in runs) else ""
+    if len(set(values)) == 1:  # every seed the same value (often the longest length): no "± 0"
+        return f"{bound}{values[0]:.0f} (n = {len(values)})" if len(values) > 1 else bound + mean_ci(values).format(0)
     return bound + mean_ci(values).format(0)
 
 
@@ -116,8 +118,13 @@ def difference_cell(diff) -> str:
     """A paired difference: "+0.12 ± 0.03*" (* where the interval excludes 0), "+0.12" for one seed."""
     if diff is None:
         return "-"
-    interval = "" if diff.half_width is None else f" ± {diff.half_width:.2f}" + ("*" if diff.excludes_zero else "")
-    return f"{diff.mean:+.2f}{interval}"
+    if diff.half_width is None:
+        return f"{diff.mean:+.2f}"
+    digits = 2  # more where two decimals would make a resolved interval look as if it touched zero
+    while digits < 4 and diff.excludes_zero and round(abs(diff.mean), digits) == round(diff.half_width, digits):
+        digits += 1
+    star = "*" if diff.excludes_zero else ""
+    return f"{diff.mean:+.{digits}f} ± {diff.half_width:.{digits}f}{star}"
 
 
 def interval_curves(variants: dict, labels: dict) -> dict:

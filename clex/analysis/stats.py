@@ -75,6 +75,25 @@ def flatten(config: dict, prefix: str = "") -> dict:
     return flat
 
 
+def short_keys(keys: list[str]) -> dict:
+    """Each dotted key by its shortest ending that no other key shares: ``steps`` alone, but ``base.steps`` and
+    ``train.steps`` where both vary."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            ending = ".".join(parts[-n:])
+            if not any(other != key and (other == ending or other.endswith("." + ending)) for other in keys):
+                break
+        names[key] = ending
+    return names
+
+
+def shown_value(value) -> str:
+    """A value as a label shows it: floats to 4 significant digits (a sampled 1.6748913598497648 reads 1.675)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def label_variants(results: list[dict], columns: tuple = ()) -> dict:
     """variant id -> "strategy key=value ...": the strategy and the keys that set variants of one
     strategy apart. ``columns``: keys shown elsewhere (a table column), left out of labels."""
@@ -89,9 +108,11 @@ def label_variants(results: list[dict], columns: tuple = ()) -> dict:
         # a key's most common value goes unsaid: "clex" is the default, "clex max_scale=16.0" an ablation
         common = {k: Counter(str(f.get(k)) for f in flats.values()).most_common() for k in varying}
         unsaid = {k: c[0][0] if c[0][1] > c[1][1] else "None" for k, c in common.items()}  # a tie: say every value
+        names = short_keys(varying)
         for vid, flat in flats.items():
             labels[vid] = " ".join(
-                [strategy] + [f"{k.split('.')[-1]}={flat.get(k)}" for k in varying if unsaid.get(k) != str(flat.get(k))]
+                [strategy]
+                + [f"{names[k]}={shown_value(flat.get(k))}" for k in varying if unsaid.get(k) != str(flat.get(k))]
             )
             shown[vid] = (labels[vid], *(str(flat.get(c)) for c in columns))
     if len(set(shown.values())) < len(shown):  # two variants would look alike: name them apart

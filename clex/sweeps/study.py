@@ -12,7 +12,9 @@ from optuna.trial import TrialState
 from clex.errors import ConfigError
 
 
-def storage_for(study_cfg, studies_dir: Path):
+def storage_for(study_cfg, studies_dir: Path, create: bool = True):
+    """The study's storage: a database URL, or a journal file (``create=False``, a reader: one that is not there is
+    one ConfigError line, never an empty new file)."""
     url = study_cfg["storage"]
     if url and "://" in str(url):
         try:
@@ -28,6 +30,8 @@ def storage_for(study_cfg, studies_dir: Path):
                 f"({error.name or error}); e.g. pip install psycopg2-binary (PostgreSQL) or pymysql (MySQL)"
             ) from None
     path = Path(url) if url else studies_dir / f"{study_cfg['name']}.journal"
+    if not create and not path.is_file():
+        raise ConfigError(f"study {study_cfg['name']}: no journal at {path}; no worker has run this sweep there yet")
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = Path(f"{path}.lock")  # Optuna's journal lock: a symlink while a worker writes
     if lock.is_symlink():
@@ -142,7 +146,7 @@ def open_study(sweep: dict, studies_dir: Path, joining: bool = True):
     """The sweep's study, created or loaded; ``joining`` (a worker): its experiment overrides must be the
     study's, and a new study records them. A reader (``--summary``) neither checks nor writes them."""
     study_cfg = sweep["study"]
-    storage = storage_for(study_cfg, studies_dir)
+    storage = storage_for(study_cfg, studies_dir, create=joining)
     journal = None
     if isinstance(storage, tuple):
         storage, journal = storage
@@ -156,6 +160,10 @@ def open_study(sweep: dict, studies_dir: Path, joining: bool = True):
     try:  # loaded first: a journal's create_study appends a record even when the study exists
         study = optuna.load_study(**options)
     except KeyError:
+        if not joining:  # a reader never creates a study
+            raise ConfigError(
+                f"study {study_cfg['name']} does not exist in its storage; no worker has run it yet"
+            ) from None
         study = optuna.create_study(**options, directions=directions, load_if_exists=True)
     attrs = {"objectives": [o["metric"] for o in study_cfg["objectives"]], "experiment": experiment_settings(sweep)}
     if not joining:
