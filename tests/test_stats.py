@@ -67,6 +67,11 @@ def run(strategy, seed, ppl, **config):
     }
 
 
+def ablated(results: dict, strategy: dict) -> dict:
+    """The run with another strategy section (a method's own option): the same setting as the default's."""
+    return {**results, "name": results["name"] + "-ablated", "config": {**results["config"], "strategy": strategy}}
+
+
 def test_variants_group_everything_but_the_seed_and_never_merge_two():
     runs = [run("clex", s, [4.0 + s, 5.0]) for s in range(3)]
     runs += [run("clex", s, [4.0, 5.0], extra={"ode_lr": 1e-3}) for s in range(2)]  # differs in one key
@@ -88,9 +93,21 @@ def test_comparison_has_intervals_n_and_a_paired_section():
     assert "| clex - rope | 3 | -1.00 ± 0.00* | -1.00 ± 0.00* |" in text
     single = comparison_markdown([run("rope", 0, [5.0, 6.0]), run("clex", 0, [4.0, 5.0])])
     assert "5.00 (1 seed, no interval)" in single and "| clex - rope | 1 | -1.00 | -1.00 |" in single
-    ablation = comparison_markdown([run("clex", 0, [4.0, 5.0]), run("clex", 0, [4.5, 5.0], extra=1)])
+    variant = {"name": "clex", "extra": 1}  # a method's own option: same setting, paired
+    ablation = comparison_markdown(
+        [
+            run("clex", 0, [4.0, 5.0]),
+            ablated(run("clex", 0, [4.5, 5.0]), variant),
+        ]
+    )
     assert "No run of the reference `rope`" in ablation and "+0.50" in ablation
-    labelled = comparison_markdown([run("clex", 0, [4.0, 5.0]), run("clex", 0, [4.5, 5.0], extra=1)], reference="clex")
+    labelled = comparison_markdown(
+        [
+            run("clex", 0, [4.0, 5.0]),
+            ablated(run("clex", 0, [4.5, 5.0]), variant),
+        ],
+        reference="clex",
+    )
     assert "against **clex**" in labelled and "| clex extra=1 - clex | 1 | +0.50 |" in labelled
 
 
@@ -202,11 +219,17 @@ def test_a_strategy_reference_with_several_variants_pairs_setting_by_setting():
         for name, p, stride in (("rope", 5.0, None), ("rope", 7.0, 64), ("clex", 4.0, None), ("clex", 5.0, 64))
     ]
     text = comparison_markdown(runs, reference="rope")
-    assert "| clex - rope | 2 | -1.00 ± 0.00* |" in text
-    assert (
-        "| clex eval={'stride': 64} - rope eval={'stride': 64} | 2 | -2.00 ± 0.00* |" in text
-        or "- rope stride=64 | 2 | -2.00 ± 0.00* |" in text
-    ), text
+    assert "of 2 different settings (they differ in eval.stride)" in text
+    first, second = text.split("## Setting 2: ")
+    assert "| clex - rope | 2 | -1.00 ± 0.00* |" in first and "| clex - rope | 2 | -2.00 ± 0.00* |" in second
+
+
+def test_runs_of_different_budgets_are_never_paired():
+    runs = [run("clex", s, [4.0, 5.0]) for s in range(2)]
+    runs += [run("rope", s, [5.0, 6.0], train={"length": 128, "steps": 40}) for s in range(2)]
+    text = comparison_markdown(runs, reference="rope")
+    assert "they differ in train.steps" in text and "| clex - rope" not in text
+    assert "## Setting 1: train.steps=200" in text and "## Setting 2: train.steps=40" in text
 
 
 def test_labels_name_keys_apart_and_round_sampled_floats():

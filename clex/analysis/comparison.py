@@ -12,6 +12,7 @@ from pathlib import Path
 from clex.analysis.collection import tokenizer_of, tokenizers_warning, write_together
 from clex.analysis.stats import (
     INTERVAL_NOTE,
+    flatten,
     group_variants,
     label_variants,
     mean_ci,
@@ -312,7 +313,59 @@ def ordered_variants(results: list[dict]) -> tuple[dict, dict]:
     return {vid: variants[vid] for vid in sorted(variants, key=key)}, labels
 
 
+SHARED = ("strategy", "sampler")  # what sets methods apart within a comparison; everything else must be the same
+
+
+def setting(results: dict) -> dict:
+    """What a run's comparison holds fixed: its resolved config but its seed, paths and method (strategy, sampler),
+    plus the corpus it read (runs on two Pythons' standard libraries are not alike)."""
+    shared = {k: v for k, v in variant_config(results["config"]).items() if k not in SHARED}
+    if isinstance(shared.get("train"), dict):  # the ODE's learning rate is CLEX's own, like its strategy section
+        shared["train"] = {k: v for k, v in shared["train"].items() if k != "ode_lr"}
+    return {**shared, "corpus": results.get("corpus")}
+
+
+def comparable_groups(results: list[dict]) -> list[list[dict]]:
+    """The runs split into groups of one setting each (setting()): only runs of one group are paired."""
+    groups = {}
+    for r in results:
+        groups.setdefault(json.dumps(setting(r), sort_keys=True, default=str), []).append(r)
+    return list(groups.values())
+
+
+def differing_keys(groups: list[list[dict]]) -> list[str]:
+    """The dotted keys whose value differs between the groups' settings."""
+    flats = [flatten(setting(g[0])) for g in groups]
+    keys = sorted({k for f in flats for k in f})
+    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
+
+
+def group_caption(group: list[dict], keys: list[str]) -> str:
+    flat = flatten(setting(group[0]))
+    return ", ".join(
+        f"{k}={flat.get(k) if k != 'corpus' else (flat.get(k) or {}).get('sha256', '?')[:8]}" for k in keys
+    )
+
+
 def comparison_markdown(results: list[dict], reference: str = "rope", runs: bool = True) -> str:
+    groups = comparable_groups(results)
+    if len(groups) == 1:
+        return group_markdown(results, reference, runs)
+    keys = differing_keys(groups)
+    lines = [
+        f"These {len(results)} runs are of {len(groups)} different settings (they differ in {', '.join(keys)}), so "
+        "they are compared within each setting only; runs of two settings are never paired.",
+        *([] if not (mixed := tokenizers_warning(results)) else ["", f"**Warning:** {mixed}."]),
+        "",
+    ]
+    for number, group in enumerate(groups, 1):
+        section = group_markdown(group, reference, runs).replace("\n## ", "\n### ")
+        section = section.replace("## ", "### ", 1) if section.startswith("## ") else section
+        lines += [f"## Setting {number}: {group_caption(group, keys)}", "", section]
+    return "\n".join(lines)
+
+
+def group_markdown(results: list[dict], reference: str = "rope", runs: bool = True) -> str:
     variants, labels = ordered_variants(results)
     lengths = lengths_of(results)
     first = results[0]
