@@ -300,3 +300,14 @@ def test_a_config_dir_default_that_walks_out_of_its_group_is_refused(tmp_path, c
     assert run.main(["--config-dir", str(tmp_path / "mine"), f"out_dir={tmp_path / 'out'}"]) == 2
     assert "strategy=../../../../tmp/x/evil must be an option name" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "key", ["+trainer.limit_train_batches=3", "+trainer.fast_dev_run=true", "+trainer.max_epochs=2"]
+)
+def test_a_trainer_keyword_that_changes_what_is_trained_is_refused(tmp_path, capsys, key):
+    from clex.commands import run
+
+    assert run.main([f"out_dir={tmp_path}", key]) == 2
+    err = capsys.readouterr().err
+    assert "changes what a run trains" in err and err.count("\n") == 1 and not any(tmp_path.iterdir())

@@ -100,6 +100,22 @@ MANAGED = (
 )
 
 
+# Trainer keywords that change what a run trains while its identity, its cached base and its results.json would
+# still say the steps asked for: refused (train.steps / base.steps set the budget)
+CHANGE_TRAINING = {
+    "limit_train_batches": "train.steps or base.steps",
+    "fast_dev_run": "train.steps=1 base.steps=1",
+    "max_epochs": "train.steps",
+    "min_epochs": "train.steps",
+    "max_time": "train.steps",
+    "min_steps": "train.steps",
+    "overfit_batches": "train.steps",
+    "limit_val_batches": "train.val_batches",
+    "val_check_interval": "train.val_every",
+    "check_val_every_n_epoch": "train.val_every",
+}
+
+
 def check_trainer(trainer_options: dict):
     """Every ``trainer.*`` key is a lightning.Trainer keyword we do not set ourselves, and the
     accelerator exists on this machine."""
@@ -107,6 +123,11 @@ def check_trainer(trainer_options: dict):
 
     allowed = sorted(set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self", *MANAGED})
     for key in trainer_options:
+        if key in CHANGE_TRAINING:
+            raise ConfigError(
+                f"trainer.{key} changes what a run trains, but not its name, its cached base model or the steps its "
+                f"results.json reports; set {CHANGE_TRAINING[key]} instead"
+            )
         require(
             key in allowed,
             f"trainer.{key}",
