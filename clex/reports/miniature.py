@@ -169,6 +169,12 @@ NOT_RERUN = (
     "`python analysis/miniature_report.py --parts ablations,scaling` runs it; the last report that did, "
     "made at commit 6117271 with each length on its own documents, is `git show 0bb2731:docs/miniature/README.md`"
 )
+OFFICIAL_POINTER = (
+    "Why section 1 finds no CLEX variant ahead of YaRN x16 is taken apart in [official.md](official.md) "
+    "(`python analysis/official_report.py`): the official recipe (`recipe=official`), log-scaled attention at "
+    "evaluation only, a frozen ODE, and 4x the fine-tuning steps, each paired per seed against YaRN x16 and the "
+    "default CLEX, in PPL and in key-token PPL."
+)
 TABLE1_4X = (
     "miniature_table1_4x",
     "miniature_table1_4x_yarn16",
@@ -313,6 +319,10 @@ def write_report(studies: dict, out: Path) -> str:
         "## 5. The paper's claims, side by side",
         "",
         *claims(studies, fits),
+        "",
+        "## 6. CLEX as its authors trained it",
+        "",
+        OFFICIAL_POINTER,
         "",
     ]
     return "\n".join(lines)
