@@ -311,3 +311,46 @@ def test_a_trainer_keyword_that_changes_what_is_trained_is_refused(tmp_path, cap
     assert run.main([f"out_dir={tmp_path}", key]) == 2
     err = capsys.readouterr().err
     assert "changes what a run trains" in err and err.count("\n") == 1 and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"num_attention_heads": 0}, "num_attention_heads must be a positive integer, got 0"),
+        ({"rope_theta": float("nan")}, "rope_theta must be a finite number > 1, got nan"),
+        ({"vocab_size": "many"}, "vocab_size must be a positive integer, got 'many'"),
+    ],
+)
+def test_a_checkpoint_config_with_impossible_numbers_is_one_line_naming_it(tmp_path, change, message):
+    from clex.errors import ConfigError
+    from clex.models.hf import check_checkpoint
+
+    config = {"hidden_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 100}
+    (tmp_path / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ConfigError, match=f"config.json: {message}"):
+        check_checkpoint(tmp_path)
+
+
+def test_a_malformed_neighbour_run_is_skipped_and_deep_nesting_is_one_line(tmp_path, caplog):
+    from clex.analysis.collection import read_results
+    from clex.config.identity import training_identity
+    from clex.errors import ConfigError
+    from clex.train.stages import trained_twin
+
+    for name, text in (("list", "[]"), ("deep", "[" * 100_000 + "]" * 100_000), ("noconfig", '{"config": 3}')):
+        (tmp_path / name / "checkpoints").mkdir(parents=True)
+        (tmp_path / name / "checkpoints" / "last.ckpt").write_bytes(b"")
+        (tmp_path / name / "results.json").write_text(text)
+    with caplog.at_level("WARNING", logger="clex"):
+        assert trained_twin(tmp_path, training_identity({"seed": 0}), 10, tmp_path / "mine") is None
+    assert caplog.text.count("is not a clex results.json") == 3
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        read_results(tmp_path / "deep" / "results.json")
+
+
+def test_a_jsonl_record_whose_text_is_not_text_names_file_and_line(tmp_path):
+    from clex.data.sources.text import jsonl_texts
+    from clex.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"c.jsonl:2: 'text' is a NoneType, not text"):
+        list(jsonl_texts(tmp_path / "c.jsonl", '{"text": "a"}\n{"text": null}\n', "text"))

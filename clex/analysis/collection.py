@@ -38,6 +38,8 @@ def read_results(path: Path) -> dict:
         raise ConfigError(f"{path}: not a clex results.json (not UTF-8 text)") from None
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path}: not a clex results.json (JSONDecodeError: {error})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not a clex results.json (nested too deeply to read)") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
 

@@ -18,6 +18,8 @@ def read_config(path) -> dict | None:
         return None
     try:
         config = json.loads(config_file.read_text())
+    except RecursionError:
+        raise ConfigError(f"{config_file}: not a checkpoint's config.json (nested too deeply to read)") from None
     except (ValueError, UnicodeDecodeError) as error:
         where = (
             f"line {error.lineno} column {error.colno}: {error.msg}"

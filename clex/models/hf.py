@@ -27,6 +27,26 @@ def pretrained(cfg, tokenizer):
         ) from None
 
 
+SIZES = ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size", "max_position_embeddings")
+
+
+def check_numbers(path, config: dict):
+    """The sizes a run reads from config.json are positive integers and the rope base a finite number > 1: one line
+    naming the file and the key (before: a ZeroDivisionError, or PPL inf from rope_theta NaN)."""
+    import math
+
+    for key in SIZES:
+        value = config.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise ConfigError(f"{path}/config.json: {key} must be a positive integer, got {value!r}")
+    rope = config.get("rope_parameters") if isinstance(config.get("rope_parameters"), dict) else config
+    theta = rope.get("rope_theta", config.get("rope_theta"))
+    if theta is not None and not (
+        isinstance(theta, (int, float)) and not isinstance(theta, bool) and math.isfinite(theta) and theta > 1
+    ):
+        raise ConfigError(f"{path}/config.json: rope_theta must be a finite number > 1, got {theta!r}")
+
+
 def check_checkpoint(path):
     """Before anything is built: a rope type that neither transformers nor clex knows is refused in one
     line (transformers would raise KeyError while building the model), and a released CLEX checkpoint's
@@ -36,6 +56,7 @@ def check_checkpoint(path):
     from clex.checkpoints.config_json import official_clex, read_config
 
     config = read_config(path) or {}
+    check_numbers(path, config)
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     kind = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else rope
     known = sorted({"default", "clex", *ROPE_INIT_FUNCTIONS})

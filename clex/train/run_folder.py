@@ -28,9 +28,11 @@ def finished_results(cfg, run_dir: Path) -> dict | None:
         return None
     try:
         results = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    same = run_identity(results.get("config") or {}) == run_identity(OmegaConf.to_container(cfg, resolve=True))
+    if not (isinstance(results, dict) and isinstance(results.get("config"), dict)):
+        return None
+    same = run_identity(results["config"]) == run_identity(OmegaConf.to_container(cfg, resolve=True))
     return results if same else None
 
 

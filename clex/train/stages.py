@@ -197,9 +197,12 @@ def trained_twin(out_dir: Path, identity: dict, steps: int, run_dir: Path) -> tu
             continue
         try:
             results = json.loads(saved.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
+            results = None
+        if not (isinstance(results, dict) and isinstance(results.get("config"), dict)):
+            log.warning("warning: %s is not a clex results.json; skipped when looking for a trained twin", saved)
             continue
-        if training_identity(results.get("config") or {}) == identity and checkpoint_step(checkpoint) == steps:
+        if training_identity(results["config"]) == identity and checkpoint_step(checkpoint) == steps:
             return saved.parent, {**results["train"], "reused_from": saved.parent.name}
     return None
 

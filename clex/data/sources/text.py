@@ -116,6 +116,8 @@ def jsonl_texts(path: Path, text: str, field: str):
             continue
         try:
             record = json.loads(line)
+        except RecursionError:
+            raise ConfigError(f"data.paths: {path}:{number + 1} is nested too deeply to read") from None
         except json.JSONDecodeError as error:
             raise ConfigError(f"data.paths: {path}:{number + 1} is not a JSON record ({error.msg})") from None
         if not isinstance(record, dict):
@@ -125,5 +127,9 @@ def jsonl_texts(path: Path, text: str, field: str):
         if field not in record:
             raise ConfigError(
                 f"data.text_field: {path}:{number + 1} has no field {field!r} (fields: {', '.join(record)})"
+            )
+        if not isinstance(record[field], str):
+            raise ConfigError(
+                f"data.text_field: {path}:{number + 1}: {field!r} is a {type(record[field]).__name__}, not text"
             )
         yield number, record[field]
