@@ -16,7 +16,7 @@ from clex.errors import ConfigError
             ["strategy=clex", "strategy.step_size=1e-9"],
             "strategy.step_size=1e-09, strategy.max_step_t=1: the ODE solve",
         ),
-        (["eval.lengths=[128,4000000]"], "eval.lengths=4000000: this config needs an estimated "),
+        (["eval.lengths=[128,8000000]"], "eval.lengths=8000000: this config needs an estimated "),  # a 32 GB KV cache
         (["model.original_length=60000", "train.steps=0"], "model.original_length=60000: this config needs an "),
     ],
 )

@@ -117,9 +117,9 @@ def test_longest_documents_keeps_only_those_long_enough_for_every_length(tmp_pat
 
 
 def test_longest_documents_with_none_long_enough_is_refused_before_training(tmp_path, capsys):
-    # chunked through the KV cache, 10M tokens fit in memory; no stdlib test file is that long
-    args = [f"out_dir={tmp_path}", "eval.documents=longest", "eval.lengths=[128,10000000]", "eval.chunk_size=1024"]
+    # chunked through the KV cache (4 GB of it), 1M tokens fit in memory; no stdlib test file is that long
+    args = [f"out_dir={tmp_path}", "eval.documents=longest", "eval.lengths=[128,1000000]", "eval.chunk_size=1024"]
     assert run.main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "eval.documents =longest needs test documents of more than 10000000" in err
+    assert len(err.splitlines()) == 1 and "eval.documents =longest needs test documents of more than 1000000" in err
     assert not any(tmp_path.iterdir())

@@ -128,7 +128,13 @@ def load_pretrained(directory, **from_pretrained_options):
         from clex.checkpoints.official import load_official
 
         return load_official(directory, **from_pretrained_options)
-    model = AutoModelForCausalLM.from_pretrained(referenced(directory) or directory, **from_pretrained_options)
+    source = referenced(directory)
+    if source is not None and official_clex(source) is not None:  # an evaluation-only run of a released checkpoint
+        from clex.checkpoints.official import load_model
+
+        model = load_model(source, **from_pretrained_options)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source or directory, **from_pretrained_options)
     entry = json.loads((directory / "config.json").read_text()).get("clex_strategy")
     if not entry:
         raise ValueError(f"{directory} has no clex_strategy entry in config.json: not saved by clex.save_pretrained")

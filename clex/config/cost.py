@@ -103,7 +103,7 @@ def peak_memory(cfg, max_length: int) -> tuple[float, str]:
     chunk = cfg.eval.get("chunk_size") or auto_chunk or max_length
     evaluation = forward(eval_batch, min(chunk, max_length), saved=False)
     if chunk < max_length:  # through the KV cache: the cache and each chunk's scores against it
-        evaluation += chunked_bytes({**shape, "kv_heads": heads}, max_length, chunk, act)
+        evaluation += chunked_bytes({**shape, "kv_heads": heads}, max_length, chunk, eager, act)
     if training >= evaluation:
         return PROCESS_BYTES + weights + training, remedy
     return PROCESS_BYTES + weights + evaluation, EVAL_REMEDY

@@ -39,14 +39,14 @@ def plan(shape: dict, length: int, budget: float, eager: bool = False, act_bytes
     if sequences >= 1:
         return sequences, None
     room = budget - kv_bytes(shape, act_bytes) * length  # the cache of the whole sequence stays
-    per_query = token_bytes(shape, length, True, act_bytes)  # a chunk against a cache: its scores are materialised
+    per_query = token_bytes(shape, length, eager, act_bytes)  # a chunk's activations against the cache
     chunk = MIN_CHUNK
     while chunk * 2 < length and per_query * chunk * 2 <= room:
         chunk *= 2
     return 1, chunk
 
 
-def chunked_bytes(shape: dict, length: int, chunk: int, act_bytes: int = 4) -> float:
+def chunked_bytes(shape: dict, length: int, chunk: int, eager: bool = False, act_bytes: int = 4) -> float:
     """Peak activation bytes of scoring one ``length``-token sequence in KV chunks of ``chunk``: the cache, and one
-    chunk's activations with its scores against every cached key."""
-    return kv_bytes(shape, act_bytes) * length + token_bytes(shape, length, True, act_bytes) * chunk
+    chunk's activations (with eager attention, its scores against every cached key)."""
+    return kv_bytes(shape, act_bytes) * length + token_bytes(shape, length, eager, act_bytes) * chunk

@@ -9,15 +9,14 @@ def pretrained(cfg, tokenizer):
     from transformers import AutoModelForCausalLM
 
     from clex.checkpoints.config_json import official_clex
+    from clex.checkpoints.pretrained import referenced
 
+    path = referenced(checkpoint_dir(cfg)) or checkpoint_dir(cfg)  # an evaluation-only run's folder: its checkpoint
     try:
-        if official_clex(checkpoint_dir(cfg)) is not None:
+        if official_clex(path) is not None:
             from clex.checkpoints.official import load_model
 
-            return load_model(cfg.path, attn_implementation=cfg.attn_implementation)
-        from clex.checkpoints.pretrained import referenced
-
-        path = referenced(checkpoint_dir(cfg)) or checkpoint_dir(cfg)  # an evaluation-only run's folder
+            return load_model(path, attn_implementation=cfg.attn_implementation)
         return AutoModelForCausalLM.from_pretrained(
             path, local_files_only=True, attn_implementation=cfg.attn_implementation
         )
