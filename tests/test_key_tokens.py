@@ -78,6 +78,6 @@ def test_every_method_of_a_comparison_scores_the_same_key_tokens(tmp_path):
     for r in results:
         scored = [row for row in r["eval"] if row["key_tokens"]]
         assert all(row["key_ppl"] > 0 and row["key_ppl"] != row["ppl"] for row in scored)
-    assert len(list((tmp_path / ".key_tokens").glob("*.pt"))) == 3  # one mask per length, computed once
+    assert len(list((tmp_path / ".key_tokens").glob("gains-*.pt"))) == 3  # one per length, computed once
     comparison = next(tmp_path.glob("comparison-*/comparison.md")).read_text()
     assert "## Key-token perplexity" in comparison and "key-token PPL(variant) - key-token PPL(reference)" in comparison

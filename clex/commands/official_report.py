@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-runs", type=Path, default=Path("runs") / "miniature")
     parser.add_argument("--out", type=Path, default=Path("docs") / "miniature")
-    parser.add_argument("--threshold", type=float, default=2.0, help="key tokens: the gain in nats (default 2)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="key tokens: the gain in nats (default 0.5)")
     parser.add_argument("--analyse-only", action="store_true", help="write the page from what is finished")
     args, overrides = parser.parse_known_args(argv)
     names = [*SWEEPS_200, *SWEEPS_800]

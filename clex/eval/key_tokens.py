@@ -8,8 +8,8 @@ For a scored sequence of n tokens, the target predicted from input position i is
 the evaluator E's gain from seeing the whole context instead of only the last L0 tokens (targets with i < L0
 see the same context both ways: never key tokens). The short-context log-probabilities are exact: one window
 of L0 tokens per target, each scoring its last prediction. The evaluator is fixed per comparison (the same key
-tokens for every method of a seed); the masks are cached in ``cache_dir`` by a hash of the evaluator's weights,
-the sequences, L0 and the threshold, so every method of a comparison reads them instead of recomputing them.
+tokens for every method of a seed); the evaluator's gains are cached in ``cache_dir`` by a hash of its weights,
+the sequences and L0, so every method of a comparison (and another threshold) reads them instead of recomputing.
 """
 
 import hashlib
@@ -55,15 +55,20 @@ def short_context_logprobs(model, sequences: torch.Tensor, window: int, tokens_p
     return torch.stack(out)
 
 
+def context_gains(model, sequences: torch.Tensor, window: int, tokens_per_batch: int) -> torch.Tensor:
+    """[N, n]: each target's log-probability gain under ``model`` from the whole context over the last ``window``
+    tokens (0 where the two contexts are the same)."""
+    full = target_logprobs(model, sequences, tokens_per_batch)
+    gains = torch.zeros_like(full)
+    if sequences.shape[1] - 1 > window:
+        gains[:, window:] = full[:, window:] - short_context_logprobs(model, sequences, window, tokens_per_batch)
+    return gains
+
+
 def key_token_mask(model, sequences: torch.Tensor, window: int, threshold: float, tokens_per_batch: int):
     """[N, n] bool: the targets whose log-probability under ``model`` gains more than ``threshold`` nats from the
     whole context over the last ``window`` tokens."""
-    full = target_logprobs(model, sequences, tokens_per_batch)
-    mask = torch.zeros_like(full, dtype=torch.bool)
-    if sequences.shape[1] - 1 > window:
-        short = short_context_logprobs(model, sequences, window, tokens_per_batch)
-        mask[:, window:] = full[:, window:] - short > threshold
-    return mask
+    return context_gains(model, sequences, window, tokens_per_batch) > threshold
 
 
 def weights_fingerprint(model) -> str:
@@ -76,7 +81,8 @@ def weights_fingerprint(model) -> str:
 
 class KeyTokens:
     """The evaluator (a checkpoint folder: a run's ``model/`` or any save_pretrained / official CLEX checkpoint)
-    and its masks, computed once per set of sequences and cached under ``cache_dir``."""
+    and its gains, computed once per set of sequences and cached under ``cache_dir`` (the threshold is applied on
+    reading: another threshold recomputes nothing)."""
 
     def __init__(self, evaluator: str, original_length: int, threshold: float, tokens_per_batch: int, cache_dir):
         self.path, self.window, self.threshold = str(evaluator), int(original_length), float(threshold)
@@ -91,14 +97,15 @@ class KeyTokens:
             self._fingerprint = weights_fingerprint(self._model)
         return self._model
 
-    def mask(self, sequences: torch.Tensor) -> torch.Tensor:
+    def gains(self, sequences: torch.Tensor) -> torch.Tensor:
         model = self.model()
-        key = hashlib.sha1(
-            f"{self._fingerprint}|{self.window}|{self.threshold!r}".encode() + sequences.numpy().tobytes()
-        ).hexdigest()[:16]
-        path = self.cache_dir / f"{key}.pt"
+        key = hashlib.sha1(f"{self._fingerprint}|{self.window}".encode() + sequences.numpy().tobytes()).hexdigest()
+        path = self.cache_dir / f"gains-{key[:16]}.pt"
         if path.is_file():
-            return io.load_tensors(path, "a cached key-token mask", f"delete {path} to compute it again")
-        mask = key_token_mask(model, sequences, self.window, self.threshold, self.tokens_per_batch)
-        io.atomic_write(path, lambda handle: torch.save(mask, handle))
-        return mask
+            return io.load_tensors(path, "cached key-token gains", f"delete {path} to compute them again")
+        gains = context_gains(model, sequences, self.window, self.tokens_per_batch)
+        io.atomic_write(path, lambda handle: torch.save(gains, handle))
+        return gains
+
+    def mask(self, sequences: torch.Tensor) -> torch.Tensor:
+        return self.gains(sequences) > self.threshold
