@@ -1,7 +1,7 @@
 """The miniature's "CLEX as its authors trained it" page: its sweeps, the key-token evaluators, the key-token
 evaluation of every run, then docs/miniature/official.md.
 
-    python analysis/official_report.py [--analyse-only] [--threshold 2.0] [overrides...]
+    python analysis/official_report.py [--analyse-only] [--threshold 0.5] [overrides...]
 
 Resumable: a rerun skips finished trials and runs. Overrides go to every run (e.g. trainer=gpu). The key-token
 pass reruns each sweep with eval.key_tokens into its own study (<sweep>-keys): only the evaluation differs, so
