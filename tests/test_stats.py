@@ -249,3 +249,16 @@ def test_a_resolved_difference_never_reads_as_touching_zero():
 
     assert difference_cell(Interval(0.1112, 3, 0.04, 0.1061)) == "+0.111 ± 0.106*"
     assert difference_cell(Interval(0.50, 3, 0.1, 0.20)) == "+0.50 ± 0.20*"
+
+
+def test_where_keeps_the_runs_whose_config_has_the_value():
+    from clex.commands.compare import where
+    from clex.errors import ConfigError
+
+    runs = [(None, run("rope", 0, [5.0, 6.0], data={"name": "text"})), (None, run("rope", 1, [5.0, 6.0]))]
+    assert [r["seed"] for r in where(runs, ["data.name=text"])] == [0]
+    assert len(where(runs, [])) == 2
+    with pytest.raises(ConfigError, match="no run has that"):
+        where(runs, ["data.name=stdlib"])
+    with pytest.raises(ConfigError, match="write KEY=VALUE"):
+        where(runs, ["data.name"])

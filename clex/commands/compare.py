@@ -6,7 +6,11 @@ The report goes to a folder named for its runs (analysis/out/comparison-<strateg
 names>), with runs.json listing them: the same runs again rewrite it; an --out holding another
 comparison is refused unless --force. A malformed run is skipped with a warning (--strict: refused).
 
-    python analysis/compare.py RUNS_DIR_OR_RESULTS... [--reference rope] [--out DIR] [--force] [--strict] [--no-runs]
+    python analysis/compare.py RUNS_DIR_OR_RESULTS... [--reference rope] [--where KEY=VALUE ...] [--out DIR] [--force]
+        [--strict] [--no-runs]
+
+``--where data.name=text``: only the runs whose resolved config has that value (dotted keys; repeatable, all
+must hold). Runs of different settings are compared within each setting, never paired across.
 """
 
 import argparse
@@ -45,6 +49,23 @@ def check_target(target: Path, results: list[dict], force: bool = False):
         )
 
 
+def where(runs, conditions: list[str]) -> list[dict]:
+    """The runs whose resolved config has every ``key=value`` (values compared as the config reads them)."""
+    from clex.analysis.stats import flatten
+    from clex.config.values import parse_value
+
+    wanted = {}
+    for condition in conditions:
+        key, sep, raw = condition.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--where {condition!r}: write KEY=VALUE, e.g. --where data.name=text")
+        wanted[key] = parse_value(raw, key)
+    kept = [r for _, r in runs if all(flatten(r.get("config") or {}).get(k) == v for k, v in wanted.items())]
+    if conditions and not kept:
+        raise ConfigError(f"--where {' '.join(conditions)}: no run has that; nothing to compare")
+    return kept
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -59,12 +80,15 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="replace the comparison of other runs in --out")
     parser.add_argument("--strict", action="store_true", help="refuse a malformed run instead of skipping it")
     parser.add_argument("--no-runs", action="store_true", help="leave out the per-run table")
+    parser.add_argument(
+        "--where", action="append", default=[], metavar="KEY=VALUE", help="keep the runs whose config has it"
+    )
     args = parser.parse_args(argv)
     from clex.analysis.collection import read_runs, tokenizers_warning
     from clex.analysis.comparison import comparison_dir, write_comparison
 
     try:
-        results = [r for _, r in read_runs(args.runs, args.strict)]
+        results = where(read_runs(args.runs, args.strict), args.where)
         target = args.out or comparison_dir(OUT, results)
         check_target(target, results, args.force)
     except ConfigError as error:
