@@ -85,11 +85,13 @@ def tables(variants: dict, labels: dict, lengths: list[int], references: list[st
 
 
 def verdicts(variants: dict, lengths: list[int], long: list[int]) -> list[str]:
-    """Each variant against YaRN x16 and the default CLEX at the long lengths, in words."""
+    """Each variant against YaRN x16 and the default CLEX of its own budget at the long lengths, in words."""
     lines = []
     for name, runs in variants.items():
-        for ref in (YARN, CLEX):
-            if name in (YARN, CLEX)[: (YARN, CLEX).index(ref) + 1] or ref not in variants:
+        budget = ", 800 steps" if name.endswith(", 800 steps") else ""
+        references = (YARN + budget, CLEX + budget)
+        for ref in references:
+            if name in references[: references.index(ref) + 1] or ref not in variants:
                 continue
             for metric, what in (("ppl", "PPL"), ("key_ppl", "key-token PPL")):
                 pairs = {n: (ppl_by_seed(runs, n, metric), ppl_by_seed(variants[ref], n, metric)) for n in long}
