@@ -183,3 +183,11 @@ def test_the_miniature_report_reads_claims_off_paired_intervals(tmp_path):
         "Position extrapolation is needed | PPL(extrapolated-random) - PPL(contiguous) at 4L: **not run yet**" in text
     )
     assert (tmp_path / "table1.png").stat().st_size > 1000 and (tmp_path / "clex_dynamics.png").is_file()
+
+
+def test_a_scaling_law_without_two_model_sizes_names_what_is_missing():
+    from clex.analysis.tables import fit_power_law
+    from clex.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"have 1 model size\(s\) and 2 training length\(s\): add model sizes"):
+        fit_power_law([1e6] * 4, [128, 128, 256, 256], [300.0, 310.0, 500.0, 520.0])

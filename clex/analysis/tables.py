@@ -187,9 +187,15 @@ def fit_power_law(
     censored = np.zeros(len(y), bool) if censored is None else np.asarray(censored, bool)
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     if (~censored).sum() < 4 or np.linalg.matrix_rank(X[~censored]) < 3:
+        uncensored = X[~censored]
+        sizes, trained = len(set(uncensored[:, 1].tolist())), len(set(uncensored[:, 2].tolist()))
+        missing = [what for what, n in (("model sizes", sizes), ("training lengths", trained)) if n < 2]
         raise ConfigError(
-            f"the fit needs >= 4 uncensored runs over at least two model sizes and two training "
-            f"lengths, got {(~censored).sum()} of {len(y)} (censored runs: evaluate longer lengths)"
+            f"the fit needs >= 4 uncensored runs over at least two model sizes and two training lengths; the "
+            f"{(~censored).sum()} uncensored of {len(y)} runs have {sizes} model size(s) and {trained} training "
+            f"length(s)"
+            + (f": add {' and '.join(missing)}" if missing else "")
+            + (f" ({int(censored.sum())} censored: evaluate longer lengths)" if censored.any() else "")
         )
     if bootstrap < 1:
         raise ConfigError(f"--bootstrap must be >= 1, got {bootstrap}")
@@ -218,6 +224,7 @@ def fit_power_law(
         "censored": int(censored.sum()),
         "level": level,
         "bootstrap": len(draws),
+        "bootstrap_asked": bootstrap,  # a resample with too few sizes or lengths to fit is dropped, not redrawn
     }
 
 

@@ -81,7 +81,14 @@ def main(argv=None) -> int:
     print(
         f"{args.strategy}: log E = log a + alpha log N + beta log L, {fit['samples']} runs of "
         f"{fit['configurations']} configurations, {int(fit['level'] * 100)}% bootstrap intervals "
-        f"({fit['bootstrap']} resamples of configurations, seeds kept together)"
+        f"({fit['bootstrap']} resamples of configurations, seeds kept together"
+        + (
+            f"; {fit['bootstrap_asked'] - fit['bootstrap']} of the {fit['bootstrap_asked']} asked drew too few model "
+            "sizes or training lengths to fit and were dropped"
+            if fit.get("bootstrap_asked", fit["bootstrap"]) > fit["bootstrap"]
+            else ""
+        )
+        + ")"
     )
     for name, value, (low, high) in zip(names, fit["coef"], fit["ci"], strict=False):
         print(f"  {name:<24} {value:8.3f}   [{low:.3f}, {high:.3f}]")
