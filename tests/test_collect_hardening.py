@@ -7,6 +7,7 @@ import copy
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -301,3 +302,11 @@ def test_harness_scores_are_a_tidy_table_with_intervals_over_seeds(real, tmp_pat
     assert collect.main([str(runs), "--out", str(table)]) == 0
     assert "removed" in capsys.readouterr().err
     assert not (tmp_path / "t_harness.csv").exists() and not (tmp_path / "t_harness_summary.csv").exists()
+
+
+def test_one_file_reached_by_two_paths_is_read_once_without_a_warning(real, tmp_path, capsys, monkeypatch):
+    runs = tmp_path / "runs"
+    write(runs / "rope0", variant(real, "rope", 0))
+    monkeypatch.chdir(tmp_path)
+    found = collection.read_runs([Path("runs"), (runs / "rope0" / "results.json").resolve()])
+    assert len(found) == 1 and "again" not in capsys.readouterr().err

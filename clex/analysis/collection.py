@@ -164,6 +164,8 @@ def read_runs(paths, strict: bool = False) -> list[tuple[Path, dict]]:
             skipped.append(str(error))
             continue
         identity = (variant_id(results["config"]), results["seed"])
+        if identity in seen and Path(seen[identity]).resolve() == Path(path).resolve():
+            continue  # one file reached twice (a folder and a study's run_dirs, one path absolute): no news
         if identity in seen:
             warn(
                 f"{path} is run {results['name']} (variant {identity[0]}, seed {identity[1]}) again, "
