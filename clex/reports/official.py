@@ -9,7 +9,7 @@ from clex.analysis.stats import INTERVAL_NOTE, paired_difference, ppl_by_seed, v
 from clex.reports.table1 import validation_loss
 
 SWEEPS_200 = ("miniature_table1_4x_yarn16", "ablation_clex", "ablation_official")
-SWEEPS_800 = ("budget_clex", "budget_yarn16", "budget_rope", "budget_clex_fixed")
+SWEEPS_800 = ("budget_clex", "budget_yarn16", "budget_rope", "budget_clex_fixed", "budget_clex_frozen")
 YARN, CLEX = "YaRN x16", "CLEX (t_max 16, pose)"
 
 
