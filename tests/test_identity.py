@@ -58,3 +58,13 @@ def test_an_interpolated_base_key_is_resolved_against_the_whole_config():
     cfg = single_config(CONFIG_DIR, ["train.batch_size=8", "base.batch_size=${train.batch_size}"])
     assert stage_one_section(cfg).batch_size == 8
     assert base_key(cfg, FINGERPRINT) == key("base.batch_size=8", "train.batch_size=8")
+
+
+def test_the_seeds_own_key_token_evaluator_does_not_split_a_variant():
+    from clex.config.identity import variant_id
+
+    def config(seed, threshold=0.5):
+        keys = {"evaluator": f"runs/evaluator-seed{seed}/model", "threshold": threshold}
+        return {"seed": seed, "strategy": {"name": "rope"}, "eval": {"key_tokens": keys}}
+
+    assert variant_id(config(0)) == variant_id(config(1)) != variant_id(config(1, threshold=2.0))

@@ -46,8 +46,16 @@ def training_identity(config: dict) -> dict:
 
 
 def variant_config(config: dict) -> dict:
-    """The run's identity without its seed."""
-    return {k: v for k, v in run_identity(config).items() if k != "seed"}
+    """The run's identity without its seed, and without the key-token evaluator's path, which is the seed's own
+    (``runs/evaluator-seed${seed}/model``: every seed of a variant has another); its threshold stays."""
+    variant = {k: v for k, v in run_identity(config).items() if k != "seed"}
+    evaluation = variant.get("eval")
+    keys = evaluation.get("key_tokens") if isinstance(evaluation, dict) else None
+    if isinstance(keys, str):
+        variant["eval"] = {**evaluation, "key_tokens": {"threshold": 2.0}}
+    elif isinstance(keys, dict):
+        variant["eval"] = {**evaluation, "key_tokens": {k: v for k, v in keys.items() if k != "evaluator"}}
+    return variant
 
 
 def variant_id(config: dict) -> str:
