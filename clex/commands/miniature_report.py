@@ -18,6 +18,7 @@ import yaml
 from clex.commands import SWEEP_DIR
 from clex.commands.cli import fail
 from clex.errors import ConfigError
+from clex.reports.official import SWEEPS_200, SWEEPS_800
 
 PARTS = {
     "table1_4x": [
@@ -37,6 +38,7 @@ PARTS = {
         "baseline_eval_rule",
     ],
     "scaling": ["miniature_scaling"],
+    "official": [*SWEEPS_200, *SWEEPS_800],  # their key-token pass: python analysis/official_report.py
 }
 
 

@@ -183,6 +183,18 @@ TABLE1_4X = (
 )
 
 
+def official_readings(studies: dict) -> list[str]:
+    """official.md's readings of perplexity at 2L and 4L (every CLEX variant against YaRN x16 and the default CLEX
+    of its budget, paired per seed), from this report's runs of the same sweeps."""
+    from clex.reports.official import SWEEPS_200, SWEEPS_800, group, verdicts
+
+    results = [r for name in (*SWEEPS_200, *SWEEPS_800) for r in studies.get(name, [])]
+    if not results:
+        return ["Not run with these runs (`python analysis/miniature_report.py --parts official`)."]
+    lines = [line for line in verdicts(group(results), lengths_of(results), [1024, 2048]) if "key-token" not in line]
+    return ["Readings at 1024 and 2048 tokens (2L and 4L), paired per seed:", "", *lines, ""]
+
+
 def provenance_line(results: list[dict]) -> str:
     """The commits, CPUs, torch versions and thread counts the report's runs came from (more than one is said)."""
 
@@ -324,5 +336,6 @@ def write_report(studies: dict, out: Path) -> str:
         "",
         OFFICIAL_POINTER,
         "",
+        *official_readings(studies),
     ]
     return "\n".join(lines)
