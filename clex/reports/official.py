@@ -180,10 +180,15 @@ def write_official(studies: dict, out: Path) -> str:
                 for n in lengths
             ]
             lines.append(f"- {name} - {before}: " + "; ".join(cells))
-    seconds = {r["name"]: r["wall_seconds"] for r in everything}
+    # a key-token run reused its twin's fine-tuning: its time is its evaluation plus the twin's training
+    seconds = {
+        r["name"]: r["wall_seconds"] + (r["train"].get("wall_seconds", 0.0) if r["train"].get("reused_from") else 0.0)
+        for r in everything
+    }
     lines += [
         "",
-        f"Compute: {sum(seconds.values()) / 60:.0f} min of run wall time ({len(seconds)} runs; a run's time includes "
-        "its base model where it trained it; the evaluators not included; threads and CPU in each results.json).",
+        f"Compute: {sum(seconds.values()) / 60:.0f} min of wall time over {len(seconds)} runs, each its fine-tuning "
+        "and its evaluations (the base models, trained once per seed, and the evaluators not included; threads and "
+        "CPU in each results.json).",
     ]
     return "\n".join(lines) + "\n"
