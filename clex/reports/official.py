@@ -120,6 +120,16 @@ def key_token_note(results: list[dict]) -> str:
     )
 
 
+def run_minutes(results: list[dict]) -> float:
+    """Minutes of the runs, each once: a key-token run reused its twin's fine-tuning, so its time is its evaluation
+    plus the twin's training."""
+    seconds = {
+        r["name"]: r["wall_seconds"] + (r["train"].get("wall_seconds", 0.0) if r["train"].get("reused_from") else 0.0)
+        for r in results
+    }
+    return sum(seconds.values()) / 60
+
+
 def write_official(studies: dict, out: Path) -> str:
     short = [r for name in SWEEPS_200 for r in studies.get(name, [])]
     budget = [r for name in SWEEPS_800 for r in studies.get(name, [])]
@@ -152,7 +162,13 @@ def write_official(studies: dict, out: Path) -> str:
             continue
         variants = group(results)
         lengths = lengths_of(results)
-        lines += [f"## {title}", "", *tables(variants, {k: k for k in variants}, lengths, refs)]
+        lines += [
+            f"## {title}",
+            "",
+            f"Compute: {run_minutes(results):.0f} min of run time for these {len(results)} runs.",
+            "",
+            *tables(variants, {k: k for k in variants}, lengths, refs),
+        ]
         losses = {name: validation_loss(runs) for name, runs in variants.items()}
         lines += [
             "Final validation loss at L (mean ± 95% CI; the split variants are chosen on, never test):",
@@ -180,14 +196,9 @@ def write_official(studies: dict, out: Path) -> str:
                 for n in lengths
             ]
             lines.append(f"- {name} - {before}: " + "; ".join(cells))
-    # a key-token run reused its twin's fine-tuning: its time is its evaluation plus the twin's training
-    seconds = {
-        r["name"]: r["wall_seconds"] + (r["train"].get("wall_seconds", 0.0) if r["train"].get("reused_from") else 0.0)
-        for r in everything
-    }
     lines += [
         "",
-        f"Compute: {sum(seconds.values()) / 60:.0f} min of wall time over {len(seconds)} runs, each its fine-tuning "
+        f"Compute: {run_minutes(everything):.0f} min of wall time over {len(everything)} runs, each its fine-tuning "
         "and its evaluations (the base models, trained once per seed, and the evaluators not included; threads and "
         "CPU in each results.json).",
     ]
