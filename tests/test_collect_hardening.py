@@ -79,7 +79,7 @@ def bad_cases(real):
     huge["eval"][0]["ppl"] = 1e308  # the case: table.csv written, then an OverflowError
     consistent = variant(real, seed=1)
     consistent["eval"][1].update(nll=math.log(1e200), ppl=1e200)
-    harness = {"score_by_task": {"niah": {"128": "high"}}, "score_by_length": {}}
+    tasks = {"niah": {"128": "high"}}
     return {
         "bad JSON": ('{"name": ', "JSONDecodeError"),
         "not an object": ("[1, 2]", "a JSON list, not an object"),
@@ -91,7 +91,7 @@ def bad_cases(real):
             json.dumps(variant(real, seed=1) | {"eval": [{**good["eval"][0], "ppl": 3.0}]}),
             "not exp(nll",
         ),
-        "text score": (json.dumps({**good, "harness": harness}), "harness.score_by_task['niah']['128'] is 'high'"),
+        "text score": (json.dumps({**good, "tasks": tasks}), "tasks['niah']['128'] is 'high'"),
     }
 
 
@@ -247,7 +247,7 @@ def test_runs_of_different_tokenizers_are_flagged_in_collect_compare_and_compari
     assert "tokenizer" not in (tmp_path / "cmp1" / "comparison.md").read_text()
 
 
-def test_harness_scores_are_a_tidy_table_with_intervals_over_seeds(real, tmp_path, capsys):
+def test_task_scores_are_a_tidy_table_with_intervals_over_seeds(real, tmp_path, capsys):
     rng = np.random.default_rng(0)
     runs, scores = tmp_path / "runs", {}
     for strategy in ("rope", "clex"):
@@ -255,20 +255,13 @@ def test_harness_scores_are_a_tidy_table_with_intervals_over_seeds(real, tmp_pat
             cells = {"niah_single_1": {"128": rng.uniform()}, "ruler_vt": {"128": rng.uniform(), "256": rng.uniform()}}
             cells["mmlu_tiny"] = {"all": rng.uniform()}  # a task without lengths
             scores[strategy, seed] = cells
-            summary = {"score_by_task": cells, "score_by_length": {}}  # as run_harness writes it
+            metrics = {t: f"metric of {t}" for t in cells} if seed < 2 else {}  # the third names none
             folder = runs / f"{strategy}{seed}"
-            write(folder, variant(real, strategy, seed, shift=0.01 * seed, harness=summary))
-            if seed < 2:  # the third has no harness.json beside it: no metric named
-                rows = [
-                    {"task": t, "length": None if n == "all" else int(n), "metric": "acc" if n == "all" else n}
-                    for t, by_length in cells.items()
-                    for n in by_length
-                ]
-                (folder / "harness.json").write_text(json.dumps({"rows": rows}))
+            write(folder, variant(real, strategy, seed, shift=0.01 * seed, tasks=cells, task_metrics=metrics))
     table = tmp_path / "t.csv"
     assert collect.main([str(runs), "--out", str(table)]) == 0
-    assert "t_harness.csv" in capsys.readouterr().out
-    tidy = list(csv.DictReader((tmp_path / "t_harness.csv").open()))
+    assert "t_tasks.csv" in capsys.readouterr().out
+    tidy = list(csv.DictReader((tmp_path / "t_tasks.csv").open()))
     assert len(tidy) == 6 * 4
     assert list(tidy[0]) == [
         "run",
@@ -284,9 +277,8 @@ def test_harness_scores_are_a_tidy_table_with_intervals_over_seeds(real, tmp_pat
     ]
     for row in tidy:
         assert float(row["score"]) == scores[row["strategy"], int(row["seed"])][row["task"]][row["length"]]
-        expected = "" if row["seed"] == "2" else "acc" if row["length"] == "all" else row["length"]
-        assert row["metric"] == expected
-    summary = list(csv.DictReader((tmp_path / "t_harness_summary.csv").open()))
+        assert row["metric"] == ("" if row["seed"] == "2" else f"metric of {row['task']}")
+    summary = list(csv.DictReader((tmp_path / "t_tasks_summary.csv").open()))
     assert len(summary) == 2 * 4
     for s in summary:
         values = np.array([scores[s["strategy"], seed][s["task"]][s["length"]] for seed in range(3)])
@@ -296,12 +288,12 @@ def test_harness_scores_are_a_tidy_table_with_intervals_over_seeds(real, tmp_pat
         assert float(s["mean"]) == pytest.approx(values.mean(), rel=1e-12)
         assert float(s["half_width"]) == pytest.approx(half, rel=1e-9)
         assert float(s["low"]) == pytest.approx(low, rel=1e-9) and float(s["high"]) == pytest.approx(high, rel=1e-9)
-    for seed in range(3):  # the same runs without lm-eval scores: the old harness tables go, not left beside
+    for seed in range(3):  # the same runs without task scores: the old task tables go, not left beside
         write(runs / f"rope{seed}", variant(real, "rope", seed, shift=0.01 * seed))
         write(runs / f"clex{seed}", variant(real, "clex", seed, shift=0.01 * seed))
     assert collect.main([str(runs), "--out", str(table)]) == 0
     assert "removed" in capsys.readouterr().err
-    assert not (tmp_path / "t_harness.csv").exists() and not (tmp_path / "t_harness_summary.csv").exists()
+    assert not (tmp_path / "t_tasks.csv").exists() and not (tmp_path / "t_tasks_summary.csv").exists()
 
 
 def test_one_file_reached_by_two_paths_is_read_once_without_a_warning(real, tmp_path, capsys, monkeypatch):

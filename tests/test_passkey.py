@@ -55,8 +55,10 @@ def test_eval_passkey_writes_grid_results_and_figure(tmp_path):
     assert [(r["length"], r["depth"]) for r in grid] == [(256, 0.0), (256, 1.0), (512, 0.0), (512, 1.0)]
     assert all(r["trials"] == 2 and 0 <= r["accuracy"] <= 1 for r in grid)
     assert (run_dir / "passkey.png").stat().st_size > 1000
-    summary = json.loads((run_dir / "results.json").read_text())["passkey"]
-    assert set(summary["accuracy_by_length"]) == {"256", "512"}
+    results = json.loads((run_dir / "results.json").read_text())
+    for n, accuracy in results["tasks"]["passkey"].items():  # the mean over depths of the grid's cells
+        assert accuracy == sum(r["accuracy"] for r in grid if r["length"] == int(n)) / 2
+    assert set(results["tasks"]["passkey"]) == {"256", "512"} and "accuracy" in results["task_metrics"]["passkey"]
     samples = [json.loads(line) for line in (run_dir / "passkey_samples.jsonl").read_text().splitlines()]
     assert len(samples) == 8 and all(set(s) >= {"length", "depth", "expected", "answer", "right"} for s in samples)
     for row in grid:  # every cell's accuracy is the share of its samples that were right

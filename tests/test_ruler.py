@@ -172,8 +172,12 @@ def test_eval_ruler_end_to_end_writes_the_grid_and_its_heat_map(tmp_path):
     ran = [r for r in ruler["rows"] if r["skipped"] is None]
     assert {r["length"] for r in ran} == {128, 256} and all(0 <= r["accuracy"] <= 1 for r in ran)
     assert (run_dir / "ruler.png").stat().st_size > 1000
-    summary = json.loads((run_dir / "results.json").read_text())["ruler"]
-    assert set(summary["accuracy_by_task"]) == set(TASKS)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["tasks"]) == {"ruler", *(f"ruler/{task}" for task in TASKS)}
+    for task in TASKS:  # each task's score per length: its rows' mean over depths
+        for n, score in results["tasks"][f"ruler/{task}"].items():
+            mine = [r["accuracy"] for r in ran if r["task"] == task and r["length"] == int(n)]
+            assert score == pytest.approx(sum(mine) / len(mine))
 
 
 class WithBOS(type(TOKENIZER)):

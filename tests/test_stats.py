@@ -114,7 +114,8 @@ def test_comparison_has_intervals_n_and_a_paired_section():
 def test_comparison_has_retrieval_accuracy_with_intervals_over_seeds():
     runs = [run("clex", s, [4.0, 5.0]) for s in range(3)] + [run("rope", 0, [5.0, 6.0])]
     for seed, r in enumerate(runs[:3]):  # results.json keys are strings
-        r["ruler"] = {"accuracy_by_length": {"128": 0.5 + 0.1 * seed, "256": 0.25}}
+        r["tasks"] = {"ruler": {"128": 0.5 + 0.1 * seed, "256": 0.25}}
+        r["task_metrics"] = {"ruler": "exact-match accuracy"}
     text = comparison_markdown(runs)
     section = text.split("## RULER-style tasks")[1].split("##")[0]
     assert "| clex | 3 | 0.60 ± 0.25 | 0.25 ± 0.00 |" in section and "| rope" not in section  # rope ran no RULER

@@ -58,12 +58,15 @@ def _number(value, what: str, low: float = -LIMIT, integer: bool = False, finite
     return value
 
 
-def _scores(table, what: str):
-    """A map of finite numbers (passkey's and RULER's accuracies, lm-eval's scores)."""
+def _scores(table, what: str, nested: bool = False):
+    """A map of finite numbers (a task's score per length); ``nested``: a map of such maps (results.json's tasks)."""
     if not isinstance(table, dict):
         raise ValueError(f"{what} is {type(table).__name__}, not an object")
     for key, value in table.items():
-        _number(value, f"{what}[{key!r}]")
+        if nested:
+            _scores(value, f"{what}[{key!r}]")
+        else:
+            _number(value, f"{what}[{key!r}]")
 
 
 def check_values(results: dict):
@@ -100,15 +103,7 @@ def check_values(results: dict):
             raise ValueError(f"ppl at length {length} is {ppl:g}, not exp(nll {nll:g}) = {math.exp(nll):g}")
     if results["extrapolation_length"]["value"] is not None:
         _number(results["extrapolation_length"]["value"], "extrapolation_length.value", 0)
-    for key in ("passkey", "ruler"):
-        if results.get(key) is not None:
-            _scores(results[key]["accuracy_by_length"], f"{key}.accuracy_by_length")
-    if results.get("harness") is not None:
-        tasks = results["harness"]["score_by_task"]
-        if not isinstance(tasks, dict):
-            raise ValueError("harness.score_by_task is not an object")
-        for task, cells in tasks.items():
-            _scores(cells, f"harness.score_by_task[{task!r}]")
+    _scores(results.get("tasks", {}), "tasks", nested=True)
 
 
 def check_results(results, source) -> dict:
@@ -238,37 +233,20 @@ def rows_of(results: dict, source: str) -> list[dict]:
     ]
 
 
-def harness_metrics(path: Path) -> dict:
-    """(task, length or "all") -> the metric the score is, from the harness.json beside results.json (none: {})."""
-    try:
-        rows = json.loads((Path(path).parent / "harness.json").read_text())["rows"]
-        return {(r["task"], str(r["length"]) if r["length"] else "all"): r["metric"] for r in rows}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-
-
-def harness_rows_of(results: dict, path: Path) -> list[dict]:
-    """One row per lm-eval task x length of a run evaluated with eval=harness (length "all": a task without)."""
-    if not results.get("harness"):
-        return []
-    metrics = harness_metrics(path)
+def task_rows_of(results: dict, path: Path) -> list[dict]:
+    """One row per evaluation task x length of a run (results.json's tasks; length "all": a score without one)."""
     common = {k: results[k] for k in ("strategy", "seed", "train_length")}
     common |= {"run": results["name"], "variant_id": variant_id(results["config"]), "source": str(path)}
+    metrics = results.get("task_metrics") or {}
     return [
-        {
-            **common,
-            "task": task,
-            "length": int(n) if n != "all" else n,
-            "score": score,
-            "metric": metrics.get((task, n)),
-        }
-        for task, cells in results["harness"]["score_by_task"].items()
+        {**common, "task": task, "length": int(n) if n != "all" else n, "score": score, "metric": metrics.get(task)}
+        for task, cells in results.get("tasks", {}).items()
         for n, score in cells.items()
     ]
 
 
 def tables(runs: list[tuple[Path, dict]]) -> tuple[list[dict], list[dict]]:
-    """The tidy rows of checked runs: per evaluation length, and per lm-eval task and length, each labelled
+    """The tidy rows of checked runs: per evaluation length, and per evaluation task and length, each labelled
     with its variant."""
     everything = [results for _, results in runs]
     follows = all(r["original_length"] == r["train_length"] for r in everything)  # L0 = L: one column says both
@@ -276,9 +254,9 @@ def tables(runs: list[tuple[Path, dict]]) -> tuple[list[dict], list[dict]]:
         everything, columns=("train.length", "model.original_length") if follows else ("train.length",)
     )
     ppl = [row for path, results in runs for row in rows_of(results, str(path))]
-    harness = [row for path, results in runs for row in harness_rows_of(results, path)]
+    tasks = [row for path, results in runs for row in task_rows_of(results, path)]
     return [{**row, "variant": labels[row["variant_id"]]} for row in ppl], [
-        {**row, "variant": labels[row["variant_id"]]} for row in harness
+        {**row, "variant": labels[row["variant_id"]]} for row in tasks
     ]
 
 

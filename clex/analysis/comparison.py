@@ -22,6 +22,7 @@ from clex.analysis.stats import (
 )
 from clex.config.identity import variant_id
 from clex.eval.protocol import describe_protocol, protocols_line
+from clex.eval.tasks import title as task_title
 from clex.plots import plot_ppl_intervals
 
 
@@ -188,93 +189,54 @@ def paired_section(variants: dict, labels: dict, lengths: list[int], reference: 
     return lines
 
 
-RETRIEVAL = (
-    ("passkey", "Passkey retrieval: accuracy (mean over depths)"),
-    (
-        "ruler",
-        "RULER-style tasks: exact-match accuracy (mean over the tasks that fit each length; each run's "
-        "ruler.json has every task and depth)",
-    ),
-)
+def task_by_seed(runs: list[dict], task: str, length: str) -> dict:
+    """seed -> the run's score of evaluation ``task`` at ``length`` ("all": a score without a length)."""
+    return {r["seed"]: cells[length] for r in runs if (cells := r.get("tasks", {}).get(task)) and length in cells}
 
 
-def accuracy_sections(variants: dict, labels: dict) -> list[str]:
-    """Per retrieval evaluation the runs have: mean ± 95% CI over seeds of the accuracy at each length."""
-    lines = []
-    for key, title in RETRIEVAL:
-        by_variant = {
-            vid: [{int(n): a for n, a in r[key]["accuracy_by_length"].items()} for r in runs if r.get(key)]
-            for vid, runs in variants.items()
-        }
-        by_variant = {vid: seeds for vid, seeds in by_variant.items() if seeds}
-        if not by_variant:
-            continue
-        lengths = sorted({n for seeds in by_variant.values() for seed in seeds for n in seed})
-        lines += [
-            "",
-            f"## {title}",
-            "",
-            "| variant | n | " + " | ".join(map(str, lengths)) + " |",
-            "|---" * (len(lengths) + 2) + "|",
-        ]
-        for vid, seeds in by_variant.items():
-            cells = [mean_ci(values).format() if (values := [s[n] for s in seeds if n in s]) else "-" for n in lengths]
-            lines.append(f"| {labels[vid]} | {len(seeds)} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def harness_by_seed(runs: list[dict], task: str, length: str) -> dict:
-    """seed -> the run's lm-eval score of ``task`` at ``length`` ("all": a task without lengths)."""
-    return {
-        r["seed"]: cells[length]
-        for r in runs
-        if r.get("harness") and (cells := r["harness"]["score_by_task"].get(task)) and cells.get(length) is not None
-    }
-
-
-def harness_sections(variants: dict, labels: dict, reference: str) -> list[str]:
-    """lm-eval tasks (harness.json): per task and length, mean ± 95% CI over seeds, then each variant's paired
-    differences against the reference (the same pairing as perplexity's)."""
-    cells = {
-        (task, n)
-        for runs in variants.values()
-        for r in runs
-        if r.get("harness")
-        for task, by_length in r["harness"]["score_by_task"].items()
-        for n in by_length
-    }
-    if not cells:
-        return []
-    columns = sorted(cells, key=lambda c: (c[0], c[1] == "all", int(c[1]) if c[1] != "all" else 0))
-    header = " | ".join(f"{task} @ {n}" for task, n in columns)
-    lines = [
-        "",
-        "## lm-eval tasks: score per task @ length (each run's harness.json)",
-        "",
-        f"| variant | n | {header} |",
-        "|---" * (len(columns) + 2) + "|",
-    ]
-    for vid, runs in variants.items():
-        row = [mean_ci(list(v.values())).format() if (v := harness_by_seed(runs, *c)) else "-" for c in columns]
-        lines.append(f"| {labels[vid]} | {sum(bool(r.get('harness')) for r in runs)} | " + " | ".join(row) + " |")
+def task_sections(variants: dict, labels: dict, reference: str) -> list[str]:
+    """Per evaluation task the runs have (results.json's tasks): mean ± 95% CI over seeds at each length, then each
+    variant's paired differences against the reference (the same pairing as perplexity's)."""
+    names = sorted({task for runs in variants.values() for r in runs for task in r.get("tasks", {})})
     partners, _ = reference_partners(variants, labels, reference)
     pairs = {vid: rid for vid, rid in partners.items() if rid is not None}
-    if pairs:
+    lines = []
+    for task in names:
+        cells = {n for runs in variants.values() for r in runs for n in r.get("tasks", {}).get(task, {})}
+        lengths = sorted(cells, key=lambda n: (n == "all", int(n) if n != "all" else 0))
+        metric = next(r["task_metrics"][task] for runs in variants.values() for r in runs if task in r.get("tasks", {}))
         lines += [
             "",
-            "Paired: mean over seeds of score(variant) - score(reference) ± 95% t-interval; * excludes 0.",
+            f"## {task_title(task)}: {metric}",
             "",
-            f"| variant - reference | {header} |",
-            "|---" * (len(columns) + 1) + "|",
+            "| variant | n | " + " | ".join(lengths) + " |",
+            "|---" * (len(lengths) + 2) + "|",
         ]
-        for vid, rid in pairs.items():
-            diffs = [
+        for vid, runs in variants.items():
+            scored = [r for r in runs if task in r.get("tasks", {})]
+            if scored:
+                by_seed = [task_by_seed(scored, task, n) for n in lengths]
+                row = [mean_ci(list(v.values())).format() if v else "-" for v in by_seed]
+                lines.append(f"| {labels[vid]} | {len(scored)} | " + " | ".join(row) + " |")
+        diffs = {
+            vid: [
                 difference_cell(
-                    paired_difference(harness_by_seed(variants[vid], *c), harness_by_seed(variants[rid], *c))
+                    paired_difference(task_by_seed(variants[vid], task, n), task_by_seed(variants[rid], task, n))
                 )
-                for c in columns
+                for n in lengths
             ]
-            lines.append(f"| {labels[vid]} - {labels[rid]} | " + " | ".join(diffs) + " |")
+            for vid, rid in pairs.items()
+            if any(task_by_seed(variants[vid], task, n) for n in lengths)
+        }
+        if diffs:
+            lines += [
+                "",
+                "Paired: mean over seeds of score(variant) - score(reference) ± 95% t-interval; * excludes 0.",
+                "",
+                "| variant - reference | " + " | ".join(lengths) + " |",
+                "|---" * (len(lengths) + 1) + "|",
+                *(f"| {labels[vid]} - {labels[pairs[vid]]} | " + " | ".join(row) + " |" for vid, row in diffs.items()),
+            ]
     return lines
 
 
@@ -383,8 +345,7 @@ def group_markdown(results: list[dict], reference: str = "rope", runs: bool = Tr
         *([] if not (mixed := tokenizers_warning(results)) else ["", f"**Warning:** {mixed}."]),
         *paired_section(variants, labels, lengths, reference),
         *key_token_section(variants, labels, lengths, reference),
-        *accuracy_sections(variants, labels),
-        *harness_sections(variants, labels, reference),
+        *task_sections(variants, labels, reference),
         *(runs_section(variants, labels, lengths) if runs else []),
     ]
     return "\n".join(lines) + "\n"

@@ -51,7 +51,7 @@ SUMMARY_COLUMNS = [
     "high",
     "seeds",
 ]
-HARNESS_COLUMNS = [
+TASK_COLUMNS = [
     "run",
     "variant",
     "variant_id",
@@ -63,7 +63,7 @@ HARNESS_COLUMNS = [
     "score",
     "metric",
 ]
-HARNESS_SUMMARY_COLUMNS = [*SUMMARY_COLUMNS[:4], "task", "length", *SUMMARY_COLUMNS[6:]]  # task for protocol
+TASK_SUMMARY_COLUMNS = [*SUMMARY_COLUMNS[:4], "task", "length", *SUMMARY_COLUMNS[6:]]  # task for protocol
 
 
 def aggregate(rows: list[dict], value: str = "ppl", by: tuple[str, ...] = ("length",)) -> list[dict]:

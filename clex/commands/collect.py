@@ -1,8 +1,8 @@
 """Gather results.json files (and a study's trials) into one tidy CSV, one row per run x eval length,
 and a summary per variant and length: n seeds, mean PPL, 95% Student-t interval (TABLE_summary.csv).
-Runs evaluated with eval=harness add TABLE_harness.csv (one row per run x lm-eval task x length) and
-TABLE_harness_summary.csv (per variant, task and length). Every value is checked before anything is
-written; a malformed run is skipped with a warning naming it (--strict: refused, nothing written).
+Runs with evaluation tasks (eval=passkey, ruler, harness: clex/eval/tasks) add TABLE_tasks.csv (one row per
+run x task x length) and TABLE_tasks_summary.csv (per variant, task and length). Every value is checked before
+anything is written; a malformed run is skipped with a warning naming it (--strict: refused, nothing written).
 
     python analysis/collect.py RUNS_DIR... [--study NAME --storage URL] [--out table.csv] [--strict]
 """
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     from clex.eval.protocol import protocols_line
 
     out = args.out
-    named = {key: out.with_name(f"{out.stem}_{key}.csv") for key in ("summary", "harness", "harness_summary")}
+    named = {key: out.with_name(f"{out.stem}_{key}.csv") for key in ("summary", "tasks", "tasks_summary")}
     try:
         paths = list(args.runs)
         if args.study:
@@ -98,13 +98,13 @@ def main(argv=None) -> int:
         if out.is_dir():
             raise ConfigError(f"--out {out} is a folder; give the table's file name (e.g. {out / 'table.csv'})")
         runs = read_runs(paths, args.strict)
-        rows, harness = tables(runs)
+        rows, tasks = tables(runs)
         summary = analysis.aggregate(rows)
         texts = {out: analysis.csv_text(rows), named["summary"]: analysis.csv_text(summary, analysis.SUMMARY_COLUMNS)}
-        if harness:
-            by_task = analysis.aggregate(harness, "score", ("task", "length"))
-            texts[named["harness"]] = analysis.csv_text(harness, analysis.HARNESS_COLUMNS)
-            texts[named["harness_summary"]] = analysis.csv_text(by_task, analysis.HARNESS_SUMMARY_COLUMNS)
+        if tasks:
+            by_task = analysis.aggregate(tasks, "score", ("task", "length"))
+            texts[named["tasks"]] = analysis.csv_text(tasks, analysis.TASK_COLUMNS)
+            texts[named["tasks_summary"]] = analysis.csv_text(by_task, analysis.TASK_SUMMARY_COLUMNS)
         report = [protocols_line(row["protocol"] for row in rows), summary_text(summary)]
     except ConfigError as error:
         return fail(error)
@@ -114,15 +114,13 @@ def main(argv=None) -> int:
         return fail(f"--out {out}: cannot write ({error.strerror or error}); nothing written")
     for line in notes(rows, [results for _, results in runs]):
         print(line, file=sys.stderr)
-    stale = [p for key, p in named.items() if key.startswith("harness") and p not in texts and p.is_file()]
+    stale = [p for key, p in named.items() if key.startswith("tasks") and p not in texts and p.is_file()]
     for path in stale:  # another collection's: it would be read beside this one's table
         path.unlink()
-        print(f"note: removed {path} (no run here has lm-eval scores)", file=sys.stderr)
+        print(f"note: removed {path} (no run here has task scores)", file=sys.stderr)
     print("\n".join(report))
-    harness_line = f"; lm-eval scores -> {named['harness']}, {named['harness_summary']}" if harness else ""
-    print(
-        f"{len(rows)} rows from {len(runs)} runs -> {out}; per variant and length -> {named['summary']}{harness_line}"
-    )
+    task_line = f"; task scores -> {named['tasks']}, {named['tasks_summary']}" if tasks else ""
+    print(f"{len(rows)} rows from {len(runs)} runs -> {out}; per variant and length -> {named['summary']}{task_line}")
     return 0
 
 

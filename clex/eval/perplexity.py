@@ -201,10 +201,8 @@ def key_token_options(eval_cfg) -> dict | None:
 
 def check_options(eval_cfg, lengths: list[int]):
     """``eval.*``, before anything runs: one line naming the key and what it allows."""
-    from omegaconf import OmegaConf
 
     from clex.errors import require
-    from clex.eval import ruler
 
     require(eval_cfg.max_tokens >= 1, "eval.max_tokens", "must be >= 1", eval_cfg.max_tokens)
     if eval_cfg.max_tokens <= max(lengths):
@@ -265,14 +263,9 @@ def check_options(eval_cfg, lengths: list[int]):
             threshold,
         )
         require(not stride, "eval.key_tokens", "scores full sequences; it does not combine with eval.stride", stride)
-    if eval_cfg.get("passkey"):
-        ruler.check_depths("eval.passkey.depths", OmegaConf.to_container(eval_cfg.passkey).get("depths"))
-    if eval_cfg.get("ruler"):
-        ruler.check_options(OmegaConf.to_container(eval_cfg.ruler))
-    if eval_cfg.get("harness"):
-        from clex.eval import harness_tasks
+    from clex.eval.tasks import check_tasks
 
-        harness_tasks.check(OmegaConf.to_container(eval_cfg.harness), lengths)
+    check_tasks(eval_cfg, lengths)
 
 
 def long_enough(encoded, length: int) -> list:

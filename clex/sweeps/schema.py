@@ -188,13 +188,17 @@ def _check_objectives(name, objectives, cfg):
 
 
 def metric_length_multiplier(metric: str):
-    """'ppl@4' -> 4 (PPL at 4 x train.length); 'extrapolation_length' and 'val_loss' -> None."""
+    """'ppl@4' -> 4 (PPL at 4 x train.length; an evaluation task's score: 'passkey@2', 'ruler/niah_single@2');
+    'extrapolation_length' and 'val_loss' -> None."""
+    from clex.eval.tasks import TASKS
+
     if metric in ("extrapolation_length", "val_loss"):
         return None
     kind, _, multiplier = metric.partition("@")
-    if kind not in ("ppl", "nll") or not multiplier.isdigit():
+    if kind.split("/")[0] not in ("ppl", "nll", *TASKS.names()) or not multiplier.isdigit():
         raise ConfigError(
-            f"objective metric {metric!r}: use ppl@<k>, nll@<k> (k x train.length), extrapolation_length or val_loss"
+            f"objective metric {metric!r}: use ppl@<k>, nll@<k> (k x train.length), <task>@<k> (a task of "
+            f"{', '.join(TASKS.names())}), extrapolation_length or val_loss"
         )
     return int(multiplier)
 
@@ -205,6 +209,11 @@ def metric_value(results: dict, metric: str) -> float:
         value = results["extrapolation_length"]["value"]
     elif metric == "val_loss":
         value = results["train"]["final_val_loss"]
+    elif metric.split("@")[0] not in ("ppl", "nll"):  # an evaluation task's score
+        length = multiplier * results["train_length"]
+        value = results.get("tasks", {}).get(metric.split("@")[0], {}).get(str(length))
+        if value is None:
+            raise ConfigError(f"objective {metric}: the run has no such task score at length {length}")
     else:
         length = multiplier * results["train_length"]
         row = next((r for r in results["eval"] if r["length"] == length), None)

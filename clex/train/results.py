@@ -1,7 +1,6 @@
-"""Evaluation and what a run writes: perplexity against length (passkey, RULER-style tasks), the provenance and
+"""Evaluation and what a run writes: perplexity against length (and the tasks of clex/eval/tasks), the provenance and
 numerics that let a table be traced, results.json, the run's figure and its printed table."""
 
-import json
 import math
 import platform
 import subprocess
@@ -27,6 +26,7 @@ from clex.eval.perplexity import (
     sliding_windows,
 )
 from clex.eval.protocol import describe_protocol, protocol
+from clex.eval.tasks import run_tasks
 from clex.models import checkpoint_dir
 
 
@@ -176,81 +176,6 @@ def key_tokens(cfg, prepared):
     )
 
 
-def write_samples(path: Path, samples: list[dict]):
-    """Every sample of a retrieval task, one JSON line each (a failed cell can be read, not only counted)."""
-    io.write_text(path, "".join(json.dumps(sample) + "\n" for sample in samples))
-
-
-def run_passkey(cfg, prepared, run_dir: Path) -> dict:
-    from clex.eval.passkey import passkey_grid, plot_passkey
-
-    p = cfg.eval.passkey
-    lengths = [m * cfg.train.length for m in p.multipliers]
-    samples = []
-    rows = passkey_grid(
-        prepared.model,
-        prepared.tokenizer,
-        lengths,
-        list(p.depths),
-        p.trials,
-        cfg.eval.seed,
-        cfg.eval.chunk_size,
-        samples,
-    )
-    io.write_json(run_dir / "passkey.json", {"strategy": cfg.strategy.name, "rows": rows})
-    write_samples(run_dir / "passkey_samples.jsonl", samples)
-    plot_passkey(rows, run_dir / "passkey.png", f"passkey retrieval: {cfg.strategy.name}")
-    by_length = {n: sum(r["accuracy"] for r in rows if r["length"] == n) / len(p.depths) for n in lengths}
-    return {"accuracy_by_length": by_length, "mean_accuracy": sum(by_length.values()) / len(by_length)}
-
-
-def run_ruler(cfg, prepared, run_dir: Path) -> dict:
-    from clex.eval.ruler import plot_ruler, ruler_grid, summarise
-
-    opts = cfg.eval.ruler
-    lengths = list(opts.lengths) if opts.lengths is not None else prepared.eval_lengths
-    rows = ruler_grid(
-        prepared.model,
-        prepared.tokenizer,
-        prepared.corpus.documents["test"],
-        lengths,
-        opts,
-        cfg.eval.seed,
-        cfg.eval.chunk_size,
-        samples := [],
-    )
-    write_samples(run_dir / "ruler_samples.jsonl", samples)
-    summary = summarise(rows)
-    protocol = {k: v for k, v in OmegaConf.to_container(opts).items() if k != "lengths"}
-    io.write_json(
-        run_dir / "ruler.json",
-        {
-            "strategy": cfg.strategy.name,
-            "tasks": list(opts.tasks),
-            "lengths": lengths,
-            "protocol": {
-                **protocol,
-                "seed": cfg.eval.seed,
-                "decoding": "greedy, 2 x the reference answer's tokens + 8, up to its first line",
-                "match": "every expected string as a whole word, any case",
-            },
-            "rows": rows,
-            **summary,
-        },
-    )
-    plot_ruler(rows, run_dir / "ruler.png", f"RULER-style tasks: {cfg.strategy.name}")
-    return summary
-
-
-def run_harness(cfg, prepared, run_dir: Path) -> dict:
-    """lm-eval tasks on the patched model (clex/eval/harness.py): harness.json, harness.png, the summary."""
-    from clex.eval.harness import write_harness
-
-    opts = OmegaConf.to_container(cfg.eval.harness)
-    lengths = list(opts["lengths"]) if opts.get("lengths") is not None else prepared.eval_lengths
-    return write_harness(prepared.model, prepared.tokenizer, opts, lengths, run_dir, cfg.strategy.name)
-
-
 def provenance() -> dict:
     try:
         commit = (
@@ -325,27 +250,23 @@ def format_table(results: dict) -> str:
         bound = " (lower bound: every length stayed within)" if ext["censored"] else ""
         at = ext.get("reference", results["train_length"])
         lines.append(f"extrapolation length (PPL within {1 + ext['eps']:g} x PPL at {at}): {ext['value']:.0f}{bound}")
-    if results.get("passkey"):
-        by_length = results["passkey"]["accuracy_by_length"]
-        lines.append(
-            "passkey accuracy (mean over depths; passkey.json per depth, passkey_samples.jsonl every answer): "
-            + ", ".join(f"{n}: {a:.2f}" for n, a in by_length.items())
-        )
-    if results.get("ruler"):
-        by_length = results["ruler"]["accuracy_by_length"]
-        lines.append(
-            "RULER-style accuracy (mean over the tasks that fit; ruler.json per task): "
-            + ", ".join(f"{n}: {a:.2f}" for n, a in by_length.items())
-        )
-    if results.get("harness"):
-        lines.append(
-            "lm-eval tasks (harness.json per task and length): "
-            + ", ".join(
-                f"{task} " + " ".join(f"{n}: {s:.2f}" for n, s in cells.items())
-                for task, cells in results["harness"]["score_by_task"].items()
-            )
-        )
+    lines += task_table(results.get("tasks", {}), results.get("task_metrics", {}))
     return "\n".join(lines)
+
+
+def task_table(scores: dict, metrics: dict) -> list[str]:
+    """The evaluation tasks' scores as a table like perplexity's: a row per task, a column per length."""
+    if not scores:
+        return []
+    lengths = sorted(
+        {n for cells in scores.values() for n in cells}, key=lambda n: (n == "all", int(n) if n != "all" else 0)
+    )
+    width = max(len(task) for task in scores)
+    lines = [f"{'task':<{width}} " + " ".join(f"{n:>7}" for n in lengths) + "  metric"]
+    for task, cells in scores.items():
+        values = " ".join(f"{cells[n]:>7.3f}" if n in cells else f"{'-':>7}" for n in lengths)
+        lines.append(f"{task:<{width}} {values}  {metrics.get(task, '')}")
+    return lines
 
 
 def training_summary(cfg, trained) -> dict:
@@ -370,9 +291,7 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
     prepared.model.to(trainer.strategy.root_device)
     with trainer.precision_plugin.forward_context():
         rows, bins = evaluate_lengths(cfg, prepared)
-        passkey = run_passkey(cfg, prepared, run_dir) if cfg.eval.get("passkey") else None
-        ruler = run_ruler(cfg, prepared, run_dir) if cfg.eval.get("ruler") else None
-        harness = run_harness(cfg, prepared, run_dir) if cfg.eval.get("harness") else None
+        task_scores, task_metrics = run_tasks(cfg, prepared, run_dir)
     tokenizer = getattr(prepared.tokenizer, "tokenizer", None)  # a pretrained model's own tokenizer
     if cfg.model.name == "hf" and not cfg.train.steps:  # trained nothing: point at the checkpoint, never copy it
         save_reference(prepared.model, run_dir / "model", checkpoint_dir(cfg.model), tokenizer=tokenizer)
@@ -394,9 +313,8 @@ def write_results(cfg, prepared, run_dir: Path, trained, base: dict | None, star
         "position_nll": bins,
         "train": training_summary(cfg, trained),
         "base": base,
-        "passkey": passkey,
-        "ruler": ruler,
-        "harness": harness,
+        "tasks": task_scores,
+        "task_metrics": task_metrics,
         "parameters": sum(p.numel() for p in prepared.model.parameters()),
         "attn_implementation": prepared.model.config._attn_implementation,
         "precision": str(cfg.trainer.get("precision")),
