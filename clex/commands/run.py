@@ -15,6 +15,7 @@ from clex.commands import CONFIG_DIR
 from clex.commands.cli import fail, quiet_libraries, take_config_dirs
 from clex.config.compose import compose, expand, group_options, load_defaults, parse_overrides
 from clex.config.files import check_config_dirs, key_comments, load_option, option_file, shown
+from clex.config.schema import describe_key
 from clex.errors import ConfigError
 
 OPTIONS = """options:
@@ -74,7 +75,8 @@ def leaves(node: dict, prefix: str = "") -> list[tuple[str, object]]:
 
 
 def key_lines(dirs: list[Path], cfg, defaults: dict, width: int = 118) -> list[str]:
-    """``key = value   # comment``, by section: the top level, its sections, then each group's option."""
+    """``key = value   # (type and range) comment``, by section: the top level, its sections, then each group's
+    option; a number's type and range from config/schema.py, the comment from its file."""
     comments = {}
     for folder in dirs:
         if (folder / "config.yaml").is_file():
@@ -99,7 +101,7 @@ def key_lines(dirs: list[Path], cfg, defaults: dict, width: int = 118) -> list[s
         lines.append(f"  {title}:")
         for key, value in rows:
             text = f"    {key} = {show(value)}".ljust(column + 4)
-            comment = comments.get(key)
+            comment = " ".join(filter(None, [f"({describe_key(key, value)})", comments.get(key)]))
             if not comment:
                 lines.append(text.rstrip())
                 continue

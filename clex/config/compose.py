@@ -16,6 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from clex.checkpoints.config_json import apply_checkpoint_strategy, checkpoint_original_length
 from clex.config.files import ConfigDirs, as_dirs, group_options, load_defaults, load_option, option_file, show_node
+from clex.config.schema import check_numbers
 from clex.config.values import check_name, check_type, flat_keys, parse_value
 from clex.errors import ConfigError, require
 
@@ -206,12 +207,7 @@ def reference_length(cfg, lengths: list[int], original_length: int) -> int:
 
 
 def check_model_shape(model):
-    """A built-in model's sizes: positive, and heads that divide the width into even (rotary) head dims."""
-    for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads"):
-        if key in model:
-            require(
-                isinstance(model[key], int) and model[key] >= 1, f"model.{key}", "must be an integer >= 1", model[key]
-            )
+    """A built-in model's heads divide its width into even (rotary) head dims (each size's range: schema)."""
     if "hidden_size" in model and "num_heads" in model:
         require(
             model.hidden_size % model.num_heads == 0 and (model.hidden_size // model.num_heads) % 2 == 0,
@@ -224,15 +220,10 @@ def check_model_shape(model):
 def validate(cfg):
     """Checks that need no model or data (those come in ``prepare``)."""
     check_finite(cfg)
+    check_numbers(cfg)  # every number's type and range (config/schema.py)
     t = cfg.train
-    require(isinstance(t.length, int) and t.length >= 2, "train.length", "must be an integer >= 2", t.length)
-    require(t.steps >= 0, "train.steps", "must be >= 0 (0: evaluate without fine-tuning)", t.steps)
-    for key in ("batch_size", "val_every", "val_batches"):
-        require(t[key] >= 1, f"train.{key}", "must be >= 1", t[key])
-    require(cfg.base.steps >= 0, "base.steps", "must be >= 0", cfg.base.steps)
     if cfg.get("name") is not None:
         check_name("name", cfg.get("name"), "one folder name under out_dir")
-    require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", "must be an integer >= 0", cfg.seed)
     betas = list(t.betas)
     require(
         len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
@@ -242,20 +233,6 @@ def validate(cfg):
     )
     if cfg.model.name != "hf":
         check_model_shape(cfg.model)
-    require(cfg.threads is None or cfg.threads >= 1, "threads", "must be >= 1 or null", cfg.threads)
-    require(t.lr > 0, "train.lr", "must be > 0", t.lr)
-    require(
-        t.ode_lr is None or t.ode_lr >= 0,
-        "train.ode_lr",
-        "must be >= 0 (0: the ODE frozen) or null (train.lr)",
-        t.ode_lr,
-    )
-    for key, low, high in (("warmup_ratio", 0, 1), ("min_lr_ratio", 0, 1)):
-        value = t.get(key)
-        require(value is None or low <= value <= high, f"train.{key}", f"must be in [{low}, {high}] or null", value)
-    require(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0", t.warmup_steps)
-    require(t.weight_decay >= 0, "train.weight_decay", "must be >= 0", t.weight_decay)
-    require(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "must be > 0 or null (no clipping)", t.grad_clip)
     from clex.eval.perplexity import check_options, warn_once
 
     check_options(cfg.eval, eval_lengths(cfg))
