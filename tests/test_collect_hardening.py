@@ -302,3 +302,24 @@ def test_one_file_reached_by_two_paths_is_read_once_without_a_warning(real, tmp_
     monkeypatch.chdir(tmp_path)
     found = collection.read_runs([Path("runs"), (runs / "rope0" / "results.json").resolve()])
     assert len(found) == 1 and "again" not in capsys.readouterr().err
+
+
+def test_text_that_would_become_code_stays_text_in_the_csv_and_the_markdown(real, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    formula = "=1+2*cmd|'x'!A0"
+    for seed in range(2):
+        crafted = variant(real, "rope", seed)
+        crafted["name"] = formula
+        crafted["config"]["extra"] = "a|b\n## injected"
+        write(runs / f"rope{seed}", crafted)
+        write(runs / f"clex{seed}", variant(real, "clex", seed, shift=0.01))
+    table = tmp_path / "t.csv"
+    assert collect.main([str(runs), "--out", str(table)]) == 0
+    cells = [row["run"] for row in csv.DictReader(table.open())]
+    assert f"'{formula}" in cells and not any(c.startswith(("=", "+", "@")) for c in cells)
+    assert compare.main([str(runs), "--out", str(tmp_path / "cmp")]) == 0
+    page = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "\n## injected" not in page and "a\\|b ## injected" in page
+    for line in page.splitlines():  # every table row keeps its column count: a pipe in a value is escaped
+        if line.startswith("| rope") and "`" in line:
+            assert line.replace("\\|", "").count("|") == page.split("## Runs")[1].splitlines()[2].count("|")

@@ -20,6 +20,7 @@ from clex.analysis.stats import (
     ppl_by_seed,
     variant_config,
 )
+from clex.analysis.tables import markdown_cell
 from clex.config.identity import variant_id
 from clex.eval.protocol import describe_protocol, protocols_line
 from clex.eval.tasks import title as task_title
@@ -207,7 +208,7 @@ def task_sections(variants: dict, labels: dict, reference: str) -> list[str]:
         metric = next(r["task_metrics"][task] for runs in variants.values() for r in runs if task in r.get("tasks", {}))
         lines += [
             "",
-            f"## {task_title(task)}: {metric}",
+            f"## {markdown_cell(task_title(task))}: {markdown_cell(metric)}",
             "",
             "| variant | n | " + " | ".join(lengths) + " |",
             "|---" * (len(lengths) + 2) + "|",
@@ -254,7 +255,8 @@ def runs_section(variants: dict, labels: dict, lengths: list[int]) -> list[str]:
             cells = [f"{ppl[n]:.3f}" if ppl.get(n) is not None and math.isfinite(ppl[n]) else "-" for n in lengths]
             ext = r["extrapolation_length"]
             ext_cell = "-" if ext["value"] is None else f"{ext['value']:.0f}" + ("+" if ext["censored"] else "")
-            lines.append(f"| {labels[vid]} | {r['seed']} | " + " | ".join(cells) + f" | {ext_cell} | `{r['name']}` |")
+            name = markdown_cell(r["name"])
+            lines.append(f"| {labels[vid]} | {r['seed']} | " + " | ".join(cells) + f" | {ext_cell} | `{name}` |")
     return lines
 
 
@@ -264,7 +266,7 @@ STRATEGY_ORDER = ("rope", "pi", "fbs", "yarn", "clex")  # the paper's table orde
 
 def ordered_variants(results: list[dict]) -> tuple[dict, dict]:
     """Variants in the paper's strategy order, a strategy's default before its ablations."""
-    labels = label_variants(results)
+    labels = {vid: markdown_cell(label) for vid, label in label_variants(results).items()}
     variants = group_variants(results)
 
     def key(vid):
@@ -304,8 +306,8 @@ def differing_keys(groups: list[list[dict]]) -> list[str]:
 
 def group_caption(group: list[dict], keys: list[str]) -> str:
     flat = flatten(setting(group[0]))
-    return ", ".join(
-        f"{k}={flat.get(k) if k != 'corpus' else (flat.get(k) or {}).get('sha256', '?')[:8]}" for k in keys
+    return markdown_cell(
+        ", ".join(f"{k}={flat.get(k) if k != 'corpus' else (flat.get(k) or {}).get('sha256', '?')[:8]}" for k in keys)
     )
 
 

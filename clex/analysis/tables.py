@@ -105,11 +105,25 @@ def aggregate(rows: list[dict], value: str = "ppl", by: tuple[str, ...] = ("leng
     return out
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell that begins so as a formula
+
+
+def inert(value):
+    """A text cell a spreadsheet shows as text: one that begins like a formula gets a leading apostrophe
+    (numbers are left as they are: -1.5 is a number, not a formula)."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def markdown_cell(text) -> str:
+    """Text that stays inside one Markdown table cell: no pipe ends it, no newline starts a heading."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def csv_text(rows: list[dict], columns=COLUMNS) -> str:
     text = stdio.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: inert(v) for k, v in row.items()} for row in rows)
     return text.getvalue()
 
 
@@ -235,7 +249,9 @@ def load_study(name: str, storage: str):
     if "://" not in storage:
         if not Path(storage).is_file():
             raise ConfigError(f"--storage {storage}: no such journal file")
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+        from clex.journal import journal_storage
+
+        storage = journal_storage(storage)
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:

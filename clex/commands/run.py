@@ -5,6 +5,7 @@ python experiments/run.py strategy=rope,pi,fbs,yarn,clex seed=0,1,2   # 15 runs,
 python experiments/run.py --help [group=option ...] | --cfg [overrides] | --config-dir DIR [overrides]
 """
 
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -112,7 +113,16 @@ def key_lines(dirs: list[Path], cfg, defaults: dict, width: int = 118) -> list[s
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The command; the signal handlers it installs (train/callbacks.Interruption) are undone when it returns."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return run_command(sys.argv[1:] if argv is None else argv)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def run_command(argv: list[str]) -> int:
     show_config = "--cfg" in argv
     try:
         user_dirs, args = take_config_dirs([a for a in argv if a != "--cfg"])
@@ -138,20 +148,27 @@ def main(argv=None) -> int:
             return 0
         quiet_libraries()
         from clex.analysis.comparison import comparison_dir, write_comparison
+        from clex.train.callbacks import Interrupted, Interruption
         from clex.train.experiment import SharedData, TrainingDiverged, run_experiment
         from clex.train.results import format_table
 
+        Interruption.install()  # SIGINT / SIGTERM: one line, a non-zero status, the run resumable
         shared = SharedData()  # the runs of one corpus and tokenizer read and tokenise it once
         for cfg in configs:  # every config is checked before the first run starts
             shared.prepare(cfg, load_weights=False)
     except ConfigError as error:
         return fail(error)
+    except Interrupted as error:
+        return fail(f"{error}; nothing was run yet", error.code)
     results = []
     for cfg in configs:
         try:
             result = run_experiment(cfg, data=shared.of(cfg))
         except ConfigError as error:
             return fail(error)
+        except Interrupted as error:
+            done = f" ({len(results)} of {len(configs)} runs finished before it)" if len(configs) > 1 else ""
+            return fail(f"{error}{done}; what finished is kept, and the same command resumes", error.code)
         except TrainingDiverged as error:
             return fail(f"{cfg.choices.strategy}: {error}", 1)
         if result is None:  # a DDP rank other than 0

@@ -10,6 +10,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from clex.errors import ConfigError
+from clex.journal import GRACE_SECONDS, StaleBreakingLock, journal_storage
 
 
 def storage_for(study_cfg, studies_dir: Path, create: bool = True):
@@ -33,15 +34,14 @@ def storage_for(study_cfg, studies_dir: Path, create: bool = True):
     if not create and not path.is_file():
         raise ConfigError(f"study {study_cfg['name']}: no journal at {path}; no worker has run this sweep there yet")
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = Path(f"{path}.lock")  # Optuna's journal lock: a symlink while a worker writes
+    lock = Path(f"{path}.lock")  # the journal's lock: a symlink while a worker writes
     if lock.is_symlink():
         print(
-            f"the journal lock {lock} exists: another worker is writing, or a killed one left it (Optuna "
-            "removes a lock that has not changed for 30 s); waiting for it"
+            f"the journal lock {lock} exists: another worker is writing, or a killed one left it (a lock older "
+            f"than {GRACE_SECONDS:g} s is broken); waiting for it"
         )
     cut_incomplete_record(path)
-    backend = optuna.storages.journal.JournalFileBackend(str(path))
-    return optuna.storages.JournalStorage(backend), path
+    return journal_storage(path), path
 
 
 def cut_incomplete_record(path: Path):
@@ -51,7 +51,7 @@ def cut_incomplete_record(path: Path):
     unreadable record before the last is real damage: refused, naming the line."""
     if not path.is_file() or path.stat().st_size == 0:
         return
-    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))
+    lock = StaleBreakingLock(str(path))
     lock.acquire()
     try:
         data = path.read_bytes()

@@ -1,10 +1,14 @@
-"""The callbacks of every stage: stop on a non-finite loss, and the progress a run shows (Lightning's bar
-on stderr on a terminal; elsewhere one line every 30 s)."""
+"""The callbacks of every stage: stop on a non-finite loss, stop at a step boundary on SIGINT / SIGTERM with
+last.ckpt saved there, and the progress a run shows (Lightning's bar on stderr on a terminal; elsewhere one line
+every 30 s)."""
 
 import contextlib
 import logging
+import os
+import signal
 import sys
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -15,6 +19,66 @@ log = logging.getLogger("clex")
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: a BaseException like KeyboardInterrupt, so that no ``except Exception`` (a sweep's trial,
+    a library) swallows it; ``where`` says what was interrupted, ``code`` is the exit status (128 + the signal)."""
+
+    def __init__(self, signum: int, where: str = "before training"):
+        super().__init__(signum, where)
+        self.signum, self.where, self.code = signum, where, 128 + signum
+
+    def __str__(self):
+        return f"interrupted by {signal.Signals(self.signum).name} {self.where}"
+
+
+class Interruption(L.Callback):
+    """Turns SIGINT / SIGTERM into ``Interrupted``: at once outside training (reading data, evaluating: everything
+    finished is on disk already, written atomically), at the next step boundary while a stage trains, with
+    last.ckpt saved at that step first, so the same command resumes from it."""
+
+    requested: int | None = None  # the signal received while a stage trains
+    fitting = False
+
+    def __init__(self, stage: str, checkpoints: Path | None):
+        self.stage, self.checkpoints = stage, checkpoints
+
+    @classmethod
+    def install(cls):
+        """Our handler for SIGINT and SIGTERM (the main thread only; Lightning composes its own with it)."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, cls.handle)
+
+    @classmethod
+    def handle(cls, signum, frame):
+        if not cls.fitting:
+            raise Interrupted(signum)
+        cls.requested = signum
+
+    def on_fit_start(self, trainer, module):
+        Interruption.fitting, Interruption.requested = True, None
+
+    def on_fit_end(self, trainer, module):
+        Interruption.fitting = False
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if Interruption.requested is not None:
+            raise Interrupted(Interruption.requested)
+
+    def on_exception(self, trainer, module, exception):
+        Interruption.fitting = False
+        if not isinstance(exception, Interrupted):
+            return
+        exception.where = f"during {self.stage} at step {trainer.global_step} of {trainer.max_steps}"
+        if self.checkpoints is None:
+            exception.where += " (a stage without checkpoints: it starts over)"
+        elif trainer.global_step > 0:
+            partial = self.checkpoints / f".last.{os.getpid()}.ckpt"
+            trainer.save_checkpoint(partial)
+            if trainer.is_global_zero:
+                os.replace(partial, self.checkpoints / "last.ckpt")
+            exception.where += f" ({self.checkpoints / 'last.ckpt'} saved there)"
 
 
 class StopOnNonFinite(L.Callback):

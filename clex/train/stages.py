@@ -22,7 +22,7 @@ from clex.errors import ConfigError
 from clex.rope.patch import patch_model, rotary_settings
 from clex.rope.strategies import build_strategy
 from clex.train import distributed
-from clex.train.callbacks import ProgressLine, StderrProgressBar, StopOnNonFinite
+from clex.train.callbacks import Interruption, ProgressLine, StderrProgressBar, StopOnNonFinite
 from clex.train.module import LongContextLM
 
 log = logging.getLogger("clex")
@@ -56,6 +56,7 @@ def make_trainer(
     options = dict(OmegaConf.to_container(trainer_cfg))
     bar = bool(options.pop("enable_progress_bar", True)) and sys.stderr.isatty()  # a log file gets ProgressLine
     callbacks = [StopOnNonFinite(), *callbacks, StderrProgressBar() if bar else ProgressLine(stage)]
+    callbacks.append(Interruption(stage, root / "checkpoints" if checkpoints else None))
     if checkpoints:  # last.ckpt (the latest, at every validation) to resume; the best one on request
         callbacks.append(
             ModelCheckpoint(
