@@ -49,7 +49,7 @@ def test_help_lists_every_key_of_the_default_composition_with_its_default(capsys
     missing = [f"{key} = {written(value)}" for key, value in keys if f" {key} = {written(value)}" not in out]
     assert missing == []
     assert "    train.steps = 200" in out and "strategy.max_scale = 8.0" in out
-    assert "# t_max, the largest t sampled in training" in out  # the comment beside the key in its file
+    assert "# (a number >= 1) t_max, the largest t sampled in training" in out  # its range, then its comment
     assert "strategy  abf, clex, fbs, llama3, longrope, pi, rope, yarn   (default: clex)" in out
 
 
@@ -107,7 +107,7 @@ def test_a_config_dir_adds_a_strategy_preset_and_overrides_a_model(user_dir, cap
     out = capsys.readouterr().out
     assert "strategy  abf, clex, fbs, llama3, longrope, mine, pi, rope, yarn   (default: clex)" in out
     assert f"strategy (strategy=mine: {user_dir / 'strategy' / 'mine.yaml'}):" in out
-    assert "strategy.factor = 8.0" in out and "# my factor" in out and "model.hidden_size = 64" in out
+    assert "strategy.factor = 8.0" in out and "# (a number >= 1) my factor" in out and "model.hidden_size = 64" in out
     assert run_cli.main(["--cfg", "strategy=mine"]) == 2  # without the folder there is no such option
 
 

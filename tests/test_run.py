@@ -156,7 +156,7 @@ def test_same_seed_same_results(tmp_path):
         (["train.lenght=64"], "unknown config key 'train.lenght'; did you mean 'train.length'?"),
         (["train.length=abc"], "train.length must be an integer, got 'abc'"),
         (["train.length=1"], "train.length must be an integer >= 2, got 1"),
-        (["strategy.max_scale=0.5"], "strategy.max_scale (t_max) must be >= 1, got 0.5"),
+        (["strategy.max_scale=0.5"], "strategy.max_scale must be a number >= 1, got 0.5"),
         (["eval.lengths=[128,0]"], "eval.lengths must be positive integers, got [128, 0]"),
         (["eval.multipliers=[1,1.5]"], "eval.multipliers must be positive integers, got [1, 1.5]"),
         (["data=text", "data.paths=[/nonexistent/*.txt]"], "data.paths: no file matches '/nonexistent/*.txt'"),

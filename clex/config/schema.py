@@ -124,7 +124,7 @@ NUMBERS = {
     "strategy.new_base": above(1),
     "strategy.attention_factor": above(0, nullable=True),
     "sampler.scale_options.low": COUNT,  # and at most strategy.max_scale (the sampler checks)
-    "trainer.devices": Number(int, 1, other=True),
+    "trainer.devices": Number(int, -1, other=True),  # -1: every device (Lightning); 0 is refused by the trainer check
     "trainer.num_nodes": COUNT,
     "trainer.log_every_n_steps": COUNT,
     "trainer.strategy.stage": Number(int, 0, 3),  # DeepSpeed's ZeRO stage

@@ -13,6 +13,12 @@ from optuna.trial import TrialState
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+def is_database(storage) -> bool:
+    """An RDB storage (PostgreSQL, MySQL, SQLite), which has Optuna's own heartbeat; Optuna wraps it in a cache
+    (``_CachedStorage``), so the backend says."""
+    return isinstance(getattr(storage, "_backend", storage), optuna.storages.RDBStorage)
+
+
 @contextmanager
 def heartbeat(study, trial, interval: float):
     """Beats while a trial runs: Optuna's own for RDB storage, a user attribute for journal files.
@@ -24,7 +30,7 @@ def heartbeat(study, trial, interval: float):
     def beat():
         while not stop.is_set():
             try:
-                if isinstance(storage, optuna.storages.RDBStorage):
+                if is_database(storage):
                     storage.record_heartbeat(trial._trial_id)
                 else:
                     trial.set_user_attr("heartbeat", time.time())
@@ -47,7 +53,7 @@ def heartbeat(study, trial, interval: float):
 
 def fail_stale_trials(study, study_cfg):
     """RUNNING trials whose heartbeat is older than the grace period: FAIL, then re-queued."""
-    if isinstance(study._storage, optuna.storages.RDBStorage):
+    if is_database(study._storage):
         optuna.storages.fail_stale_trials(study)
         return
     now, retry = time.time(), RetryHeartbeatStaleTrialCallback(max_retry=study_cfg["max_retry"])

@@ -30,10 +30,22 @@ def storage_for(study_cfg, studies_dir: Path, create: bool = True):
                 f"study.storage {str(url).split('://')[0]}://...: the database driver is not installed "
                 f"({error.name or error}); e.g. pip install psycopg2-binary (PostgreSQL) or pymysql (MySQL)"
             ) from None
+        except Exception as error:  # SQLAlchemy's: an unknown dialect, a server that refuses, a file it cannot open
+            reason = " ".join(str(getattr(error, "orig", None) or error).split())[:200]
+            raise ConfigError(
+                f"study.storage {url}: cannot open it ({type(error).__name__}: {reason}); give a reachable "
+                "database URL (postgresql://user@host/db, sqlite:////abs/path.db) or a journal file path"
+            ) from None
     path = Path(url) if url else studies_dir / f"{study_cfg['name']}.journal"
     if not create and not path.is_file():
         raise ConfigError(f"study {study_cfg['name']}: no journal at {path}; no worker has run this sweep there yet")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir() or str(path.resolve()).startswith(("/proc/", "/sys/", "/dev/")):
+        raise ConfigError(f"study.storage {url}: not a journal file (a folder, or a path of the kernel's)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError as error:
+        raise ConfigError(f"study.storage {url}: cannot create the journal there ({error.strerror})") from None
     lock = Path(f"{path}.lock")  # the journal's lock: a symlink while a worker writes
     if lock.is_symlink():
         print(
