@@ -149,8 +149,8 @@ def page(args, measured, lengths, l0, factor) -> str:
         "|---|---|---|",
     ]
     for name in ("rope", "yarn"):
-        passkey = (measured.get(name) or {}).get("results", {}).get("passkey") or {}
-        for length, accuracy in (passkey.get("accuracy_by_length") or {}).items():
+        passkey = (measured.get(name) or {}).get("results", {}).get("tasks", {}).get("passkey", {})
+        for length, accuracy in passkey.items():
             lines.append(f"| {name} | {length} | {accuracy:.2f} |")
     lines += [
         "",
