@@ -191,3 +191,26 @@ def replaced_directory(directory):
         os.replace(directory, old)
     os.replace(tmp, directory)
     shutil.rmtree(old, ignore_errors=True)
+
+
+MAX_JSON_BYTES = 64 * 2**20  # results.json, config.json, base.json: far below this; /dev/zero or a bomb: refused
+
+
+def read_limited(path, what: str, limit: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of the regular file ``path`` (a link is followed), at most ``limit`` of them. A device, FIFO or
+    socket (``results.json -> /dev/zero``) or a larger file is one ConfigError naming ``what`` and the path, raised
+    before anything is read; the file is opened non-blocking, so a FIFO never hangs the reader."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise ConfigError(f"{what} {path}: cannot be read ({error.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{what} {path}: not a regular file (a device, FIFO or socket); nothing read")
+        if info.st_size > limit:
+            raise ConfigError(f"{what} {path}: {info.st_size:,} bytes, more than the {limit:,} read for one such file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:  # it grew while we read
+        raise ConfigError(f"{what} {path}: more than the {limit:,} bytes read for one such file")
+    return data

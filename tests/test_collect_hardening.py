@@ -7,6 +7,7 @@ import copy
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -323,3 +324,17 @@ def test_text_that_would_become_code_stays_text_in_the_csv_and_the_markdown(real
     for line in page.splitlines():  # every table row keeps its column count: a pipe in a value is escaped
         if line.startswith("| rope") and "`" in line:
             assert line.replace("\\|", "").count("|") == page.split("## Runs")[1].splitlines()[2].count("|")
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_a_results_json_that_is_a_device_or_a_fifo_is_skipped_without_reading(real, tmp_path, capsys, kind):
+    runs = tmp_path / "runs"
+    write(runs / "good", variant(real, "rope", 0))
+    (runs / "bad").mkdir()
+    if kind == "device":
+        (runs / "bad" / "results.json").symlink_to("/dev/zero")  # read whole, it would take the machine
+    else:
+        os.mkfifo(runs / "bad" / "results.json")  # read, it would hang
+    assert collect.main([str(runs), "--out", str(tmp_path / "t.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "not a regular file (a device, FIFO or socket)" in err and "bad/results.json" in err

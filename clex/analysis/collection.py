@@ -33,7 +33,7 @@ def warn(message: str):
 
 def read_results(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_bytes().decode("utf-8"))
+        return json.loads(io.read_limited(path, "results.json").decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a clex results.json (not UTF-8 text)") from None
     except json.JSONDecodeError as error:

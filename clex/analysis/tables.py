@@ -185,6 +185,9 @@ def _fit_once(X, y, censored):
     ).x[:3]
 
 
+MAX_BOOTSTRAP = 100_000
+
+
 def fit_power_law(
     parameters, lengths, targets, censored=None, groups=None, bootstrap: int = 1000, seed: int = 0, level: float = 0.95
 ):
@@ -211,8 +214,8 @@ def fit_power_law(
             + (f": add {' and '.join(missing)}" if missing else "")
             + (f" ({int(censored.sum())} censored: evaluate longer lengths)" if censored.any() else "")
         )
-    if bootstrap < 1:
-        raise ConfigError(f"--bootstrap must be >= 1, got {bootstrap}")
+    if not 1 <= bootstrap <= MAX_BOOTSTRAP:  # each resample is a fit: 10^8 of them would run for days
+        raise ConfigError(f"--bootstrap must be from 1 to {MAX_BOOTSTRAP:,}, got {bootstrap}")
     coef = _fit_once(X, y, censored)
     rng = np.random.default_rng(seed)
     # configurations in the order of their (N, L), not of their labels: the draws do not move with a renaming

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from clex import io
 from clex.errors import ConfigError
 from clex.rope.starting import original_length
 
@@ -17,9 +18,11 @@ def read_config(path) -> dict | None:
     if config_file is None or not config_file.is_file():
         return None
     try:
-        config = json.loads(config_file.read_text())
+        config = json.loads(io.read_limited(config_file, "config.json"))
     except RecursionError:
         raise ConfigError(f"{config_file}: not a checkpoint's config.json (nested too deeply to read)") from None
+    except ConfigError:  # not a regular file, or too large: said by io.read_limited
+        raise
     except (ValueError, UnicodeDecodeError) as error:
         where = (
             f"line {error.lineno} column {error.colno}: {error.msg}"

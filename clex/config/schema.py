@@ -61,7 +61,7 @@ RATIO = Number(float, 0, 1, nullable=True)
 
 NUMBERS = {
     "seed": SEED,
-    "threads": at_least(1, nullable=True),
+    "threads": Number(int, 1, 1024, nullable=True),
     "base.steps": at_least(0),
     "base.batch_size": COUNT,
     "base.lr": POSITIVE,
@@ -110,8 +110,8 @@ NUMBERS = {
     "model.rope_base": above(1),
     "strategy.factor": at_least(1, float),
     "strategy.max_scale": at_least(1, float),
-    "strategy.amplification": POSITIVE,
-    "strategy.projection_width": at_least(1, nullable=True),
+    "strategy.amplification": Number(float, 0, 64, open_low=True),  # the ODE's width: lambda x rotary_dim
+    "strategy.projection_width": Number(int, 1, 2**16, nullable=True),
     "strategy.step_size": POSITIVE,
     "strategy.max_step_t": POSITIVE,
     "strategy.rtol": POSITIVE,

@@ -97,9 +97,9 @@ def _check_study(name, study):
     for key in ("seeds", "max_failures"):
         if not (isinstance(study[key], int) and not isinstance(study[key], bool) and study[key] >= 1):
             raise ConfigError(f"{name}: study.{key} must be a positive integer, got {study[key]!r}")
-    for key, low in (
-        ("heartbeat_interval", 1e-9),
-        ("grace_period", 1e-9),
+    for key, low in (  # a heartbeat is a journal record: more than one a second floods the journal
+        ("heartbeat_interval", 1),
+        ("grace_period", 1),
         ("max_retry", 0),
         ("pruner_warmup_steps", 0),
         ("pruner_startup_trials", 0),
@@ -109,8 +109,7 @@ def _check_study(name, study):
         integer = key not in ("heartbeat_interval", "grace_period")
         if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or value < low:
             raise ConfigError(
-                f"{name}: study.{key} must be {'an integer' if integer else 'a number'} "
-                f"{'>= 0' if low == 0 else '> 0'}, got {value!r}"
+                f"{name}: study.{key} must be {'an integer' if integer else 'a number'} >= {low}, got {value!r}"
             )
     if not isinstance(study["share_runs"], bool):
         raise ConfigError(f"{name}: study.share_runs must be true or false, got {study['share_runs']!r}")

@@ -27,7 +27,7 @@ def finished_results(cfg, run_dir: Path) -> dict | None:
     if not (cfg.resume and path.is_file()):
         return None
     try:
-        results = json.loads(path.read_text())
+        results = json.loads(io.read_limited(path, "results.json"))
     except (OSError, ValueError, RecursionError):
         return None
     if not (isinstance(results, dict) and isinstance(results.get("config"), dict)):

@@ -137,7 +137,7 @@ def _pretrain_base(prepared, root: Path, base, trainer_cfg, seed: int, rebuild) 
         prepared.model.load_state_dict(
             io.load_tensors(weights, "a cached base model", f"delete {root} to train it again")
         )
-        info = json.loads(info_path.read_text())
+        info = json.loads(io.read_limited(info_path, "a cached base model's base.json"))
         log.info("stage 1: reusing the cached base model %s", root)
         return {**info, "cached": True, "path": str(root)}
     L0 = prepared.original_length
@@ -197,7 +197,7 @@ def trained_twin(out_dir: Path, identity: dict, steps: int, run_dir: Path) -> tu
         if saved.parent == run_dir or not checkpoint.is_file():
             continue
         try:
-            results = json.loads(saved.read_text())
+            results = json.loads(io.read_limited(saved, "results.json"))
         except (OSError, ValueError, RecursionError):
             results = None
         if not (isinstance(results, dict) and isinstance(results.get("config"), dict)):

@@ -5,10 +5,12 @@ import logging
 import os
 from pathlib import Path
 
+from clex import io
 from clex.data.sources import DATASETS
 from clex.errors import ConfigError
 
 log = logging.getLogger("clex")
+MAX_FILE_BYTES = 2 * 2**30  # one corpus file read whole: a larger one is refused (split it, or use data=hf)
 # a byte-order mark says how a file is encoded; UTF-32's are tried first (UTF-32-LE's begins with UTF-16-LE's)
 BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -46,7 +48,7 @@ def decode_file(path: Path) -> tuple[str, str]:
     """A file's text and its encoding: UTF-8 strictly, or UTF-16/32 where a byte-order mark says so. A NUL
     byte (a binary file) or bytes the encoding cannot decode are a BadFile naming the byte offset. Line
     ends are read as text mode reads them (CRLF and CR become LF), so a UTF-8 file reads as it always did."""
-    raw = path.read_bytes()
+    raw = io.read_limited(path, "data.paths: the corpus file", MAX_FILE_BYTES)
     encoding = next((name for bom, name in BOMS if raw.startswith(bom)), "utf-8")
     if encoding == "utf-8" and b"\0" in raw:
         raise BadFile(
