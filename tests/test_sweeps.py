@@ -211,7 +211,7 @@ GOOD_STUDY = "study: {objectives: [{metric: ppl@4, direction: minimize}]}\nexper
         (
             "study: {objectives: [{metric: ppl@1, direction: minimize}], heartbeat_interval: 0}\n"
             "space: {strategy.amplification: {type: float, low: 1, high: 2}}",
-            "study.heartbeat_interval must be a number > 0",
+            "study.heartbeat_interval must be a number >= 1",
         ),
         (
             GOOD_STUDY + "space: {strategy.max_scale: {type: categorical, choices: 8.0}}",

@@ -13,7 +13,7 @@ log = logging.getLogger("clex")
 
 def split_of(key: str, validation: float, test: float) -> str:
     """Deterministic split by a hash of the document's key (not by Python's salted hash())."""
-    u = int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") / 2**64
+    u = int.from_bytes(hashlib.sha1(key.encode("utf-8", "surrogateescape")).digest()[:8], "big") / 2**64
     return "test" if u < test else "validation" if u < test + validation else "train"
 
 
@@ -56,7 +56,7 @@ def load_corpus(cfg) -> Corpus:
     digest, total = hashlib.sha256(), 0
     for key, text, *given in docs:
         raw = text.encode("utf-8", "surrogateescape")
-        digest.update(key.encode() + b"\0" + hashlib.sha256(raw).digest())
+        digest.update(key.encode("utf-8", "surrogateescape") + b"\0" + hashlib.sha256(raw).digest())
         total += len(raw)
         if given and given[0]:
             documents[given[0]].append((key, text))

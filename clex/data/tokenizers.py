@@ -33,10 +33,10 @@ class PretrainedTokenizer:
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError, TypeError) as error:
+        except Exception as error:  # transformers and tokenizers raise many kinds on a malformed file
             raise ConfigError(
                 f"model.path: {path} has no tokenizer transformers can load (tokenizer.json or "
-                f"tokenizer_config.json): {' '.join(str(error).split())[:200]}"
+                f"tokenizer_config.json): {type(error).__name__}: {' '.join(str(error).split())[:200]}"
             ) from None
         self.vocab_size = len(self.tokenizer)
         self.separator = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0

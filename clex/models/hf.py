@@ -20,9 +20,12 @@ def pretrained(cfg, tokenizer):
         return AutoModelForCausalLM.from_pretrained(
             path, local_files_only=True, attn_implementation=cfg.attn_implementation
         )
-    except (OSError, ValueError) as error:
+    except ConfigError:
+        raise
+    except Exception as error:  # a malformed weight file: safetensors, torch and transformers raise many kinds
         raise ConfigError(
-            f"model.path: {cfg.path} holds no model transformers can load: {' '.join(str(error).split())[:200]}"
+            f"model.path: {cfg.path} holds no model transformers can load: {type(error).__name__}: "
+            f"{' '.join(str(error).split())[:200]}"
         ) from None
 
 

@@ -90,14 +90,23 @@ def open_parts(cfg, datasets) -> list:
             files.append(Path(match).resolve())
     files = list(dict.fromkeys(files))
     root = Path(os.path.commonpath([str(f.parent) for f in files]))  # keys relative to it survive a move
-    return [
-        (
-            f.relative_to(root).as_posix(),
-            None,
-            datasets.load_dataset(builder_of(f.name), data_files=str(f), split="train", streaming=True),
-        )
-        for f in files
-    ]
+    return [(f.relative_to(root).as_posix(), None, open_file(datasets, f)) for f in files]
+
+
+def open_file(datasets, path: Path):
+    """One data file as a streamed dataset; a file its reader cannot open (random bytes named .parquet) is one
+    line naming it."""
+    logger = logging.getLogger("datasets")
+    level, logger.level = logger.level, logging.CRITICAL  # its reader logs the failure we say in one line
+    try:
+        return datasets.load_dataset(builder_of(path.name), data_files=str(path), split="train", streaming=True)
+    except Exception as error:  # pyarrow, datasets and the json / csv readers raise many kinds
+        raise ConfigError(
+            f"data.path: {path} cannot be read as {builder_of(path.name)} ({type(error).__name__}: "
+            f"{' '.join(str(error).split())[:200]})"
+        ) from None
+    finally:
+        logger.setLevel(level)
 
 
 def builder_of(name: str):
