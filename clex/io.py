@@ -174,8 +174,8 @@ def exclusive(path, what: str, wait: bool = False):
 
 @contextmanager
 def replaced_directory(directory):
-    """Yield a sibling temporary directory to fill; on success it replaces ``directory`` in two renames, so
-    a killed save leaves the old directory or the new one, never half of one."""
+    """Yield a sibling temporary directory to fill; on success its files get the umask's permissions and it
+    replaces ``directory`` in two renames, so a killed save leaves the old directory or the new one, never half."""
     import shutil
 
     directory = Path(directory)
@@ -187,6 +187,9 @@ def replaced_directory(directory):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for written in tmp.rglob("*"):  # safetensors writes 0600: every file gets the umask's permissions, like results
+        if written.is_file() and not written.is_symlink():
+            os.chmod(written, 0o666 & ~_UMASK)
     if directory.exists():
         os.replace(directory, old)
     os.replace(tmp, directory)

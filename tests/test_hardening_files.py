@@ -76,3 +76,37 @@ def test_a_file_name_that_is_not_utf8_is_read_like_any(tmp_path):
         "trainer.enable_progress_bar=false",
     ]
     assert run.main(args) == 0
+
+
+def test_a_run_refused_after_it_started_leaves_no_folder_and_saved_files_honour_the_umask(tmp_path, monkeypatch):
+    import clex.train.experiment as experiment
+    from clex.errors import ConfigError
+
+    args = [
+        f"out_dir={tmp_path}",
+        "model.hidden_size=32",
+        "model.intermediate_size=64",
+        "model.num_layers=1",
+        "model.num_heads=2",
+        "base.steps=2",
+        "data.max_documents=60",
+        "eval.multipliers=[1]",
+        "eval.max_tokens=256",
+        "trainer.enable_progress_bar=false",
+    ]
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("eval: refused after the run started")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment, "write_results", refuse)
+        assert run.main([*args, "train.steps=0"]) == 2
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]  # no runs/<name>/config.yaml left
+    old = os.umask(0o022)
+    try:
+        assert run.main([*args, "train.steps=2", "train.val_every=2", "train.batch_size=2"]) == 0
+    finally:
+        os.umask(old)
+    [model] = list(tmp_path.glob("*/model"))
+    modes = {p.name: p.stat().st_mode & 0o777 for p in model.iterdir()}
+    assert modes["model.safetensors"] == modes["clex_strategy.safetensors"] == 0o644, modes

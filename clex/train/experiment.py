@@ -280,8 +280,16 @@ def run_experiment(
         raise ConfigError(str(error)) from None
     except (OSError, RuntimeError) as error:
         message = io.write_failure(error, run_dir)
+        discard_unfinished(run_dir, created)
         if message is None:
             raise
-        if created and not (run_dir / "checkpoints").exists():  # nothing of it worth keeping: leave no folder
-            shutil.rmtree(run_dir, ignore_errors=True)
         raise ConfigError(message) from None
+    except BaseException:  # refused or interrupted before anything worth keeping: no config.yaml left behind
+        discard_unfinished(run_dir, created)
+        raise
+
+
+def discard_unfinished(run_dir: Path, created: bool):
+    """The folder this run created, when it holds nothing worth keeping (no checkpoint, no results)."""
+    if created and not (run_dir / "checkpoints").exists() and not (run_dir / "results.json").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
