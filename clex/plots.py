@@ -10,8 +10,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from clex import io  # noqa: E402
 
-OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-STRATEGY_COLOURS = {"rope": "#000000", "pi": "#E69F00", "fbs": "#009E73", "yarn": "#CC79A7", "clex": "#0072B2"}
+# Okabe-Ito without its yellow (#F0E442), which vanishes on white; a grey for the eighth
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#999999"]
+STRATEGY_COLOURS = {  # every shipped strategy: one colour in every figure of a run, a comparison and a report
+    "rope": "#000000",
+    "pi": "#E69F00",
+    "fbs": "#009E73",
+    "yarn": "#CC79A7",
+    "clex": "#0072B2",
+    "abf": "#D55E00",
+    "llama3": "#56B4E9",
+    "longrope": "#999999",
+}
 STYLE = {
     "font.size": 10,
     "axes.labelsize": 10,
@@ -27,7 +37,16 @@ STYLE = {
 
 
 def colour(label: str, index: int = 0) -> str:
-    return STRATEGY_COLOURS.get(label.split()[0], OKABE_ITO[index % len(OKABE_ITO)])
+    """A label's strategy colour (its first word); another label's by its index in the palette."""
+    return STRATEGY_COLOURS.get(label.split()[0], OKABE_ITO[index % len(OKABE_ITO)]) if label else OKABE_ITO[0]
+
+
+def plain_ticks(axis):
+    """Log-axis tick labels as plain numbers (1024, 0.5), not powers (2^10, 10^-1), and no crowded minor ones."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def save(fig, path, formats=("png",)):
@@ -42,11 +61,12 @@ def save(fig, path, formats=("png",)):
 def draw_curves(ax, curves: dict):
     """curves: label -> {length: Interval}; the mean as a line, the 95% interval as a band where n > 1.
     Variants of one strategy share its colour and differ in line style and marker."""
-    seen = {}
+    seen, means = {}, []
     for index, (label, curve) in enumerate(curves.items()):
         lengths = sorted(curve)
         k = seen[label.split()[0]] = seen.get(label.split()[0], -1) + 1
-        colour_ = colour(label, index) if k == 0 else OKABE_ITO[(index + k) % len(OKABE_ITO)]
+        colour_ = colour(label, index)
+        means += [curve[n].mean for n in lengths]
         ax.plot(
             lengths,
             [curve[n].mean for n in lengths],
@@ -65,6 +85,10 @@ def draw_curves(ax, curves: dict):
     ax.set_xscale("log", base=2)
     ax.set_xlabel("evaluation length (tokens)")
     ax.set_ylabel("perplexity")
+    finite = [m for m in means if m == m and abs(m) != float("inf")]
+    if finite:  # bands clipped to the data's range: a wide interval of one cell does not flatten every curve
+        low, high = min(finite), max(finite)
+        ax.set_ylim(low - 0.15 * (high - low or low), high + 0.15 * (high - low or low))
 
 
 def plot_ppl_intervals(curves: dict, train_lengths: list[int], path, formats=("png",)):
@@ -162,7 +186,12 @@ def plot_fit(runs, fit, strategy, out):
             ax.plot(sizes, np.exp(log_a) * sizes**alpha * length**beta, color=colour, lw=1.2)
         ax.set_xscale("log")
         ax.set_yscale("log", base=2)
-        ax.set_xlabel("model size (parameters)")
+        from matplotlib.ticker import FuncFormatter
+
+        plain_ticks(ax.xaxis)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value / 1e6:g}"))
+        plain_ticks(ax.yaxis)
+        ax.set_xlabel("model size (millions of parameters)")
         ax.set_ylabel("extrapolation length (tokens)")
         ax.set_title(
             f"{strategy} (open triangles: lower bounds): "

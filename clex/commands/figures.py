@@ -84,6 +84,8 @@ def heat_maps(table, out):
     strategies = sorted({k[0] for k in table})
     train_lengths = sorted({k[1] for k in table})
     lengths = sorted({n for curve in table.values() for n in curve})
+    if len(train_lengths) < 2:  # one row per strategy says what ppl_vs_length's lines say, worse
+        return False
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(
             1,
@@ -118,6 +120,40 @@ def heat_maps(table, out):
         bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
         bar.set_label("log perplexity")
         save(fig, out / "ppl_heatmap", formats=("png", "pdf"))
+    return True
+
+
+def restyle(axes):
+    """Optuna's matplotlib plots in the project's style: white, no grid, the palette's colours, plain log ticks."""
+    import numpy as np
+
+    from clex.plots import OKABE_ITO, plain_ticks
+
+    for ax in np.atleast_1d(axes).ravel():
+        ax.set_facecolor("white")
+        ax.grid(False)
+        for spine in ("top", "right"):
+            ax.spines[spine].set_visible(False)
+        for line, shade in zip(ax.get_lines(), OKABE_ITO, strict=False):
+            line.set_color(shade)
+        plain = [c for c in ax.collections if c.get_array() is None]  # not colour-mapped (by trial number)
+        for points, shade in zip(plain, OKABE_ITO[1:], strict=False):
+            points.set_color(shade)
+        for bars in ax.containers:
+            for bar in bars:
+                bar.set_color(OKABE_ITO[0])
+        for label in (ax.xaxis.label, ax.yaxis.label, ax.title):
+            label.set_color("black")
+        ax.tick_params(colors="black")
+        if ax.get_legend() is not None:  # drawn again, so its keys take the new colours; one key says nothing
+            if len(ax.get_legend_handles_labels()[0]) > 1:
+                ax.legend(frameon=False, loc="upper right")
+            else:
+                ax.get_legend().remove()
+        if ax.get_xscale() == "log":  # a few ticks over the searched range, as plain numbers
+            low, high = ax.get_xlim()
+            plain_ticks(ax.xaxis)
+            ax.set_xticks([float(f"{t:.2g}") for t in np.geomspace(low * 1.05, high / 1.05, 4)])
 
 
 def study_figures(name, storage, out):
@@ -145,6 +181,7 @@ def study_figures(name, storage, out):
             if figure != "importances":
                 kwargs["target_name"] = metric
             ax = plot(study, **kwargs)
+            restyle(ax)
             fig = (ax[0] if hasattr(ax, "__len__") else ax).figure
             fig.set_size_inches(max(4.5, 3.2 * len(study.best_trials[0].params)), 3.4)
             save(fig, out / f"study_{name}_{figure}", formats=("png", "pdf"))
@@ -174,9 +211,10 @@ def main(argv=None) -> int:
         return fail(error)
     ppl_figure(table, args.out)
     table_one(table, args.out, [row.get("protocol", "full") for row in rows])
-    heat_maps(table, args.out)
+    heat = heat_maps(table, args.out)
     print(
-        f"wrote {args.out}: ppl_vs_length, ppl_heatmap (.png, .pdf), table1.md, table1.tex"
+        f"wrote {args.out}: ppl_vs_length, {'ppl_heatmap, ' if heat else ''}(.png, .pdf), table1.md, table1.tex"
+        + ("" if heat else " (no heat map: one training length, which ppl_vs_length shows as lines)")
         + (f", study_{args.study}_* figures" if args.study else "")
     )
     return 0

@@ -18,35 +18,41 @@ def plot_per_strategy(runs, out: Path):
     import matplotlib.pyplot as plt
 
     from clex.analysis.stats import mean_ci
-    from clex.plots import STYLE, colour, save
+    from clex.plots import STYLE, colour, plain_ticks, save
 
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(4.5, 3.2))
-        for index, strategy in enumerate(sorted({r["strategy"] for r in runs})):
-            by_length = {}
-            for r in runs:
-                if r["strategy"] == strategy:
-                    by_length.setdefault(r["train_length"], []).append(r["extrapolation_length"])
-            lengths = sorted(by_length)
-            intervals = [mean_ci(by_length[n]) for n in lengths]
-            ax.errorbar(
-                lengths,
-                [i.mean for i in intervals],
-                yerr=[i.half_width or 0 for i in intervals],
-                marker="o",
-                ms=3.5,
-                capsize=2,
-                label=strategy,
-                color=colour(strategy, index),
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log", base=2)
-        lengths = sorted({r["train_length"] for r in runs})
-        ax.set_xticks(lengths, [str(n) for n in lengths])
-        ax.set_xlabel("training length L (tokens)")
-        ax.set_ylabel("extrapolation length (tokens)")
-        ax.set_title("mean ± 95% CI over seeds (censored runs at their lower bound)")
-        ax.legend(frameon=False)
+    sizes = sorted({r["parameters"] for r in runs})
+    strategies = sorted({r["strategy"] for r in runs})
+    lengths = sorted({r["train_length"] for r in runs})
+    with plt.rc_context(STYLE):  # one panel per model size: sizes are never pooled into one interval
+        fig, axes = plt.subplots(1, len(sizes), figsize=(3.6 * len(sizes) + 0.9, 3.2), squeeze=False, sharey=True)
+        for ax, size in zip(axes[0], sizes, strict=False):
+            for index, strategy in enumerate(strategies):
+                by_length = {}
+                for r in runs:
+                    if r["strategy"] == strategy and r["parameters"] == size:
+                        by_length.setdefault(r["train_length"], []).append(r["extrapolation_length"])
+                shown = sorted(by_length)
+                intervals = [mean_ci(by_length[n]) for n in shown]
+                dodge = 2 ** (0.04 * (index - (len(strategies) - 1) / 2))  # strategies side by side, not on top
+                ax.errorbar(
+                    [n * dodge for n in shown],
+                    [i.mean for i in intervals],
+                    yerr=[i.half_width or 0 for i in intervals],
+                    marker="o",
+                    ms=3.5,
+                    capsize=2,
+                    label=strategy,
+                    color=colour(strategy, index),
+                )
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log", base=2)
+            ax.set_xticks(lengths, [str(n) for n in lengths])
+            plain_ticks(ax.yaxis)
+            ax.set_xlabel("training length L (tokens)")
+            ax.set_title(f"{size / 1e6:.3g}M parameters")
+        axes[0][0].set_ylabel("extrapolation length (tokens)")
+        axes[0][-1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1))
+        fig.suptitle("mean ± 95% CI over seeds, per model size (censored runs at their lower bound)", fontsize=9)
         save(fig, out / "extrapolation_vs_train_length", formats=("png", "pdf"))
 
 
