@@ -107,3 +107,30 @@ def test_the_summary_of_a_study_that_does_not_exist_creates_nothing(tmp_path, ca
     journal = tmp_path / "studies" / "x.journal"
     assert sweep.main(["sweep=clex_lambda", "--summary", f"study.storage={journal}"]) == 2
     assert "no worker has run this sweep there yet" in capsys.readouterr().err and not journal.exists()
+
+
+def test_a_point_drawn_twice_reuses_the_finished_run_and_says_so(tmp_path, capsys):
+    """A real (tiny) run: the second trial of one point trains nothing and reports the first's results."""
+    tiny = [
+        "model.hidden_size=32",
+        "model.intermediate_size=64",
+        "model.num_layers=1",
+        "model.num_heads=2",
+        "train.length=32",
+        "train.batch_size=2",
+        "train.val_every=3",
+        "train.val_batches=1",
+        "base.steps=0",
+        "eval.multipliers=[1]",
+        "eval.max_tokens=64",
+        "data.max_documents=60",
+        "trainer.enable_progress_bar=false",
+    ]
+    sweep = sweep_of(tmp_path, 2, *tiny)
+    sweep["experiment"] = [a for a in sweep["experiment"] if a != "train.steps=6"] + ["train.steps=3"]
+    sweep["space"] = {"strategy.amplification": {"type": "categorical", "choices": [1.5]}}  # one point only
+    run_worker(sweep, CONFIG_DIR, tmp_path)
+    first, second = trials(tmp_path)
+    assert first.state == second.state == TrialState.COMPLETE and first.values == second.values
+    assert second.user_attrs["run_dir"] == first.user_attrs["run_dir"]
+    assert "trial 1: the same point as finished trial 0; its run reused, not trained again" in capsys.readouterr().out

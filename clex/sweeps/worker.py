@@ -122,6 +122,18 @@ def holds_other_config(cfg) -> bool:
     return False
 
 
+def finished_twin(study, trial, overrides: list) -> int | None:
+    """The number of a complete trial that ran exactly these overrides (a sampler may draw a point twice)."""
+    return next(
+        (
+            t.number
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.number != trial.number and t.user_attrs.get("overrides") == overrides
+        ),
+        None,
+    )
+
+
 def run_trial(study, trial, sweep: dict, config_dir: ConfigDirs, channel: TrialChannel) -> TrialState | None:
     """One trial (``study.seeds`` experiments, seeds seed..seed+N-1), in-process through the same
     code path as experiments/run.py; returns its state (None if another worker declared it dead)."""
@@ -136,6 +148,10 @@ def run_trial(study, trial, sweep: dict, config_dir: ConfigDirs, channel: TrialC
         runs, number = [], run_number(study, trial)
         if number != trial.number and holds_other_config(trial_config(sweep, config_dir, overrides, number)):
             number = trial.number  # the dead trial's folder ran other settings: a fresh folder
+        twin = finished_twin(study, trial, overrides)
+        if number == trial.number and twin is not None:
+            number = twin  # its folder holds this very config, finished: run_experiment reuses it
+            print(f"trial {trial.number}: the same point as finished trial {twin}; its run reused, not trained again")
         with heartbeat(study, trial, study_cfg["heartbeat_interval"]) as alive:
             for index in range(study_cfg["seeds"]):
                 cfg = trial_config(sweep, config_dir, overrides, number, index)
