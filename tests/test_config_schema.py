@@ -86,3 +86,19 @@ def test_help_prints_each_number_with_its_type_and_range(capsys):
     assert "train.warmup_ratio = null" in out and "(a number in [0, 1] or null)" in out
     lines = [line for line in out.splitlines() if line.strip().startswith(("train.", "base.", "eval."))]
     assert lines and all("# (" in line for line in lines)
+
+
+def test_the_configuration_page_has_the_schema_table_as_generated():
+    from pathlib import Path
+
+    from clex.config.schema import markdown
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    assert markdown() in page  # python -m clex.config.schema rewrites it
+
+
+def test_every_number_has_a_doc_line():
+    from clex.config.schema import shipped_comments
+
+    comments = shipped_comments()
+    assert [key for key, number in NUMBERS.items() if not (number.doc or comments.get(key))] == []
