@@ -9,6 +9,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from clex.config.identity import WHERE_NOT_WHAT
 from clex.errors import ConfigError
 from clex.journal import GRACE_SECONDS, StaleBreakingLock, journal_storage
 
@@ -187,16 +188,13 @@ def open_study(sweep: dict, studies_dir: Path, joining: bool = True):
     return study, journal
 
 
-WHERE_NOT_WHAT = ("name", "out_dir", "resume")  # overrides that move a trial's runs, not what they compute
-
-
 def experiment_settings(sweep: dict) -> dict:
     """The experiment overrides a study's trials run with (the sweep file's, then the command line's):
     key -> value as written, the last of a key winning as in config composition."""
     settings = {}
     for override in sweep["experiment"]:
         key, value = override.split("=", 1)
-        if key.lstrip("+") not in WHERE_NOT_WHAT:
+        if key.lstrip("+").split(".")[0] not in WHERE_NOT_WHAT:  # where a trial's runs go, not what they compute
             settings[key.lstrip("+")] = value
     user_dirs = sweep.get("config_dir", [])[1:]  # after the shipped folder: a user's groups change what trials run
     if user_dirs:
