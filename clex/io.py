@@ -217,3 +217,8 @@ def read_limited(path, what: str, limit: int = MAX_JSON_BYTES) -> bytes:
     if len(data) > limit:  # it grew while we read
         raise ConfigError(f"{what} {path}: more than the {limit:,} bytes read for one such file")
     return data
+
+
+def is_rank_zero() -> bool:
+    """This process is the first of its job: rank 0 of the ranks Lightning or srun starts (one writer of a folder)."""
+    return all(os.environ.get(key, "0") == "0" for key in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))

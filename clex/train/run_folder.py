@@ -38,7 +38,7 @@ def finished_results(cfg, run_dir: Path) -> dict | None:
 
 def run_lock(run_dir: Path, wait: bool):
     """Rank 0 holds the run folder while it runs (the ranks Lightning or srun starts share it)."""
-    if any(os.environ.get(key, "0") != "0" for key in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")):
+    if not io.is_rank_zero():
         return contextlib.nullcontext()
     return io.exclusive(run_dir / ".lock", f"run folder {run_dir}", wait=wait)
 

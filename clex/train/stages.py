@@ -4,7 +4,6 @@ seed) and stage 2 (fine-tuning with the strategy, resumable from its newest chec
 import contextlib
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -126,8 +125,8 @@ def pretrain_base(prepared, root: Path, base, trainer_cfg, seed: int, rebuild) -
     stage's section with its optimiser defaults (identity.stage_one_section); ``rebuild``: a fresh model of the same
     structure (FSDP gathers the trained weights into it). Two processes that need the same base (parallel sweep
     workers) train it once: the second waits."""
-    rank_zero = all(os.environ.get(key, "0") == "0" for key in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
-    with io.exclusive(root / ".lock", f"base model {root}", wait=True) if rank_zero else contextlib.nullcontext():
+    exclusive = io.exclusive(root / ".lock", f"base model {root}", wait=True)
+    with exclusive if io.is_rank_zero() else contextlib.nullcontext():
         return _pretrain_base(prepared, root, base, trainer_cfg, seed, rebuild)
 
 
