@@ -135,9 +135,11 @@ def test_three_workers_one_killed_mid_trial_the_study_reaches_its_count(kind, tm
     assert all(w.returncode == 0 for w in others), outputs
     trials = load(storage, name).get_trials()
     assert trials[killed].state == TrialState.FAIL
-    [retried] = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
-    assert retried.state == TrialState.COMPLETE and retried.params == trials[killed].params
-    assert retried.user_attrs["run_dir"] == trials[killed].user_attrs.get("run_dir", retried.user_attrs["run_dir"])
+    # its retry (a retry a loaded machine declared dead too is retried again: the last one completes)
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert retries and all(t.params == trials[killed].params for t in retries)
+    [retried] = [t for t in retries if t.state == TrialState.COMPLETE]
+    assert retried.user_attrs["run_dir"].endswith(f"trial{killed:04d}")  # the dead trial's own run folder
     assert [t.state for t in trials].count(TrialState.COMPLETE) == TRIALS
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     summary = subprocess.run(  # a fourth process

@@ -206,7 +206,7 @@ def test_compare_refuses_what_is_not_a_results_file(tmp_path, capsys):
 def test_a_bootstrap_needs_a_resample():
     from clex.analysis.tables import fit_power_law
 
-    with pytest.raises(ConfigError, match="--bootstrap must be >= 1"):
+    with pytest.raises(ConfigError, match="--bootstrap must be from 1 to 100,000"):
         fit_power_law([1e5, 1e6, 1e5, 1e6], [64, 64, 128, 128], [100, 200, 300, 400], bootstrap=0)
 
 

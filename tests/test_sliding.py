@@ -73,7 +73,7 @@ def test_a_stride_of_one_window_scores_like_non_overlapping_sequences():
 @pytest.mark.parametrize(
     "arg, message",
     [
-        ("eval.stride=0", "eval.stride must be null or an integer from 1 to"),
+        ("eval.stride=0", "eval.stride must be an integer >= 1 or null, got 0"),
         ("eval.stride=300", "the shortest evaluation length (128)"),
     ],
 )
