@@ -7,15 +7,15 @@
 Start the same command in several processes (or cluster jobs) to share one study; rerun it to resume.
 """
 
-import ast
 import os
 import sys
 import textwrap
 from pathlib import Path
 
-from clex.commands import CONFIG_DIR, PACKAGE, SWEEP_DIR
+from clex.commands import CONFIG_DIR, SWEEP_DIR
 from clex.commands.cli import fail, take_config_dirs
 from clex.config.files import check_config_dirs, sweep_dirs
+from clex.config.study import STUDY_DEFAULTS
 from clex.config.values import check_name
 from clex.errors import ConfigError, TooManyFailures
 
@@ -35,22 +35,10 @@ def sweep_file(folders: list[Path], name: str) -> Path:
     raise ConfigError(f"sweep={name!r} is not a sweep file; choices: {', '.join(sweep_names(folders))}")
 
 
-def study_defaults() -> dict:
-    """``clex.sweeps.schema.STUDY_DEFAULTS``, read from the file's text: importing ``clex.sweeps`` brings Lightning
-    (seconds) into ``--help``."""
-    tree = ast.parse((PACKAGE / "sweeps" / "schema.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == [
-            "STUDY_DEFAULTS"
-        ]:
-            return ast.literal_eval(node.value)
-    raise RuntimeError("clex/sweeps/schema.py has no STUDY_DEFAULTS")
-
-
 def usage(folders: list[Path]) -> str:
     from clex.commands.run import show
 
-    study = [f"  study.{key} = {show(value)}" for key, value in study_defaults().items()]
+    study = [f"  study.{key} = {show(value)}" for key, value in STUDY_DEFAULTS.items()]
     return "\n".join(
         [
             __doc__.strip(),

@@ -9,27 +9,9 @@ from omegaconf import OmegaConf
 
 from clex.config.compose import load_defaults, parse_value, single_config
 from clex.config.files import ConfigDirs, as_dirs
+from clex.config.study import STUDY_DEFAULTS
 from clex.config.values import check_name
 from clex.errors import ConfigError
-
-STUDY_DEFAULTS = {
-    "name": None,
-    "n_trials": 8,
-    "storage": None,
-    "sampler": "tpe",
-    "seed": 0,
-    "pruner": "median",
-    "pruner_warmup_steps": 0,
-    "pruner_startup_trials": 2,
-    "objectives": None,
-    "heartbeat_interval": 10,
-    "grace_period": 60,
-    "max_retry": 3,
-    "seeds": 1,
-    "max_failures": 5,
-    "share_runs": False,
-}
-
 
 SAMPLERS = ("tpe", "gp", "cmaes", "grid", "random")
 
