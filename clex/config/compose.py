@@ -242,35 +242,7 @@ def validate(cfg):
             f"warning: trainer.devices={devices} starts {devices} CPU processes on {cores} cores: they share the "
             f"cores and every step waits for the slowest; set trainer.devices at most {cores}"
         )
-    require(
-        cfg.data.get("split", "hash") in ("hash", "position"),
-        "data.split",
-        "must be hash or position",
-        cfg.data.get("split"),
-    )
-    tokenizer = cfg.data.get("tokenizer", "byte")
-    require(tokenizer in ("byte", "bpe"), "data.tokenizer", "must be byte or bpe", tokenizer)
-    if tokenizer == "bpe":
-        require(
-            cfg.model.name != "hf",
-            "data.tokenizer",
-            "must be byte with model=hf (the checkpoint's own tokenizer is used)",
-            tokenizer,
-        )
-        vocab = cfg.data.get("vocab_size")
-        require(
-            isinstance(vocab, int) and not isinstance(vocab, bool) and vocab >= 258,
-            "data.vocab_size",
-            "must be an integer >= 258 (the 256 bytes, the separator and at least one merge)",
-            vocab,
-        )
-    fractions = cfg.data.validation_fraction + cfg.data.test_fraction
-    require(
-        0 < cfg.data.validation_fraction and 0 < cfg.data.test_fraction and fractions < 1,
-        "data.validation_fraction / data.test_fraction",
-        "must be > 0 and sum to < 1",
-        fractions,
-    )
+    check_data(cfg)
     from clex.rope.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS, build_scale_sampler
 
     check_attention(cfg.model.get("attn_implementation", "sdpa"), str(cfg.trainer.get("precision", "32-true")))
@@ -279,6 +251,26 @@ def validate(cfg):
     if isinstance(max_scale, (int, float)) and max_scale >= 1:  # a strategy that samples t: its options, now
         build_scale_sampler(cfg.sampler.scale, max_scale, cfg.sampler.scale_options)
     POSITION_SAMPLERS.get(cfg.sampler.position)
+
+
+def check_data(cfg):
+    """The data section's choices (each number's range: config/schema.py)."""
+    require(
+        cfg.data.get("split", "hash") in ("hash", "position"),
+        "data.split",
+        "must be hash or position",
+        cfg.data.get("split"),
+    )
+    tokenizer = cfg.data.get("tokenizer", "byte")
+    require(tokenizer in ("byte", "bpe"), "data.tokenizer", "must be byte or bpe", tokenizer)
+    require(
+        tokenizer == "byte" or cfg.model.name != "hf",
+        "data.tokenizer",
+        "must be byte with model=hf (the checkpoint's own tokenizer is used)",
+        tokenizer,
+    )
+    fractions = cfg.data.validation_fraction + cfg.data.test_fraction
+    require(fractions < 1, "data.validation_fraction + data.test_fraction", "must sum to < 1", fractions)
 
 
 def check_attention(name: str, precision: str):
