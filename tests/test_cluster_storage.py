@@ -21,24 +21,10 @@ from optuna.trial import TrialState
 
 from clex.commands import sweep as sweep_cli
 from clex.journal import journal_storage
+from tests.test_sweeps import TINY as SWEEP_TINY
+from tests.test_sweeps import WORKER
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = ROOT / "sweeps" / "run.py"
-TINY = [
-    "model.hidden_size=32",
-    "model.intermediate_size=64",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "train.length=32",
-    "train.batch_size=2",
-    "train.val_batches=1",
-    "train.val_every=5",
-    "base.steps=0",
-    "eval.multipliers=[1,4]",
-    "eval.max_tokens=128",
-    "data.max_documents=150",
-    "trainer.enable_progress_bar=false",
-]
+TINY = [*SWEEP_TINY, "train.val_every=5"]
 TRIALS = 4
 
 
