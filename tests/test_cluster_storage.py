@@ -80,7 +80,7 @@ def worker_args(tmp_path, storage, name):
         f"study.name={name}",
         f"study.storage={storage}",
         f"out_dir={tmp_path / 'runs'}",
-        "train.steps=40",
+        "train.steps=120",
         *options,
         *TINY,
     ]
@@ -103,19 +103,22 @@ def test_three_workers_one_killed_mid_trial_the_study_reaches_its_count(kind, tm
         text=True,
     )
     victim = start()
-    deadline, running = time.time() + 240, []
-    while time.time() < deadline and not running:  # its first trial is running and beating
-        time.sleep(0.5)
+    deadline, killed = time.time() + 240, None
+    while time.time() < deadline and killed is None:  # kill it while a trial of its has run (and beaten) 1.5 s
+        time.sleep(0.2)
         try:
             trials = load(storage, name).get_trials()
         except (KeyError, optuna.exceptions.StorageInternalError, FileNotFoundError, ValueError):
             continue
-        running = [t for t in trials if t.state == TrialState.RUNNING]
-    assert running, "the first worker never started a trial"
-    time.sleep(3)  # mid-trial: its heartbeat has beaten
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    killed = running[0].number
+        now = time.time()
+        if any(t.state == TrialState.RUNNING and now - t.datetime_start.timestamp() > 1.5 for t in trials):
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait()
+            running = [t for t in load(storage, name).get_trials() if t.state == TrialState.RUNNING]
+            killed = running[0].number if running else None  # none: it finished that trial just before
+            if killed is None:
+                victim = start()
+    assert killed is not None, "the first worker never ran a trial long enough to be killed in it"
     others = [start(), start()]
     outputs = [w.communicate(timeout=600)[0] for w in others]
     assert all(w.returncode == 0 for w in others), outputs

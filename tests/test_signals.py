@@ -24,7 +24,7 @@ ARGS = [
     "train.length=32",
     "model.original_length=32",
     "base.steps=0",
-    "train.steps=300",
+    "train.steps=100",
     "train.batch_size=2",
     "train.val_every=4",
     "train.val_batches=1",
@@ -56,14 +56,14 @@ def test_a_signal_in_stage_2_is_one_line_a_non_zero_status_and_the_step_saved(tm
     last = done.stderr.strip().splitlines()[-1]
     step = torch.load(checkpoint, weights_only=False)["global_step"]
     name = signal.Signals(signum).name
-    assert last.startswith(f"error: interrupted by {name} during stage 2 at step {step} of 300 (")
+    assert last.startswith(f"error: interrupted by {name} during stage 2 at step {step} of 100 (")
     assert last.endswith("saved there); what finished is kept, and the same command resumes")
-    assert "Traceback" not in done.stderr and 4 <= step < 300
+    assert "Traceback" not in done.stderr and 4 <= step < 100
     assert not list(tmp_path.glob("*/results.json")) and not list(tmp_path.glob("*/checkpoints/.last.*"))
     if signum == signal.SIGTERM:  # the same command resumes from that step and finishes the run
         assert run.main([f"out_dir={tmp_path}", *ARGS]) == 0
         [results] = [json.loads(p.read_text()) for p in tmp_path.glob("*/results.json")]
-        assert results["train"]["steps"] == 300
+        assert results["train"]["steps"] == 100
 
 
 def test_a_signal_outside_training_is_interrupted_at_once():

@@ -77,8 +77,8 @@ def test_two_workers_share_one_study_and_finish_exactly_n_trials(tmp_path):
     trials = load(tmp_path).get_trials()
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 4 and len(trials) == 4
     run_dirs = [t.user_attrs["run_dir"] for t in trials]
-    points = {tuple(sorted(t.params.items())) for t in trials}  # a point drawn twice reuses its run
-    assert len(set(run_dirs)) == len(points) and all((Path(d) / "results.json").is_file() for d in run_dirs)
+    points = {tuple(sorted(t.params.items())) for t in trials}  # a point drawn after it finished reuses its run
+    assert len(points) <= len(set(run_dirs)) <= 4 and all((Path(d) / "results.json").is_file() for d in run_dirs)
     ran = [int(line.split()[3]) for out in outputs for line in out.splitlines() if line.startswith("worker done")]
     assert sum(ran) == 4 and all(n >= 1 for n in ran)  # both workers did work, none twice
 
