@@ -60,45 +60,53 @@ def evaluate_lengths(cfg, prepared) -> tuple[list[dict], list[dict] | None]:
             "skipped_documents": skipped + too_short,
         }
         if len(sequences):
-            cuda = torch.cuda.is_available() and next(prepared.model.parameters()).is_cuda
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-            start = time.time()
             by_position = bool(cfg.eval.get("position_bins")) and length == max(lengths)
             key_mask = keys.mask(sequences) if keys is not None else None
-            tokens_per_batch, chunk_size = evaluation_batch(cfg.eval, prepared.model, length)
-            row.update(tokens_per_batch=tokens_per_batch, chunk_size=chunk_size)
-            out = sequence_nll(
-                prepared.model,
-                sequences,
-                tokens_per_batch,
-                chunk_size,
-                scored,
-                by_position=by_position,
-                key_mask=key_mask,
-                progress=Progress(length),
-            )
-            total, count = out[:2]
+            out = score(cfg, prepared, row, sequences, scored, by_position, key_mask)
             if by_position:
                 bins = binned_nll(out[2], len(sequences), prepared.original_length)
-            if key_mask is not None:
-                key_total, key_count = out[-2:]
-                key_nll = key_total / key_count if key_count else None
-                row.update(
-                    key_tokens=key_count,
-                    key_nll=key_nll,
-                    key_ppl=None if key_nll is None else math.exp(key_nll) if key_nll < 700 else math.inf,
-                )
-            nll = total / count
-            row.update(
-                nll=nll,
-                ppl=math.exp(nll) if nll < 700 else math.inf,
-                tokens=count,
-                tokens_per_second=count / max(time.time() - start, 1e-9),
-                peak_memory_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-            )
         rows.append(row)
     return rows, bins
+
+
+def score(cfg, prepared, row: dict, sequences, scored, by_position: bool, key_mask) -> tuple:
+    """Scores one length's sequences into ``row`` (PPL, NLL, tokens, tokens/s, the batch and chunk chosen, key-token
+    PPL); returns sequence_nll's output (with the per-position NLL where ``by_position``)."""
+    length = row["length"]
+    cuda = torch.cuda.is_available() and next(prepared.model.parameters()).is_cuda
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    start = time.time()
+    tokens_per_batch, chunk_size = evaluation_batch(cfg.eval, prepared.model, length)
+    row.update(tokens_per_batch=tokens_per_batch, chunk_size=chunk_size)
+    out = sequence_nll(
+        prepared.model,
+        sequences,
+        tokens_per_batch,
+        chunk_size,
+        scored,
+        by_position=by_position,
+        key_mask=key_mask,
+        progress=Progress(length),
+    )
+    total, count = out[:2]
+    if key_mask is not None:
+        key_total, key_count = out[-2:]
+        key_nll = key_total / key_count if key_count else None
+        row.update(key_tokens=key_count, key_nll=key_nll, key_ppl=None if key_nll is None else exp_or_inf(key_nll))
+    nll = total / count
+    row.update(
+        nll=nll,
+        ppl=exp_or_inf(nll),
+        tokens=count,
+        tokens_per_second=count / max(time.time() - start, 1e-9),
+        peak_memory_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+    )
+    return out
+
+
+def exp_or_inf(nll: float) -> float:
+    return math.exp(nll) if nll < 700 else math.inf
 
 
 class Progress:
