@@ -253,23 +253,7 @@ def run_experiment(
                 rebuild = functools.partial(build_model, cfg.model, prepared.tokenizer)
                 base = pretrain_base(prepared, cache, stage_one_section(cfg), cfg.trainer, cfg.seed, rebuild)
             patch_model(prepared.model, prepared.rope_strategy, **rotary_options(cfg.strategy))
-            if cfg.train.steps == 0:  # evaluate as it is (a released checkpoint, or the base with the strategy)
-                log.info("stage 2: train.steps=0, no fine-tuning: evaluating the model as it is")
-                trained = Trained(make_trainer(cfg.trainer, 1, run_dir), 0.0, 0)
-            else:  # under FSDP the trained weights are gathered into a model built afresh
-                identity = training_identity(OmegaConf.to_container(cfg, resolve=True))
-                start = starting_point(run_dir, cfg.resume, Path(cfg.out_dir), identity, cfg.train.steps)
-                trained = fine_tune(
-                    prepared,
-                    run_dir,
-                    cfg.train,
-                    cfg.sampler,
-                    cfg.trainer,
-                    cfg.seed,
-                    start,
-                    callbacks,
-                    rebuild=lambda: build_patched_model(cfg, prepared.tokenizer),
-                )
+            trained = stage_two(cfg, prepared, run_dir, callbacks)
             if not trained.trainer.is_global_zero:
                 return None  # DDP: rank 0 evaluates and writes
             results = write_results(cfg, prepared, run_dir, trained, base, started)
@@ -287,6 +271,26 @@ def run_experiment(
     except BaseException:  # refused or interrupted before anything worth keeping: no config.yaml left behind
         discard_unfinished(run_dir, created)
         raise
+
+
+def stage_two(cfg, prepared, run_dir: Path, callbacks) -> Trained:
+    """Fine-tuning at L from where this run (or a trained twin) stopped; train.steps=0: the model as it is."""
+    if cfg.train.steps == 0:  # evaluate as it is (a released checkpoint, or the base with the strategy)
+        log.info("stage 2: train.steps=0, no fine-tuning: evaluating the model as it is")
+        return Trained(make_trainer(cfg.trainer, 1, run_dir), 0.0, 0)
+    identity = training_identity(OmegaConf.to_container(cfg, resolve=True))
+    start = starting_point(run_dir, cfg.resume, Path(cfg.out_dir), identity, cfg.train.steps)
+    return fine_tune(  # under FSDP the trained weights are gathered into a model built afresh
+        prepared,
+        run_dir,
+        cfg.train,
+        cfg.sampler,
+        cfg.trainer,
+        cfg.seed,
+        start,
+        callbacks,
+        rebuild=lambda: build_patched_model(cfg, prepared.tokenizer),
+    )
 
 
 def discard_unfinished(run_dir: Path, created: bool):
