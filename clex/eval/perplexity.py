@@ -253,6 +253,16 @@ def check_options(eval_cfg, lengths: list[int]):
             f"{max(lengths)}: with eval.stride that length scores one window per document, with no overlap; "
             "raise eval.max_tokens"
         )
+    check_key_tokens(eval_cfg, stride)
+    from clex.eval.tasks import check_tasks
+
+    check_tasks(eval_cfg, lengths)
+
+
+def check_key_tokens(eval_cfg, stride):
+    """``eval.key_tokens``: a threshold in nats > 0, on full sequences."""
+    from clex.errors import require
+
     keys = key_token_options(eval_cfg)
     if keys is not None:
         threshold = keys["threshold"]
@@ -263,9 +273,6 @@ def check_options(eval_cfg, lengths: list[int]):
             threshold,
         )
         require(not stride, "eval.key_tokens", "scores full sequences; it does not combine with eval.stride", stride)
-    from clex.eval.tasks import check_tasks
-
-    check_tasks(eval_cfg, lengths)
 
 
 def long_enough(encoded, length: int) -> list:
