@@ -196,6 +196,7 @@ def replaced_directory(directory):
     shutil.rmtree(old, ignore_errors=True)
 
 
+KERNEL_FILES = ("/proc/", "/sys/", "/dev/")
 MAX_JSON_BYTES = 64 * 2**20  # results.json, config.json, base.json: far below this; /dev/zero or a bomb: refused
 
 
@@ -203,6 +204,8 @@ def read_limited(path, what: str, limit: int = MAX_JSON_BYTES) -> bytes:
     """The bytes of the regular file ``path`` (a link is followed), at most ``limit`` of them. A device, FIFO or
     socket (``results.json -> /dev/zero``) or a larger file is one ConfigError naming ``what`` and the path, raised
     before anything is read; the file is opened non-blocking, so a FIFO never hangs the reader."""
+    if os.path.realpath(path).startswith(KERNEL_FILES):  # sizes of 0 that read on for gigabytes (/proc/self/pagemap)
+        raise ConfigError(f"{what} {path}: a file of the kernel's (/proc, /sys, /dev), not data; nothing read")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as error:

@@ -110,3 +110,13 @@ def test_a_run_refused_after_it_started_leaves_no_folder_and_saved_files_honour_
     [model] = list(tmp_path.glob("*/model"))
     modes = {p.name: p.stat().st_mode & 0o777 for p in model.iterdir()}
     assert modes["model.safetensors"] == modes["clex_strategy.safetensors"] == 0o644, modes
+
+
+def test_a_jsonl_cut_in_its_last_record_and_a_kernel_file_are_one_line(tmp_path, capsys):
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(f'{{"text": "document {n} " }}\n' for n in range(50)) + '{"text": "unfinis')
+    common = [f"out_dir={tmp_path / 'runs'}", "base.steps=0", *EVAL_ONLY]
+    assert run.main(["data=hf", f"data.path=[{cut}]", *common]) == 2
+    assert "data.path: cut.jsonl cannot be read (ArrowInvalid" in one_line(capsys)
+    assert run.main(["data=text", "data.paths=[/proc/self/pagemap]", *common]) == 2
+    assert "a file of the kernel's (/proc, /sys, /dev), not data; nothing read" in one_line(capsys)

@@ -11,6 +11,7 @@ import glob
 import logging
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from clex.data.sources import DATASETS
@@ -51,7 +52,7 @@ def hf_documents(cfg):
         if count[0] >= max_documents or count[1] >= max_characters:
             continue
         dataset = needed_columns(dataset, {"text_field": text_field, "id_field": id_field}, prefix or cfg.path)
-        for index, row in enumerate(dataset):
+        for index, row in enumerate(rows_of(dataset, prefix or cfg.path)):
             text = row[text_field]
             if not isinstance(text, str):
                 skipped += 1
@@ -68,6 +69,34 @@ def hf_documents(cfg):
                 break
     if skipped:
         log.warning("data: skipped %d row(s) whose %r is not a string (null or another type)", skipped, text_field)
+
+
+@contextmanager
+def quiet_readers():
+    """datasets' readers log a failure we say in one line ourselves."""
+    logger = logging.getLogger("datasets")
+    level, logger.level = logger.level, logging.CRITICAL
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def rows_of(dataset, where):
+    """A streamed dataset's rows; a file its reader fails on midway (a jsonl cut in its last record) is one line
+    naming it and the row it reached."""
+    index = 0
+    try:
+        with quiet_readers():
+            for index, row in enumerate(dataset):  # noqa: B007 (the index names the row in the error)
+                yield row
+    except Exception as error:  # pyarrow and the json / csv readers raise many kinds
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(
+            f"data.path: {where} cannot be read ({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
+            f"the reader failed after {index} row(s)"
+        ) from None
 
 
 def open_parts(cfg, datasets) -> list:
@@ -96,17 +125,14 @@ def open_parts(cfg, datasets) -> list:
 def open_file(datasets, path: Path):
     """One data file as a streamed dataset; a file its reader cannot open (random bytes named .parquet) is one
     line naming it."""
-    logger = logging.getLogger("datasets")
-    level, logger.level = logger.level, logging.CRITICAL  # its reader logs the failure we say in one line
     try:
-        return datasets.load_dataset(builder_of(path.name), data_files=str(path), split="train", streaming=True)
+        with quiet_readers():
+            return datasets.load_dataset(builder_of(path.name), data_files=str(path), split="train", streaming=True)
     except Exception as error:  # pyarrow, datasets and the json / csv readers raise many kinds
         raise ConfigError(
             f"data.path: {path} cannot be read as {builder_of(path.name)} ({type(error).__name__}: "
             f"{' '.join(str(error).split())[:200]})"
         ) from None
-    finally:
-        logger.setLevel(level)
 
 
 def builder_of(name: str):
@@ -140,7 +166,7 @@ def saved_parts(cfg, datasets, path):
 
 def needed_columns(dataset, columns: dict, where):
     """Only the text (and id) columns are read: a parquet file skips the others."""
-    names = dataset.column_names or list(next(iter(dataset), {}))  # a streamed csv names them in its rows only
+    names = dataset.column_names or list(next(rows_of(dataset, where), {}))  # a streamed csv names them in its rows
     for key, column in columns.items():
         if column is not None and column not in names:
             raise ConfigError(f"data.{key}: {where} has no column {column!r}; its columns: {', '.join(names)}")
