@@ -25,25 +25,43 @@ def interval_table(rows):
     return {k: dict(sorted(v.items())) for k, v in table.items()}
 
 
+def panel_labels(labels: list[str]) -> dict:
+    """Each variant label without the key=value words every label of its panel shares, wrapped for a legend."""
+    import textwrap
+
+    words = [label.split() for label in labels]
+    shared = set.intersection(*(set(w[1:]) for w in words)) if words else set()
+    pairs = zip(labels, words, strict=True)
+    short = {label: " ".join([w[0], *(x for x in w[1:] if x not in shared)]) for label, w in pairs}
+    return {label: textwrap.fill(text, 60, subsequent_indent="  ") for label, text in short.items()}
+
+
 def ppl_figure(table, out):
+    """PPL against length, one panel per training length, one legend below them all (labels shortened to what
+    differs within a panel)."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import ScalarFormatter
 
     from clex.plots import STYLE, draw_curves, save
 
     train_lengths = sorted({k[1] for k in table})
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(train_lengths), figsize=(4.2 * len(train_lengths), 3.2), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(train_lengths), figsize=(4.2 * len(train_lengths), 3.4), squeeze=False, constrained_layout=True
+        )
+        legend = {}
         for ax, train_length in zip(axes[0], train_lengths, strict=False):
-            draw_curves(
-                ax, {variant: curve for (variant, length), curve in sorted(table.items()) if length == train_length}
-            )
+            curves = {variant: curve for (variant, length), curve in sorted(table.items()) if length == train_length}
+            names = panel_labels(list(curves))
+            draw_curves(ax, {names[v]: c for v, c in curves.items()})
             ax.axvline(train_length, color="0.6", ls=":", lw=1)
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(ScalarFormatter())
-            ax.yaxis.set_minor_formatter(ScalarFormatter())
-            ax.set_title(f"training length L = {train_length}; bands: 95% CI over seeds")
-            ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1))
+            lengths = sorted({n for c in curves.values() for n in c})
+            ax.set_xticks(lengths, [str(n) for n in lengths])
+            ax.set_title(f"training length L = {train_length} (dotted)")
+            legend.update(zip(*reversed(ax.get_legend_handles_labels()), strict=False))
+        fig.legend(  # below the panels (saved with a tight box): no panel's legend covers another's curves
+            legend.values(), legend.keys(), loc="upper center", bbox_to_anchor=(0.5, 0), ncol=2, frameon=False
+        )
+        fig.suptitle("perplexity against evaluation length; bands: 95% CI over seeds", fontsize=9)
         save(fig, out / "ppl_vs_length", formats=("png", "pdf"))
 
 
