@@ -25,7 +25,7 @@ def interval_table(rows):
     return {k: dict(sorted(v.items())) for k, v in table.items()}
 
 
-def panel_labels(labels: list[str]) -> dict:
+def panel_labels(labels: list[str], width: int = 60) -> dict:
     """Each variant label without the key=value words every label of its panel shares, wrapped for a legend."""
     import textwrap
 
@@ -33,7 +33,7 @@ def panel_labels(labels: list[str]) -> dict:
     shared = set.intersection(*(set(w[1:]) for w in words)) if words else set()
     pairs = zip(labels, words, strict=True)
     short = {label: " ".join([w[0], *(x for x in w[1:] if x not in shared)]) for label, w in pairs}
-    return {label: textwrap.fill(text, 60, subsequent_indent="  ") for label, text in short.items()}
+    return {label: textwrap.fill(text, width, subsequent_indent="  ") for label, text in short.items()}
 
 
 def ppl_figure(table, out):
@@ -102,13 +102,16 @@ def heat_maps(table, out):
     strategies = sorted({k[0] for k in table})
     train_lengths = sorted({k[1] for k in table})
     lengths = sorted({n for curve in table.values() for n in curve})
-    if len(train_lengths) < 2:  # one row per strategy says what ppl_vs_length's lines say, worse
-        return False
+    if not any(len({L for v, L in table if v == s}) > 1 for s in strategies):
+        return False  # one training length per variant: one row each says what ppl_vs_length's lines say, worse
+    columns = min(4, len(strategies))  # panels wrap into rows: 28 variants in one row could not be read
+    rows = -(-len(strategies) // columns)
+    titles = panel_labels(strategies, width=45)
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(
-            1,
-            len(strategies),
-            figsize=(3.0 * len(strategies) + 0.8, 0.5 * len(train_lengths) + 1.6),
+            rows,
+            columns,
+            figsize=(3.0 * columns + 0.8, rows * (0.5 * len(train_lengths) + 1.9)),
             squeeze=False,
             constrained_layout=True,
         )
@@ -120,22 +123,21 @@ def heat_maps(table, out):
         }
         finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
         vmin, vmax = (finite.min(), finite.max()) if finite.size else (1, 2)
-        for ax, strategy in zip(axes[0], strategies, strict=False):
+        for ax in axes.ravel()[len(strategies) :]:
+            ax.axis("off")
+        for ax, strategy in zip(axes.ravel(), strategies, strict=False):
             image = ax.imshow(
                 np.log(grids[strategy]), cmap="viridis", vmin=np.log(vmin), vmax=np.log(vmax), aspect="auto"
             )
             ax.set_xticks(range(len(lengths)), [str(n) for n in lengths], rotation=45, ha="right")
             ax.set_yticks(range(len(train_lengths)), [str(n) for n in train_lengths])
             ax.set_xlabel("evaluation length (tokens)")
-            ax.set_title(strategy)
-            for i in range(len(train_lengths)):
-                for j in range(len(lengths)):
-                    if np.isfinite(grids[strategy][i, j]):
-                        ax.text(
-                            j, i, f"{grids[strategy][i, j]:.1f}", ha="center", va="center", fontsize=7, color="white"
-                        )
-        axes[0][0].set_ylabel("training length L (tokens)")
-        bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
+            ax.set_ylabel("training length L (tokens)")
+            ax.set_title(titles[strategy], fontsize=7)
+            for (i, j), value in np.ndenumerate(grids[strategy]):
+                if np.isfinite(value):
+                    ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color="white")
+        bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9)
         bar.set_label("log perplexity")
         save(fig, out / "ppl_heatmap", formats=("png", "pdf"))
     return True
