@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     heat = heat_maps(table, args.out)
     print(
         f"wrote {args.out}: ppl_vs_length, {'ppl_heatmap, ' if heat else ''}(.png, .pdf), table1.md, table1.tex"
-        + ("" if heat else " (no heat map: one training length, which ppl_vs_length shows as lines)")
+        + ("" if heat else " (no heat map: no variant has two training lengths; ppl_vs_length shows each as lines)")
         + (f", study_{args.study}_* figures" if args.study else "")
     )
     return 0
