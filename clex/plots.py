@@ -162,7 +162,7 @@ def plot_fit(runs, fit, strategy, out):
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
         for index, length in enumerate(lengths):
             group = [r for r in runs if r["train_length"] == length]
-            colour = OKABE_ITO[index % len(OKABE_ITO)]
+            colour = plt.cm.viridis(0.85 * index / max(1, len(lengths) - 1))  # lengths, not strategies: a ramp
             measured = [r for r in group if not r["censored"]]
             bounds = [r for r in group if r["censored"]]
             ax.scatter(
