@@ -337,4 +337,5 @@ def test_a_results_json_that_is_a_device_or_a_fifo_is_skipped_without_reading(re
         os.mkfifo(runs / "bad" / "results.json")  # read, it would hang
     assert collect.main([str(runs), "--out", str(tmp_path / "t.csv")]) == 0
     err = capsys.readouterr().err
-    assert "not a regular file (a device, FIFO or socket)" in err and "bad/results.json" in err
+    refusal = "a file of the kernel's (/proc, /sys, /dev)" if kind == "device" else "not a regular file (a device"
+    assert refusal in err and "bad/results.json" in err and "nothing read" in err
