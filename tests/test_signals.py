@@ -49,6 +49,7 @@ def interrupted_run(out: Path, signum: int) -> tuple[subprocess.CompletedProcess
     return subprocess.CompletedProcess(victim.args, victim.returncode, out_text, err), checkpoint
 
 
+@pytest.mark.slow  # a real run in a subprocess, signalled, then resumed
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_in_stage_2_is_one_line_a_non_zero_status_and_the_step_saved(tmp_path, signum):
     done, checkpoint = interrupted_run(tmp_path, signum)
