@@ -12,6 +12,7 @@ from clex.commands import CONFIG_DIR
 from clex.errors import ConfigError
 from clex.sweeps import STUDY_DEFAULTS, open_study, run_worker, summary
 from clex.train import experiment
+from tests.test_sweeps import TINY as SWEEP_TINY
 
 
 def sweep_of(tmp_path, n_trials, *experiment_overrides):
@@ -111,21 +112,7 @@ def test_the_summary_of_a_study_that_does_not_exist_creates_nothing(tmp_path, ca
 
 def test_a_point_drawn_twice_reuses_the_finished_run_and_says_so(tmp_path, capsys):
     """A real (tiny) run: the second trial of one point trains nothing and reports the first's results."""
-    tiny = [
-        "model.hidden_size=32",
-        "model.intermediate_size=64",
-        "model.num_layers=1",
-        "model.num_heads=2",
-        "train.length=32",
-        "train.batch_size=2",
-        "train.val_every=3",
-        "train.val_batches=1",
-        "base.steps=0",
-        "eval.multipliers=[1]",
-        "eval.max_tokens=64",
-        "data.max_documents=60",
-        "trainer.enable_progress_bar=false",
-    ]
+    tiny = [*SWEEP_TINY, "train.val_every=3"]  # the sweep tests' tiny model
     sweep = sweep_of(tmp_path, 2, *tiny)
     sweep["experiment"] = [a for a in sweep["experiment"] if a != "train.steps=6"] + ["train.steps=3"]
     sweep["space"] = {"strategy.amplification": {"type": "categorical", "choices": [1.5]}}  # one point only
