@@ -43,7 +43,7 @@ def test_slice_wise_scoring_equals_one_whole_forward(build, monkeypatch):
 
 
 def test_evaluation_progress_says_sequences_speed_and_time_left(capsys):
-    from clex.train.results import Progress
+    from clex.train.evaluation import Progress
 
     progress = Progress(2048, every=0.0)
     progress(2, 8, 4096)

@@ -87,7 +87,7 @@ def test_a_checkpoint_with_a_rope_type_we_cannot_start_from_is_not_changed_silen
 
 
 def test_resuming_never_unpickles_code_and_a_truncated_checkpoint_is_one_line(tmp_path):
-    from clex.train.stages import checkpoint_step
+    from clex.train.resume import checkpoint_step
 
     marker = tmp_path / "ran"
 
@@ -335,7 +335,7 @@ def test_a_malformed_neighbour_run_is_skipped_and_deep_nesting_is_one_line(tmp_p
     from clex.analysis.collection import read_results
     from clex.config.identity import training_identity
     from clex.errors import ConfigError
-    from clex.train.stages import trained_twin
+    from clex.train.resume import trained_twin
 
     for name, text in (("list", "[]"), ("deep", "[" * 100_000 + "]" * 100_000), ("noconfig", '{"config": 3}')):
         (tmp_path / name / "checkpoints").mkdir(parents=True)

@@ -90,7 +90,7 @@ def sharded_checkpoint(folder):
 
 
 def test_a_sharded_checkpoints_metadata_is_checked_before_torch_unpickles_it(tmp_path, monkeypatch):
-    from clex.train.stages import checkpoint_step
+    from clex.train.resume import checkpoint_step
 
     monkeypatch.setenv(io.FORCE_UNSAFE_LOADS, "1")
     sharded_checkpoint(tmp_path / "last.ckpt")

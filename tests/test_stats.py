@@ -245,7 +245,7 @@ def test_labels_name_keys_apart_and_round_sampled_floats():
 
 
 def test_a_resolved_difference_never_reads_as_touching_zero():
-    from clex.analysis.comparison import difference_cell
+    from clex.analysis.sections import difference_cell
     from clex.analysis.stats import Interval
 
     assert difference_cell(Interval(0.1112, 3, 0.04, 0.1061)) == "+0.111 ± 0.106*"

@@ -3,22 +3,16 @@ each from the runs of its sweeps, with 95% intervals over seeds (docs/design.md,
 
 from pathlib import Path
 
-from clex.analysis.comparison import (
-    STRATEGY_ORDER,
-    difference_cell,
-    interval_curves,
-    lengths_of,
-    ordered_variants,
-    variant_table,
-)
+from clex.analysis.comparison import STRATEGY_ORDER, ordered_variants
+from clex.analysis.sections import difference_cell, interval_curves, lengths_of, variant_table
 from clex.analysis.stats import (
     INTERVAL_NOTE,
-    mean_ci,
     paired_difference,
     ppl_by_seed,
     variant_id,
 )
 from clex.eval.protocol import describe_protocol, protocols_line
+from clex.reports.claims import claims
 from clex.reports.miniature_scaling import scaling_section
 
 TITLES = {
@@ -30,7 +24,6 @@ TITLES = {
     "clex_eval_rule": "CLEX's evaluation rule for t",
     "baseline_eval_rule": "FBS and YaRN, static (factor 4) or dynamic (t = len / L0)",
 }
-EPS = 0.1
 NOTES = {
     "clex_eval_rule": "Every evaluation length here is a multiple of L0, where ceil(len / L0) = len / L0: the two "
     "rules give the same t and the same numbers; they differ only between multiples.",
@@ -53,17 +46,6 @@ def paired_rows(variants, labels, target, others, lengths) -> list[str]:
         ]
         rows.append(f"| {labels[target]} - {labels[other]} | " + " | ".join(cells) + " |")
     return rows
-
-
-def verdict(interval) -> str:
-    """Holds / does not hold / not resolved, from a paired interval of PPL(claimed better) - PPL(other)."""
-    if interval is None:
-        return "not run yet"
-    if interval.half_width is None:
-        return f"not resolved (one seed: {interval.mean:+.2f})"
-    good, bad = interval.high < 0, interval.low > 0
-    text = f"{interval.mean:+.2f} ± {interval.half_width:.2f}, n = {interval.n}"
-    return f"holds ({text})" if good else f"does not hold ({text})" if bad else f"not resolved at this n ({text})"
 
 
 def figure(results, path: Path, title: str):
@@ -90,79 +72,6 @@ def study_section(name: str, results: list[dict], out: Path) -> list[str]:
         ]
     lines += ["", figure(results, out / f"{name}.png", name)]
     return lines
-
-
-def claims(studies: dict, fits: dict) -> list[str]:
-    def runs_of(name, **match):
-        return [r for r in studies.get(name, []) if all(_get(r["config"], k) == v for k, v in match.items())]
-
-    def paired_at(a, b, length_of):
-        if not a or not b:
-            return None
-        n = length_of(a[0])
-        return paired_difference(ppl_by_seed(a, n), ppl_by_seed(b, n))
-
-    rows = []
-    clex_4x = runs_of("miniature_table1_4x_clex", **{"sampler.position": "pose"})
-    for name, label in (("pi", "PI x4"), ("yarn", "YaRN x4")):
-        other = runs_of("miniature_table1_4x", **{"strategy.name": name})
-        rows.append(
-            f"| CLEX (t_max 16) beats {label} at L = 4 x L0, evaluated at 4L | PPL(clex) - PPL({name}) at 4L: "
-            f"**{verdict(paired_at(clex_4x, other, lambda r: 4 * r['train_length']))}** |"
-        )
-    clex = runs_of("miniature_table1", **{"strategy.name": "clex"})
-    if clex:
-        L = clex[0]["train_length"]
-        at_l, at_4l = ppl_by_seed(clex, L), ppl_by_seed(clex, 4 * L)
-        pairs = [at_4l[s] / at_l[s] for s in sorted(set(at_l) & set(at_4l))]
-        ratio = mean_ci(pairs) if pairs else None
-    if clex and ratio is None:
-        rows.append("| PPL stays flat to 4x the training length | no seed has a finite PPL at both L and 4L |")
-    elif clex:
-        state = (
-            "holds"
-            if ratio.high is not None and ratio.high <= 1 + EPS
-            else "does not hold"
-            if ratio.low is not None and ratio.low > 1 + EPS
-            else "not resolved at this n"
-        )
-        rows.append(
-            f"| PPL stays flat to 4x the training length | PPL(4L) / PPL(L) = {ratio.format(3)} "
-            f"(n = {ratio.n}; flat: within 1 + eps = {1 + EPS}): **{state}** |"
-        )
-    cont, disc = (
-        runs_of("clex_dynamics", **{"strategy.dynamics": "continuous"}),
-        runs_of("clex_dynamics", **{"strategy.dynamics": "discrete"}),
-    )
-    rows.append(
-        "| Continuous dynamics beat discrete ones | PPL(continuous) - PPL(discrete) at 4L: "
-        f"**{verdict(paired_at(cont, disc, lambda r: 4 * r['train_length']))}** |"
-    )
-    official = runs_of("clex_positions", **{"sampler.position": "extrapolated-random"})
-    contiguous = runs_of("clex_positions", **{"sampler.position": "contiguous"})
-    rows.append(
-        "| Position extrapolation is needed | PPL(extrapolated-random) - PPL(contiguous) at 4L: "
-        f"**{verdict(paired_at(official, contiguous, lambda r: 4 * r['train_length']))}** |"
-    )
-    if "clex" in fits:
-        f = fits["clex"]
-        grows = all(f["ci"][i][0] > 0 for i in (1, 2))
-        shrinks = any(f["ci"][i][1] < 0 for i in (1, 2))
-        state = "holds" if grows else "does not hold" if shrinks else "not resolved at this n"
-        rows.append(
-            f"| Extrapolation grows with model size and training length | alpha {f['coef'][1]:.2f} "
-            f"[{f['ci'][1][0]:.2f}, {f['ci'][1][1]:.2f}], beta {f['coef'][2]:.2f} [{f['ci'][2][0]:.2f}, "
-            f"{f['ci'][2][1]:.2f}]: **{state}** |"
-        )
-    else:
-        rows.append("| Extrapolation grows with model size and training length | the scaling part has not run yet |")
-    return ["| the paper's claim | what the miniature shows |", "|---|---|", *rows]
-
-
-def _get(config: dict, dotted: str):
-    for key in dotted.split("."):
-        config = config.get(key, {}) if isinstance(config, dict) else {}
-    return config
 
 
 NOT_RERUN = (
@@ -209,13 +118,8 @@ def provenance_line(results: list[dict]) -> str:
     )
 
 
-def write_report(studies: dict, out: Path) -> str:
-    from clex.reports.table1 import position_section, table1_4x_section
-
-    out.mkdir(parents=True, exist_ok=True)
-    table1 = studies.get("miniature_table1", [])
-    table1_4x = [r for name in TABLE1_4X for r in studies.get(name, [])]
-    everything = [r for rs in studies.values() for r in rs]
+def header(everything: list[dict]) -> list[str]:
+    """The page's title, how to regenerate it, the setup, provenance and the protocol's caveat."""
     lines = [
         "# The miniature: CLEX and its baselines on a subword model, with intervals",
         "",
@@ -240,6 +144,11 @@ def write_report(studies: dict, out: Path) -> str:
             "their columns differ in documents as well as length; compare them within a column only.",
             "",
         ]
+    return lines
+
+
+def compute_line(studies: dict) -> str:
+    """Wall minutes per part of the page, each run counted once."""
     parts = (
         ("Table 1 at L = 4 x L0", list(TABLE1_4X)),
         ("Table 1 at L = L0", ["miniature_table1"]),
@@ -251,55 +160,43 @@ def write_report(studies: dict, out: Path) -> str:
         runs = [r for n in names for r in studies.get(n, []) if r["name"] not in seen]
         seen |= {r["name"] for r in runs}
         compute[part] = compute_minutes(runs)
-    lines += [
+    return (
         "Compute on 2 CPU cores (the runs' wall times, each run once, base models included): "
         + ", ".join(f"{k} {v:.0f} min" for k, v in compute.items())
-        + ".",
+        + "."
+    )
+
+
+def table1_l0_section(table1: list[dict], out: Path) -> list[str]:
+    """Section 2: Table 1 at L = L0, CLEX paired against each baseline, its figure and the position section."""
+    from clex.reports.table1 import position_section
+
+    if not table1:
+        return ["Not run yet (`python analysis/miniature_report.py --parts table1`).", ""]
+    variants, labels = ordered_variants(table1)
+    lengths = lengths_of(table1)
+    by_strategy = {v[0]["strategy"]: vid for vid, v in variants.items()}
+    baselines = [by_strategy[s] for s in STRATEGY_ORDER if s in by_strategy and s != "clex"]
+    return [
+        *variant_table(variants, labels, lengths),
+        "",
+        "CLEX against each baseline, paired per seed (mean ± 95% CI of PPL(clex) - PPL(baseline); * resolved; "
+        "negative: CLEX better):",
+        "",
+        "| difference | " + " | ".join(map(str, lengths)) + " |",
+        "|---" * (len(lengths) + 1) + "|",
+        *(paired_rows(variants, labels, by_strategy["clex"], baselines, lengths) if "clex" in by_strategy else []),
+        "",
+        figure(table1, out / "table1.png", "Table 1"),
+        "",
+        *position_section(variants, labels, table1[0]["original_length"], out, "position_nll"),
         "",
     ]
-    lines += [
-        "## 1. Table 1 at L = 4 x L0: the paper's comparison",
-        "",
-        *(
-            table1_4x_section(table1_4x, out)
-            if table1_4x
-            else ["Not run yet (`python analysis/miniature_report.py --parts table1_4x`)."]
-        ),
-        "",
-    ]
-    lines += ["## 2. Table 1 at L = L0 (the CLEX-4K row)", ""]
-    if table1:
-        variants, labels = ordered_variants(table1)
-        lengths = lengths_of(table1)
-        by_strategy = {v[0]["strategy"]: vid for vid, v in variants.items()}
-        lines += [
-            *variant_table(variants, labels, lengths),
-            "",
-            "CLEX against each baseline, paired per seed (mean ± 95% CI of PPL(clex) - PPL(baseline); * resolved; "
-            "negative: CLEX better):",
-            "",
-            "| difference | " + " | ".join(map(str, lengths)) + " |",
-            "|---" * (len(lengths) + 1) + "|",
-            *(
-                paired_rows(
-                    variants,
-                    labels,
-                    by_strategy["clex"],
-                    [by_strategy[s] for s in STRATEGY_ORDER if s in by_strategy and s != "clex"],
-                    lengths,
-                )
-                if "clex" in by_strategy
-                else []
-            ),
-            "",
-            figure(table1, out / "table1.png", "Table 1"),
-            "",
-            *position_section(variants, labels, table1[0]["original_length"], out, "position_nll"),
-            "",
-        ]
-    else:
-        lines += ["Not run yet (`python analysis/miniature_report.py --parts table1`).", ""]
-    lines += [
+
+
+def ablations_section(studies: dict, out: Path) -> list[str]:
+    """Section 3: one subsection per CLEX ablation study."""
+    lines = [
         "## 3. CLEX ablations and evaluation rules (L = L0)",
         "",
         "Each study runs its choices with seeds 0-2; its first choice is the reference of the paired table. "
@@ -313,29 +210,54 @@ def write_report(studies: dict, out: Path) -> str:
             lines += [f"### {title}", "", *([NOTES[name], ""] if name in NOTES else []), *section, ""]
         else:
             lines += [f"### {title}", "", f"Not run with these runs ({NOT_RERUN}).", ""]
+    return lines
+
+
+def write_report(studies: dict, out: Path) -> str:
+    from clex.reports.table1 import table1_4x_section
+
+    out.mkdir(parents=True, exist_ok=True)
+    table1_4x = [r for name in TABLE1_4X for r in studies.get(name, [])]
+    everything = [r for rs in studies.values() for r in rs]
     scaling, fits = (
         scaling_section(studies.get("miniature_scaling", []), out)
         if studies.get("miniature_scaling")
         else ([f"Not run with these runs ({NOT_RERUN}).", ""], {})
     )
-    lines += [
-        "## 4. The scaling law",
-        "",
-        "This study sets L0 = L (`model.original_length=${train.length}`): each "
-        "training length has a base pre-trained at it, unlike the paper, whose scaling law keeps LLaMA-2's "
-        "4k and varies the fine-tuning length. Its beta reads how extrapolation grows with a model's own "
-        "context, not with fine-tuning length.",
-        "",
-        *scaling,
-        "",
-        "## 5. The paper's claims, side by side",
-        "",
-        *claims(studies, fits),
-        "",
-        "## 6. CLEX as its authors trained it",
-        "",
-        OFFICIAL_POINTER,
-        "",
-        *official_readings(studies),
-    ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            *header(everything),
+            compute_line(studies),
+            "",
+            "## 1. Table 1 at L = 4 x L0: the paper's comparison",
+            "",
+            *(
+                table1_4x_section(table1_4x, out)
+                if table1_4x
+                else ["Not run yet (`python analysis/miniature_report.py --parts table1_4x`)."]
+            ),
+            "",
+            "## 2. Table 1 at L = L0 (the CLEX-4K row)",
+            "",
+            *table1_l0_section(studies.get("miniature_table1", []), out),
+            *ablations_section(studies, out),
+            "## 4. The scaling law",
+            "",
+            "This study sets L0 = L (`model.original_length=${train.length}`): each "
+            "training length has a base pre-trained at it, unlike the paper, whose scaling law keeps LLaMA-2's "
+            "4k and varies the fine-tuning length. Its beta reads how extrapolation grows with a model's own "
+            "context, not with fine-tuning length.",
+            "",
+            *scaling,
+            "",
+            "## 5. The paper's claims, side by side",
+            "",
+            *claims(studies, fits),
+            "",
+            "## 6. CLEX as its authors trained it",
+            "",
+            OFFICIAL_POINTER,
+            "",
+            *official_readings(studies),
+        ]
+    )

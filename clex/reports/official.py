@@ -4,7 +4,7 @@ seed, in PPL and in key-token PPL."""
 
 from pathlib import Path
 
-from clex.analysis.comparison import difference_cell, lengths_of, variant_table
+from clex.analysis.sections import difference_cell, lengths_of, variant_table
 from clex.analysis.stats import INTERVAL_NOTE, paired_difference, ppl_by_seed, variant_id
 from clex.reports.table1 import validation_loss
 
@@ -130,6 +130,41 @@ def run_minutes(results: list[dict]) -> float:
     return sum(seconds.values()) / 60
 
 
+def budget_section(title: str, results: list[dict], refs: list[str]) -> list[str]:
+    """One budget's tables against its references, and each variant's final validation loss."""
+    if not results:
+        return [f"## {title}", "", "Not run yet.", ""]
+    variants = group(results)
+    losses = {name: validation_loss(runs) for name, runs in variants.items()}
+    return [
+        f"## {title}",
+        "",
+        f"Compute: {run_minutes(results):.0f} min of run time for these {len(results)} runs.",
+        "",
+        *tables(variants, {k: k for k in variants}, lengths_of(results), refs),
+        "Final validation loss at L (mean ± 95% CI; the split variants are chosen on, never test):",
+        "",
+        "| variant | validation loss |",
+        "|---|---|",
+        *[f"| {name} | {loss.format(4) if loss else '-'} |" for name, loss in losses.items()],
+        "",
+    ]
+
+
+def more_steps_lines(every: dict, lengths: list[int]) -> list[str]:
+    """Each method at 800 steps against itself at 200, paired per seed."""
+    lines = []
+    for name in [n for n in every if n.endswith(", 800 steps")]:
+        before = name.removesuffix(", 800 steps")
+        if before in every:
+            cells = [
+                f"{n}: {reading(paired_difference(ppl_by_seed(every[name], n), ppl_by_seed(every[before], n)))}"
+                for n in lengths
+            ]
+            lines.append(f"- {name} - {before}: " + "; ".join(cells))
+    return lines
+
+
 def write_official(studies: dict, out: Path) -> str:
     short = [r for name in SWEEPS_200 for r in studies.get(name, [])]
     budget = [r for name in SWEEPS_800 for r in studies.get(name, [])]
@@ -153,32 +188,13 @@ def write_official(studies: dict, out: Path) -> str:
     ]
     if not everything:
         return "\n".join(lines + ["No runs yet."]) + "\n"
-    for title, results, refs in (
-        ("200 fine-tuning steps: (a) the recipe, (b) log scale at evaluation, (d) the ODE", short, [YARN, CLEX]),
-        ("(c) The budget: 800 fine-tuning steps", budget, [f"{YARN}, 800 steps", f"{CLEX}, 800 steps"]),
-    ):
-        if not results:
-            lines += [f"## {title}", "", "Not run yet.", ""]
-            continue
-        variants = group(results)
-        lengths = lengths_of(results)
-        lines += [
-            f"## {title}",
-            "",
-            f"Compute: {run_minutes(results):.0f} min of run time for these {len(results)} runs.",
-            "",
-            *tables(variants, {k: k for k in variants}, lengths, refs),
-        ]
-        losses = {name: validation_loss(runs) for name, runs in variants.items()}
-        lines += [
-            "Final validation loss at L (mean ± 95% CI; the split variants are chosen on, never test):",
-            "",
-            "| variant | validation loss |",
-            "|---|---|",
-            *[f"| {name} | {loss.format(4) if loss else '-'} |" for name, loss in losses.items()],
-            "",
-        ]
-    every = group(short + budget)
+    lines += budget_section(
+        "200 fine-tuning steps: (a) the recipe, (b) log scale at evaluation, (d) the ODE", short, [YARN, CLEX]
+    )
+    lines += budget_section(
+        "(c) The budget: 800 fine-tuning steps", budget, [f"{YARN}, 800 steps", f"{CLEX}, 800 steps"]
+    )
+    every = group(everything)
     lengths = lengths_of(everything)
     lines += [
         "## Readings at 1024 and 2048 (2L and 4L), paired per seed",
@@ -187,16 +203,7 @@ def write_official(studies: dict, out: Path) -> str:
         "",
         "More steps, each method against itself at 200 steps (PPL, paired per seed):",
         "",
-    ]
-    for name in [n for n in every if n.endswith(", 800 steps")]:
-        before = name.removesuffix(", 800 steps")
-        if before in every:
-            cells = [
-                f"{n}: {reading(paired_difference(ppl_by_seed(every[name], n), ppl_by_seed(every[before], n)))}"
-                for n in lengths
-            ]
-            lines.append(f"- {name} - {before}: " + "; ".join(cells))
-    lines += [
+        *more_steps_lines(every, lengths),
         "",
         f"Compute: {run_minutes(everything):.0f} min of wall time over {len(everything)} runs, each its fine-tuning "
         "and its evaluations (the base models, trained once per seed, and the evaluators not included; threads and "

@@ -4,7 +4,8 @@ CLEX variant chosen on the validation split, and the loss by position at the lon
 
 from pathlib import Path
 
-from clex.analysis.comparison import difference_cell, interval_curves, lengths_of, ordered_variants, variant_table
+from clex.analysis.comparison import ordered_variants
+from clex.analysis.sections import difference_cell, interval_curves, lengths_of, variant_table
 from clex.analysis.stats import mean_ci, paired_difference, ppl_by_seed
 
 

@@ -29,16 +29,9 @@ from clex.rope.strategies import build_strategy
 from clex.train import distributed
 from clex.train.callbacks import TrainingDiverged
 from clex.train.results import write_results
+from clex.train.resume import drop_optimizer_state, starting_point
 from clex.train.run_folder import check_folder, check_writable, finished_results, run_lock, run_name
-from clex.train.stages import (
-    Trained,
-    drop_optimizer_state,
-    fine_tune,
-    make_trainer,
-    pretrain_base,
-    set_numerics,
-    starting_point,
-)
+from clex.train.stages import Trained, fine_tune, make_trainer, pretrain_base, set_numerics
 
 __all__ = ["Prepared", "SharedData", "TrainingDiverged", "prepare", "run_experiment", "run_name"]
 ROTARY_KEYS = (

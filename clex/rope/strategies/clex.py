@@ -16,6 +16,36 @@ BEYOND_MAX = ("clamp", "extrapolate")
 MAX_SOLVER_STEPS = 10_000  # fixed-step solver steps over [1, t_max]: the defaults take ~12, 1e4 take seconds per solve
 
 
+def check_options(max_scale, activation, dynamics, method, beyond_max, step_size, max_step_t, ntk_base, up_init):
+    """The options' own checks, each one line naming the key and what it allows (before any tensor is made)."""
+    if not max_scale >= 1:
+        raise ConfigError(f"strategy.max_scale (t_max) must be >= 1, got {max_scale}")
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"strategy.activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    if dynamics not in ("continuous", "discrete"):
+        raise ConfigError(f"strategy.dynamics must be one of continuous, discrete, got {dynamics!r}")
+    if method not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
+        raise ConfigError(
+            f"strategy.method must be one of {', '.join(FIXED_STEP_METHODS + ADAPTIVE_METHODS)}, got {method!r}"
+        )
+    if beyond_max not in BEYOND_MAX:
+        raise ConfigError(f"strategy.beyond_max must be one of {', '.join(BEYOND_MAX)}, got {beyond_max!r}")
+    if not (step_size > 0 and max_step_t > 0):
+        raise ConfigError(f"strategy.step_size and strategy.max_step_t must be > 0, got {step_size}, {max_step_t}")
+    # a fixed-step solve over t in [1, t_max] takes about this many steps (each bounded in s and in t)
+    steps = math.log(2 * max_scale - 1) / step_size + (max_scale - 1) / max_step_t
+    if method in FIXED_STEP_METHODS and steps > MAX_SOLVER_STEPS:
+        raise ConfigError(
+            f"strategy.step_size={step_size:g}, strategy.max_step_t={max_step_t:g}: the ODE solve over t "
+            f"in [1, {max_scale:g}] would take about {steps:.3g} steps, more than the {MAX_SOLVER_STEPS} "
+            f"allowed; raise strategy.step_size (default 0.5) or strategy.max_step_t (default 1.0)"
+        )
+    if ntk_base is not None and not ntk_base > 1:
+        raise ConfigError(f"strategy.ntk_base must be > 1 or null (the model's base), got {ntk_base}")
+    if up_init not in (None, "linear", "official"):
+        raise ConfigError(f"strategy.up_init must be one of linear, official (or null: linear), got {up_init!r}")
+
+
 @STRATEGIES.register("clex")
 class Clex(Strategy):
     """CLEX: z(t) = log inv_freq(t) solves dz/dt = g(z, t), z(1) = log b^(-2j/d), with
@@ -69,32 +99,7 @@ class Clex(Strategy):
         **kwargs,
     ):
         super().__init__(*args, eval_scale=eval_scale, **kwargs)
-        if not max_scale >= 1:
-            raise ConfigError(f"strategy.max_scale (t_max) must be >= 1, got {max_scale}")
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"strategy.activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-        if dynamics not in ("continuous", "discrete"):
-            raise ConfigError(f"strategy.dynamics must be one of continuous, discrete, got {dynamics!r}")
-        if method not in FIXED_STEP_METHODS + ADAPTIVE_METHODS:
-            raise ConfigError(
-                f"strategy.method must be one of {', '.join(FIXED_STEP_METHODS + ADAPTIVE_METHODS)}, got {method!r}"
-            )
-        if beyond_max not in BEYOND_MAX:
-            raise ConfigError(f"strategy.beyond_max must be one of {', '.join(BEYOND_MAX)}, got {beyond_max!r}")
-        if not (step_size > 0 and max_step_t > 0):
-            raise ConfigError(f"strategy.step_size and strategy.max_step_t must be > 0, got {step_size}, {max_step_t}")
-        # a fixed-step solve over t in [1, t_max] takes about this many steps (each bounded in s and in t)
-        steps = math.log(2 * max_scale - 1) / step_size + (max_scale - 1) / max_step_t
-        if method in FIXED_STEP_METHODS and steps > MAX_SOLVER_STEPS:
-            raise ConfigError(
-                f"strategy.step_size={step_size:g}, strategy.max_step_t={max_step_t:g}: the ODE solve over t "
-                f"in [1, {max_scale:g}] would take about {steps:.3g} steps, more than the {MAX_SOLVER_STEPS} "
-                f"allowed; raise strategy.step_size (default 0.5) or strategy.max_step_t (default 1.0)"
-            )
-        if ntk_base is not None and not ntk_base > 1:
-            raise ConfigError(f"strategy.ntk_base must be > 1 or null (the model's base), got {ntk_base}")
-        if up_init not in (None, "linear", "official"):
-            raise ConfigError(f"strategy.up_init must be one of linear, official (or null: linear), got {up_init!r}")
+        check_options(max_scale, activation, dynamics, method, beyond_max, step_size, max_step_t, ntk_base, up_init)
         width = int(projection_width) if projection_width else int(round(amplification * self.rotary_dim))
         if width < 1:
             raise ConfigError(f"strategy.projection_width / amplification give width {width}; it must be >= 1")
