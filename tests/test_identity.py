@@ -68,3 +68,26 @@ def test_the_seeds_own_key_token_evaluator_does_not_split_a_variant():
         return {"seed": seed, "strategy": {"name": "rope"}, "eval": {"key_tokens": keys}}
 
     assert variant_id(config(0)) == variant_id(config(1)) != variant_id(config(1, threshold=2.0))
+
+
+@pytest.mark.parametrize("args", [[], ["attention.log_scale=true"], ["recipe=official"], ["strategy=yarn"]])
+def test_a_run_named_before_the_attention_section_keeps_its_name_and_variant(args, tmp_path):
+    """Runs written when log_scale sat in the strategy section: their config, read back, is the same run (same
+    identity, same folder name, same variant) as today's config, so finished runs are found and reused."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from clex.config.identity import config_hash, drop_nulls, run_identity, variant_id
+    from clex.train.run_folder import run_name
+
+    cfg = single_config(CONFIG_DIR, args)
+    today = OmegaConf.to_container(cfg, resolve=True)
+    before = json.loads(json.dumps(today))  # the same config in the layout it was written in then
+    before["strategy"].update(before.pop("attention"))
+    assert run_identity(before) == run_identity(today)
+    assert variant_id(before) == variant_id(today)
+    # the name then: the hash of the config without its nulls and the keys that say where a run goes
+    unread = ("name", "out_dir", "choices", "resume", "compare") + (() if cfg.strategy.name == "clex" else ("sampler",))
+    then = config_hash({k: v for k, v in drop_nulls(before).items() if k not in unread})
+    assert run_name(cfg).endswith(then)

@@ -203,10 +203,10 @@ def test_fine_tuning_an_import_starts_from_its_ode(tmp_path):
 
     official_checkpoint(tmp_path / "ckpt", "llama-2024-gqa-theta1e6")
     cfg = single_config(CONFIG_DIR, ["model=hf", f"model.path={tmp_path / 'ckpt'}", "strategy=clex"])
-    assert cfg.strategy.ntk_base == 1e4 and cfg.strategy.log_scale and not cfg.strategy.log_scale_clamp
+    assert cfg.strategy.ntk_base == 1e4 and cfg.attention.log_scale and not cfg.attention.log_scale_clamp
     assert cfg.train.length == L0 and cfg.strategy.max_scale == MAX_FACTOR
     model = build_model(cfg.model, None)  # what stage 2 starts from: the model and strategy the run builds
-    clex.patch_model(model, build_rotary_strategy(cfg.strategy, cfg.model, model), **rotary_options(cfg.strategy))
+    clex.patch_model(model, build_rotary_strategy(cfg.strategy, cfg.model, model), **rotary_options(cfg.attention))
     ids = torch.randint(0, VOCAB, (1, 3 * L0), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         assert torch.equal(model.eval()(ids).logits, clex.load_pretrained(tmp_path / "ckpt").eval()(ids).logits)

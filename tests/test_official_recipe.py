@@ -33,7 +33,8 @@ def test_recipe_official_sets_every_official_value():
         "official",
         1.0,
     )
-    assert s.log_scale is True and s.log_scale_clamp is False and s.log_scale_train is False
+    a = cfg.attention
+    assert a.log_scale is True and a.log_scale_clamp is False and a.log_scale_train is False
     assert (sampler.scale, sampler.scale_options.low, sampler.position) == ("uniform-int", 2, "extrapolated-random")
     assert t.ode_lr is None and t.weight_decay == 0.0 and list(t.betas) == [0.9, 0.999]
     assert (t.warmup_ratio, t.min_lr_ratio, t.grad_clip) == (0.03, 0.0, 1.0)

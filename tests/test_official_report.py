@@ -4,17 +4,18 @@ YaRN x16 and the default CLEX, and its readings computed from those intervals.""
 from clex.reports.official import label, write_official
 
 
-def run(strategy, seed, ppl, steps=200, own=None, **config):
-    section = {"name": strategy, "factor": 16.0} if strategy == "yarn" else {"name": strategy, "log_scale": False}
-    section.update(own or {})
+def run(strategy, seed, ppl, steps=200, attention=None, **config):
+    section = {"name": strategy, "factor": 16.0} if strategy == "yarn" else {"name": strategy}
+    attention = {"log_scale": False, **(attention or {})}
     return {
-        "name": f"{strategy}-{seed}-{steps}-{sorted(config.items())}-{sorted(section.items())}",
+        "name": f"{strategy}-{seed}-{steps}-{sorted(config.items())}-{sorted(section.items())}-{sorted(attention.items())}",
         "strategy": strategy,
         "seed": seed,
         "choices": config.pop("choices", {}),
         "config": {
             "seed": seed,
             "strategy": section,
+            "attention": attention,
             "sampler": {"scale": config.pop("scale", "uniform-int")},
             "train": {"steps": steps, "ode_lr": config.pop("ode_lr", 3e-4)},
         },
@@ -30,7 +31,7 @@ def run(strategy, seed, ppl, steps=200, own=None, **config):
 
 def test_labels_name_what_a_run_is():
     assert label(run("yarn", 0, (1, 1))) == "YaRN x16"
-    assert label(run("clex", 0, (1, 1), ode_lr=0.0, own={"log_scale": True})) == (
+    assert label(run("clex", 0, (1, 1), ode_lr=0.0, attention={"log_scale": True})) == (
         "CLEX (t_max 16, pose), ODE frozen + log scale at eval"
     )
     assert label(run("clex", 0, (1, 1), choices={"recipe": "official"})) == "official recipe without log scale"

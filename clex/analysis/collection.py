@@ -11,7 +11,7 @@ from pathlib import Path
 
 from clex import io
 from clex.analysis.stats import label_variants
-from clex.config.identity import variant_id
+from clex.config.identity import current_layout, variant_id
 from clex.errors import ConfigError
 from clex.eval.protocol import protocol_label
 from clex.io import SCHEMA_VERSION
@@ -32,8 +32,9 @@ def warn(message: str):
 
 
 def read_results(path: Path) -> dict:
+    """A results.json as read, its config in today's layout (one written before the attention section too)."""
     try:
-        return json.loads(io.read_limited(path, "results.json").decode("utf-8"))
+        results = json.loads(io.read_limited(path, "results.json").decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a clex results.json (not UTF-8 text)") from None
     except json.JSONDecodeError as error:
@@ -42,6 +43,9 @@ def read_results(path: Path) -> dict:
         raise ConfigError(f"{path}: not a clex results.json (nested too deeply to read)") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
+    if isinstance(results, dict) and isinstance(results.get("config"), dict):
+        results["config"] = current_layout(results["config"])
+    return results
 
 
 def _number(value, what: str, low: float = -LIMIT, integer: bool = False, finite: bool = True):

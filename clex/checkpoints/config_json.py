@@ -112,30 +112,37 @@ def official_strategy(settings: dict) -> dict:
         "beyond_max": "clamp",
         "eval_scale": "ceil",
         "ntk_base": OFFICIAL_NTK_BASE,
-        "log_scale": settings["log_scale"],
-        "log_scale_clamp": False,
-        "log_scale_train": False,  # the official training scripts leave it off; its evaluation turns it on
         **IMPORT_SOLVER,
     }
 
 
+def official_attention(settings: dict) -> dict:
+    """The attention section of a released checkpoint's evaluation: its code's log scale, unclamped."""
+    return {
+        "log_scale": settings["log_scale"],
+        "log_scale_clamp": False,
+        "log_scale_train": False,  # the official training scripts leave it off; its evaluation turns it on
+    }
+
+
 def checkpoint_strategy(path) -> tuple[str, dict, int] | None:
-    """(what it is, its strategy section, its L0) for a checkpoint that carries a strategy: a released CLEX
-    checkpoint, or one written by clex.save_pretrained (its ``clex_strategy`` entry); None for any other."""
+    """(what it is, its strategy and attention sections, its L0) for a checkpoint that carries a strategy: a
+    released CLEX checkpoint, or one written by clex.save_pretrained (its ``clex_strategy`` entry); None for any
+    other."""
     settings = official_clex(path)
     if settings is not None:
-        return "a released CLEX checkpoint", official_strategy(settings), settings["original_length"]
+        sections = {"strategy": official_strategy(settings), "attention": official_attention(settings)}
+        return "a released CLEX checkpoint", sections, settings["original_length"]
     entry = (read_config(path) or {}).get("clex_strategy")
     if not isinstance(entry, dict) or not entry.get("name"):
         return None
-    section = {
-        "name": entry["name"],
-        **entry.get("options", {}),
+    attention = {
         "log_scale": entry.get("log_scale", False),
         "log_scale_clamp": entry.get("log_scale_clamp", True),
         "log_scale_train": entry.get("log_scale_train"),
     }
-    return "saved by clex.save_pretrained", section, entry["original_length"]
+    sections = {"strategy": {"name": entry["name"], **entry.get("options", {})}, "attention": attention}
+    return "saved by clex.save_pretrained", sections, entry["original_length"]
 
 
 def apply_checkpoint_strategy(cfg, given: set):
@@ -145,22 +152,24 @@ def apply_checkpoint_strategy(cfg, given: set):
     found = checkpoint_strategy(cfg.model.get("path"))
     if found is None:
         return
-    what, section, L0 = found
-    if cfg.strategy.name != section["name"]:
+    what, sections, L0 = found
+    name = sections["strategy"]["name"]
+    if cfg.strategy.name != name:
         raise ConfigError(
-            f"model.path {cfg.model.path} is {what} with strategy {section['name']!r}: run it with "
-            f"strategy={section['name']}, got strategy={cfg.choices.strategy}"
+            f"model.path {cfg.model.path} is {what} with strategy {name!r}: run it with "
+            f"strategy={name}, got strategy={cfg.choices.strategy}"
         )
-    for key, value in section.items():
-        if key not in cfg.strategy:
-            continue
-        if f"strategy.{key}" in given:
-            if key in STRUCTURAL and cfg.strategy[key] != value:
-                raise ConfigError(
-                    f"strategy.{key}={cfg.strategy[key]!r} does not fit the checkpoint's weights "
-                    f"(its value: {value!r}); leave it unset"
-                )
-            continue
-        cfg.strategy[key] = value
+    for section, values in sections.items():
+        for key, value in values.items():
+            if key not in cfg[section]:
+                continue
+            if f"{section}.{key}" in given:
+                if section == "strategy" and key in STRUCTURAL and cfg.strategy[key] != value:
+                    raise ConfigError(
+                        f"strategy.{key}={cfg.strategy[key]!r} does not fit the checkpoint's weights "
+                        f"(its value: {value!r}); leave it unset"
+                    )
+                continue
+            cfg[section][key] = value
     if "model.original_length" not in given:
         cfg.model.original_length = int(L0)

@@ -16,7 +16,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from clex.checkpoints.config_json import OFFICIAL_NTK_BASE, OFFICIAL_TIME_DT, official_clex, official_strategy
+from clex.checkpoints.config_json import (
+    OFFICIAL_NTK_BASE,
+    OFFICIAL_TIME_DT,
+    official_attention,
+    official_clex,
+    official_strategy,
+)
 from clex.errors import ConfigError
 from clex.io import load_tensors, replaced_directory
 
@@ -118,7 +124,7 @@ def load_official(directory, **from_pretrained_options):
     settings = official_clex(directory)
     model = load_model(directory, **from_pretrained_options)
     options = official_strategy(settings)
-    rotary = {k: options.pop(k) for k in ("log_scale", "log_scale_clamp", "log_scale_train")}
+    rotary = official_attention(settings)
     strategy = build_strategy(options.pop("name"), **rotary_settings(model), **options)
     return patch_model(model, load_ode(strategy, directory, settings), **rotary)
 

@@ -66,6 +66,7 @@ def run_sweep(name: str, out: Path, overrides: list[str], study: str | None = No
 def study_results(name: str, out: Path, study: str | None = None) -> list[dict]:
     """The results of the complete trials' runs, in the order of the sweep file's choices."""
     from clex.analysis.tables import load_study, read_results
+    from clex.config.identity import current_key
 
     journal = out / "studies" / f"{study or name}.journal"
     if not journal.is_file():
@@ -74,7 +75,8 @@ def study_results(name: str, out: Path, study: str | None = None) -> list[dict]:
     space = yaml.safe_load((SWEEP_DIR / f"{name}.yaml").read_text())["space"]
 
     def order(trial):  # the first choices first: they are the reference of the paired tables
-        return [space[k]["choices"].index(trial.params[k]) for k in space if trial.params.get(k) in space[k]["choices"]]
+        params = {current_key(k): v for k, v in trial.params.items()}  # as the study recorded them, maybe before a move
+        return [space[k]["choices"].index(params[k]) for k in space if params.get(k) in space[k]["choices"]]
 
     trials = sorted((t for t in loaded.trials if t.state.name == "COMPLETE"), key=order)
     return [read_results(Path(d) / "results.json") for t in trials for d in t.user_attrs["run_dirs"]]

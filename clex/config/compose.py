@@ -16,6 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from clex.checkpoints.config_json import apply_checkpoint_strategy, checkpoint_original_length
 from clex.config.files import ConfigDirs, as_dirs, group_options, load_defaults, load_option, option_file, show_node
+from clex.config.identity import current_key
 from clex.config.schema import check_numbers
 from clex.config.values import check_name, check_type, flat_keys, parse_value
 from clex.errors import ConfigError, require
@@ -117,6 +118,8 @@ def compose(config_dir: ConfigDirs, choice: dict, overrides: list) -> DictConfig
         elif key not in known:
             close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
+            if current_key(key) != key:  # where it was before the attention section
+                hint = f"; it is in the attention section now: {current_key(key)}"
             raise ConfigError(f"unknown config key {key!r}{hint} (--cfg prints every key)")
         elif isinstance(known[key], DictConfig):
             raise ConfigError(f"{key} is a section, not a value; set one of its keys, e.g. {key}.<name>=...")

@@ -33,8 +33,43 @@ def config_hash(data) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+# the attention section's keys sat in the strategy section until it existed: configs written then are read in
+# today's layout (current_layout), and identities are hashed in that one (identity_hash), so every run named
+# before keeps its name and variant, and is found and reused
+ATTENTION_KEYS = ("log_scale", "log_scale_clamp", "log_scale_train")
+
+
+def current_layout(config: dict) -> dict:
+    """A config, or one written before the attention section, in today's layout (a new dict; ``config`` kept)."""
+    strategy = config.get("strategy")
+    if not isinstance(strategy, dict) or not any(k in strategy for k in ATTENTION_KEYS):
+        return config
+    moved = {k: strategy[k] for k in ATTENTION_KEYS if k in strategy}
+    return {
+        **config,
+        "strategy": {k: v for k, v in strategy.items() if k not in ATTENTION_KEYS},
+        "attention": {**moved, **(config.get("attention") or {})},
+    }
+
+
+def current_key(key: str) -> str:
+    """A dotted key in today's layout (``strategy.log_scale``, as studies recorded it then: ``attention.log_scale``)."""
+    leaf = key.removeprefix("strategy.")
+    return f"attention.{leaf}" if leaf != key and leaf in ATTENTION_KEYS else key
+
+
+def identity_hash(identity: dict) -> str:
+    """The hash that names a run or a variant: of its identity in the layout it was first hashed in."""
+    attention = identity.get("attention")
+    if isinstance(attention, dict) and isinstance(identity.get("strategy"), dict):
+        identity = {k: v for k, v in identity.items() if k != "attention"}
+        identity["strategy"] = {**identity["strategy"], **attention}
+    return config_hash(identity)
+
+
 def run_identity(config: dict) -> dict:
-    """Everything in a resolved config that changes what the run computes."""
+    """Everything in a resolved config that changes what the run computes (in today's layout)."""
+    config = current_layout(config)
     strategy = (config.get("strategy") or {}).get("name") if isinstance(config.get("strategy"), dict) else None
     unread = WHERE_NOT_WHAT + (() if strategy in SAMPLING_STRATEGIES else ("sampler",))
     return {k: v for k, v in drop_nulls(config).items() if k not in unread}
@@ -60,7 +95,7 @@ def variant_config(config: dict) -> dict:
 
 def variant_id(config: dict) -> str:
     """A short hash of everything in the resolved config that is not a seed or a path."""
-    return config_hash(variant_config(config))
+    return identity_hash(variant_config(config))
 
 
 def stage_one_section(cfg) -> DictConfig:

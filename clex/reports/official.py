@@ -22,7 +22,7 @@ def label(run: dict) -> str:
         return f"YaRN x{strategy['factor']:g}{budget}"
     if run["strategy"] != "clex":
         return f"{run['strategy']}{budget}"
-    log = " + log scale at eval" if strategy.get("log_scale") else ""
+    log = " + log scale at eval" if (config.get("attention") or {}).get("log_scale") else ""
     if (run.get("choices") or {}).get("recipe") == "official":
         return f"official recipe{log or ' without log scale'}{budget}"
     what = CLEX if config["sampler"]["scale"] != "fixed" else "CLEX, t fixed at 16"

@@ -34,12 +34,6 @@ from clex.train.run_folder import check_folder, check_writable, finished_results
 from clex.train.stages import Trained, fine_tune, make_trainer, pretrain_base, set_numerics
 
 __all__ = ["Prepared", "SharedData", "TrainingDiverged", "prepare", "run_experiment", "run_name"]
-ROTARY_KEYS = (
-    "name",
-    "log_scale",
-    "log_scale_clamp",
-    "log_scale_train",
-)  # strategy config keys that are not strategy options
 log = logging.getLogger("clex")
 
 
@@ -62,14 +56,16 @@ class Prepared:
 
 
 def strategy_options(strategy_cfg) -> dict:
-    return {k: v for k, v in OmegaConf.to_container(strategy_cfg).items() if k not in ROTARY_KEYS}
+    """The strategy section without its name: the strategy's own options."""
+    return {k: v for k, v in OmegaConf.to_container(strategy_cfg).items() if k != "name"}
 
 
-def rotary_options(strategy_cfg) -> dict:
+def rotary_options(attention_cfg) -> dict:
+    """What the rotary patch takes from the attention section (log-scaled attention)."""
     return {
-        "log_scale": bool(strategy_cfg.get("log_scale")),
-        "log_scale_clamp": bool(strategy_cfg.get("log_scale_clamp", True)),
-        "log_scale_train": strategy_cfg.get("log_scale_train") is not False,  # null: as log_scale
+        "log_scale": bool(attention_cfg.get("log_scale")),
+        "log_scale_clamp": bool(attention_cfg.get("log_scale_clamp", True)),
+        "log_scale_train": attention_cfg.get("log_scale_train") is not False,  # null: as log_scale
     }
 
 
@@ -202,7 +198,7 @@ def build_rotary_strategy(strategy_cfg, model_cfg, model):
 def build_patched_model(cfg, tokenizer):
     """A fresh model with the configured strategy patched in (same structure as the trained one)."""
     model = build_model(cfg.model, tokenizer)
-    return patch_model(model, build_rotary_strategy(cfg.strategy, cfg.model, model), **rotary_options(cfg.strategy))
+    return patch_model(model, build_rotary_strategy(cfg.strategy, cfg.model, model), **rotary_options(cfg.attention))
 
 
 def run_experiment(
@@ -245,7 +241,7 @@ def run_experiment(
                 cache = Path(cfg.out_dir) / ".base" / base_key(cfg, prepared.corpus.fingerprint)
                 rebuild = functools.partial(build_model, cfg.model, prepared.tokenizer)
                 base = pretrain_base(prepared, cache, stage_one_section(cfg), cfg.trainer, cfg.seed, rebuild)
-            patch_model(prepared.model, prepared.rope_strategy, **rotary_options(cfg.strategy))
+            patch_model(prepared.model, prepared.rope_strategy, **rotary_options(cfg.attention))
             trained = stage_two(cfg, prepared, run_dir, callbacks)
             if not trained.trainer.is_global_zero:
                 return None  # DDP: rank 0 evaluates and writes

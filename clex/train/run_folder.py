@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from clex import io
-from clex.config.identity import config_hash, run_identity
+from clex.config.identity import identity_hash, run_identity
 from clex.errors import ConfigError, require
 
 
@@ -18,7 +18,7 @@ def run_name(cfg) -> str:
     if cfg.name:
         return str(cfg.name)
     content = run_identity(OmegaConf.to_container(cfg, resolve=True))
-    return f"{cfg.choices.strategy}-{cfg.choices.model}-L{cfg.train.length}-{config_hash(content)}"
+    return f"{cfg.choices.strategy}-{cfg.choices.model}-L{cfg.train.length}-{identity_hash(content)}"
 
 
 def finished_results(cfg, run_dir: Path) -> dict | None:
