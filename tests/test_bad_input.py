@@ -139,7 +139,7 @@ def test_written_files_honour_the_umask(tmp_path):
         (["seed=!!set {a}"], "YAML tags are not read"),
         (["name=mine", "seed=0,1"], "would give all 2 runs of the list one folder"),
         (["seed=0,1", "seed=5"], "seed is given twice, once as a comma list"),
-        (["train.steps=null"], "train.steps cannot be null"),
+        (["train.steps=null"], "train.steps must be an integer >= 0, got null"),
         (["eval.lengths=128"], "eval.lengths must be a list like [128,256]"),
     ],
 )

@@ -120,7 +120,7 @@ def test_a_config_dir_adds_a_strategy_preset_and_overrides_a_model(user_dir, cap
         ("model/tiny-llama.yaml", "name: tiny-llama\nhidden_size: 64\n", "'extends: tiny-llama' and give only"),
         ("strategy/bad.yaml", "name: !!python/object/apply:os.system [echo]\n", "not a readable config file"),
         ("config.yaml", "train:\n  stepz: 5\n", "unknown key 'train.stepz'; did you mean 'train.steps'?"),
-        ("config.yaml", "train:\n  steps: x\n", "train.steps must be an integer, got 'x'"),
+        ("config.yaml", "train:\n  steps: x\n", "train.steps must be an integer >= 0, got 'x'"),
         ("config.yaml", "defaults:\n  - strategy: nope\n", "defaults: strategy='nope' is not an option"),
         ("strategies/x.yaml", "a: 1\n", "strategies/ is not a config group; groups: strategy, sampler,"),
     ],

@@ -8,7 +8,7 @@ def run(strategy, seed, ppl, steps=200, attention=None, **config):
     section = {"name": strategy, "factor": 16.0} if strategy == "yarn" else {"name": strategy}
     attention = {"log_scale": False, **(attention or {})}
     return {
-        "name": f"{strategy}-{seed}-{steps}-{sorted(config.items())}-{sorted(section.items())}-{sorted(attention.items())}",
+        "name": "-".join(map(str, (strategy, seed, steps, sorted(config.items()), section, attention))),
         "strategy": strategy,
         "seed": seed,
         "choices": config.pop("choices", {}),

@@ -154,7 +154,7 @@ def test_same_seed_same_results(tmp_path):
             "choices: abf, clex, fbs, llama3, longrope, pi, rope, yarn",
         ),
         (["train.lenght=64"], "unknown config key 'train.lenght'; did you mean 'train.length'?"),
-        (["train.length=abc"], "train.length must be an integer, got 'abc'"),
+        (["train.length=abc"], "train.length must be an integer >= 2, got 'abc'"),
         (["train.length=1"], "train.length must be an integer >= 2, got 1"),
         (["strategy.max_scale=0.5"], "strategy.max_scale must be a number >= 1, got 0.5"),
         (["eval.lengths=[128,0]"], "eval.lengths must be positive integers, got [128, 0]"),
@@ -204,7 +204,7 @@ def test_command_line_error_has_no_traceback_and_cfg_prints_the_config(tmp_path)
     script = Path(__file__).resolve().parents[1] / "experiments" / "run.py"
     bad = subprocess.run([sys.executable, script, "strategy.factor=x", "strategy=pi"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip() == "error: strategy.factor must be a number, got 'x'"
+    assert bad.stderr.strip() == "error: strategy.factor must be a number >= 1, got 'x'"
     shown = subprocess.run(
         [sys.executable, script, "--cfg", "strategy=pi", "train.length=64"], capture_output=True, text=True
     )

@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 from clex.commands import CONFIG_DIR
 from clex.commands.cli import fail, quiet_libraries, take_config_dirs
 from clex.config.compose import compose, expand, group_options, load_defaults, parse_overrides
-from clex.config.files import check_config_dirs, key_comments, load_option, option_file, shown
-from clex.config.schema import describe_key
+from clex.config.files import check_config_dirs, load_option, option_file, shown
+from clex.config.schema import describe_key, doc_line, key_comments
 from clex.errors import ConfigError
 
 OPTIONS = """options:
@@ -102,7 +102,7 @@ def key_lines(dirs: list[Path], cfg, defaults: dict, width: int = 118) -> list[s
         lines.append(f"  {title}:")
         for key, value in rows:
             text = f"    {key} = {show(value)}".ljust(column + 4)
-            comment = " ".join(filter(None, [f"({describe_key(key, value)})", comments.get(key)]))
+            comment = " ".join(filter(None, [f"({describe_key(key, value)})", doc_line(key, comments)]))
             if not comment:
                 lines.append(text.rstrip())
                 continue

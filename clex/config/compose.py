@@ -17,8 +17,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from clex.checkpoints.config_json import apply_checkpoint_strategy, checkpoint_original_length
 from clex.config.files import ConfigDirs, as_dirs, group_options, load_defaults, load_option, option_file, show_node
 from clex.config.identity import current_key
-from clex.config.schema import check_numbers
-from clex.config.values import check_name, check_type, flat_keys, parse_value
+from clex.config.schema import check_keys, typed
+from clex.config.values import check_name, flat_keys, parse_value
 from clex.errors import ConfigError, require
 
 ONE_VALUE = ("name", "out_dir", "resume", "compare.reference")  # one value for every run of a list
@@ -124,7 +124,7 @@ def compose(config_dir: ConfigDirs, choice: dict, overrides: list) -> DictConfig
         elif isinstance(known[key], DictConfig):
             raise ConfigError(f"{key} is a section, not a value; set one of its keys, e.g. {key}.<name>=...")
         else:
-            new = check_type(key, OmegaConf.select(cfg, key), new)
+            new = typed(key, OmegaConf.select(cfg, key), new)
         OmegaConf.update(cfg, key, new, force_add=True)
     given = {key.lstrip("+") for key, _ in overrides}
     if cfg.model.name == "hf":  # a checkpoint that carries a strategy runs with it
@@ -160,7 +160,7 @@ def apply_recipe(dirs, cfg: DictConfig, choice: dict):
             raise ConfigError(f"recipe={name}: unknown config key {key!r}")
         new = show_node(value)
         if key in known:
-            new = check_type(f"recipe={name}: {key}", OmegaConf.select(cfg, key), new)
+            new = typed(key, OmegaConf.select(cfg, key), new, f"recipe={name}: {key}")
         OmegaConf.update(cfg, key, new, force_add=True)
 
 
@@ -223,7 +223,7 @@ def check_model_shape(model):
 def validate(cfg):
     """Checks that need no model or data (those come in ``prepare``)."""
     check_finite(cfg)
-    check_numbers(cfg)  # every number's type and range (config/schema.py)
+    check_keys(cfg)  # every key's kind, a number's range (config/schema.py)
     t = cfg.train
     if cfg.get("name") is not None:
         check_name("name", cfg.get("name"), "one folder name under out_dir")

@@ -11,13 +11,13 @@ time): each of these is refused in one line naming the file.
 """
 
 import difflib
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from clex.config.values import check_name, check_type, flat_keys
+from clex.config.schema import typed
+from clex.config.values import check_name, flat_keys
 from clex.errors import ConfigError
 
 ConfigDirs = Path | str | Sequence[Path | str]
@@ -107,7 +107,7 @@ def _apply_user_defaults(dirs, path: Path, base: DictConfig, defaults: dict):
         if isinstance(known[key], DictConfig) != isinstance(value, DictConfig):
             kind = "a section" if isinstance(known[key], DictConfig) else "a value"
             raise ConfigError(f"{path}: {key} is {kind} in the shipped config.yaml, got {show_node(value)!r}")
-        new = check_type(f"{path}: {key}", OmegaConf.select(base, key), show_node(value))
+        new = typed(key, OmegaConf.select(base, key), show_node(value), f"{path}: {key}")
         OmegaConf.update(base, key, new, force_add=True)
 
 
@@ -208,25 +208,3 @@ def check_config_dirs(dirs: list[Path]):
 def sweep_dirs(shipped: Path, dirs: list[Path]) -> list[Path]:
     """Where sweep files are found: the shipped folder, then each user folder's ``sweeps/`` (later ones winning)."""
     return [shipped] + [d / "sweeps" for d in dirs[1:]]
-
-
-KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w-]*):(?P<value>.*?)(?:\s+#\s?(?P<comment>.*))?$")
-COMMENT_LINE = re.compile(r"^ +#\s?(?P<comment>.*)$")
-
-
-def key_comments(path: Path, prefix: str = "") -> dict:
-    """Dotted key -> the comment written beside it in a YAML file (and on the indented comment lines below it)."""
-    comments, stack, last = {}, [], None
-    for line in path.read_text().splitlines():
-        match = KEY_LINE.match(line)
-        if match:
-            indent = len(match["indent"])
-            stack = [(i, k) for i, k in stack if i < indent] + [(indent, match["key"])]
-            last = prefix + ".".join(k for _, k in stack)
-            if match["comment"]:
-                comments[last] = match["comment"].strip()
-        elif COMMENT_LINE.match(line) and last in comments:
-            comments[last] += " " + COMMENT_LINE.match(line)["comment"].strip()
-        else:
-            last = None
-    return comments
