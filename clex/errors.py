@@ -1,4 +1,6 @@
-"""The user-facing error types: a config error is one line naming the key and what is allowed."""
+"""The user-facing error types (a config error is one line naming the key and what is allowed) and warnings."""
+
+import sys
 
 
 class ConfigError(ValueError):
@@ -13,3 +15,16 @@ def require(condition: bool, key: str, why: str, value):
 
 class TooManyFailures(RuntimeError):
     """A sweep worker's last ``study.max_failures`` trials all failed: it stops instead of spinning."""
+
+
+WARNED = set()
+
+
+def warn(message: str, once: bool = False):
+    """The one way clex warns: one line on stderr, "warning: <message>", seen whether or not logging is set up
+    (the commands' progress lines go through the ``clex`` logger). ``once``: once per process (a comma list checks
+    every config before its first run)."""
+    if once and message in WARNED:
+        return
+    WARNED.add(message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -85,3 +85,9 @@ def pytest_collection_modifyitems(items):
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: the cores this process may use (a SLURM slot or a container's cpuset), not the machine's."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def said(err: str) -> tuple[list[str], list[str]]:
+    """stderr split into its warnings (each a "warning: " line, clex.errors.warn) and its other lines."""
+    lines = err.strip().splitlines()
+    return [w for w in lines if w.startswith("warning: ")], [e for e in lines if not e.startswith("warning: ")]

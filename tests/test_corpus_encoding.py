@@ -5,6 +5,7 @@ import json
 import logging
 
 import pytest
+from conftest import said
 from omegaconf import OmegaConf
 
 from clex.data.corpus import load_corpus
@@ -76,7 +77,7 @@ def test_a_binary_or_undecodable_file_is_one_line_naming_it_and_the_offset(tmp_p
     assert offset is None or f"byte offset {offset})" in message, message
 
 
-def test_bad_files_are_skipped_and_counted_in_one_warning_on_request(tmp_path, caplog):
+def test_bad_files_are_skipped_and_counted_in_one_warning_on_request(tmp_path, capsys):
     cfg = corpus_of(
         tmp_path,
         {
@@ -88,10 +89,9 @@ def test_bad_files_are_skipped_and_counted_in_one_warning_on_request(tmp_path, c
         },
         on_bad_file="skip",
     )
-    with caplog.at_level(logging.INFO, logger="clex"):
-        read = texts(load_corpus(cfg))
+    read = texts(load_corpus(cfg))
     assert sorted(read) == ["good.jsonl:0", "good.txt"]
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warned, _ = said(capsys.readouterr().err)
     assert len(warned) == 1 and "skipped 3 file(s)" in warned[0] and "a.bin is a binary file" in warned[0], warned
     with pytest.raises(ConfigError, match="data.on_bad_file must be error or skip, got 'ignore'"):
         load_corpus(OmegaConf.merge(cfg, {"on_bad_file": "ignore"}))

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+from conftest import said
 
 from clex.commands import run
 from clex.train import callbacks
@@ -109,22 +110,19 @@ def test_the_base_cache_deleted_during_stage_1_is_one_line_and_a_rerun_trains_it
     assert list((tmp_path / ".base").glob("*/model.pt"))
 
 
-def test_more_cpu_ranks_than_cores_is_said_once(monkeypatch, caplog):
-    import logging
+def test_more_cpu_ranks_than_cores_is_said_once(monkeypatch, capsys):
     import os
 
+    from clex import errors
     from clex.commands import CONFIG_DIR
     from clex.config.compose import single_config, validate
-    from clex.eval import perplexity as evaluate
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(evaluate, "WARNED", set())
+    monkeypatch.setattr(errors, "WARNED", set())
     cfg = single_config(CONFIG_DIR, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3"])
-    with caplog.at_level(logging.WARNING, logger="clex"):
-        validate(cfg)
-        validate(cfg)
-    said = [m for m in caplog.messages if "trainer.devices=3" in m]
-    assert len(said) == 1 and "on 2 cores" in said[0] and "at most 2" in said[0]
-    caplog.clear()
+    validate(cfg)
+    validate(cfg)
+    warned = [m for m in said(capsys.readouterr().err)[0] if "trainer.devices=3" in m]
+    assert len(warned) == 1 and "on 2 cores" in warned[0] and "at most 2" in warned[0]
     validate(single_config(CONFIG_DIR, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]))
-    assert not [m for m in caplog.messages if "trainer.devices" in m]
+    assert not [m for m in said(capsys.readouterr().err)[0] if "trainer.devices" in m]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import said
 
 from clex.commands import run
 from clex.data.windows import encode_documents
@@ -120,6 +121,7 @@ def test_longest_documents_with_none_long_enough_is_refused_before_training(tmp_
     # chunked through the KV cache (4 GB of it), 1M tokens fit in memory; no stdlib test file is that long
     args = [f"out_dir={tmp_path}", "eval.documents=longest", "eval.lengths=[128,1000000]", "eval.chunk_size=1024"]
     assert run.main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "eval.documents =longest needs test documents of more than 1000000" in err
+    _, errors = said(capsys.readouterr().err)
+    err = errors[0]
+    assert len(errors) == 1 and "eval.documents =longest needs test documents of more than 1000000" in err
     assert not any(tmp_path.iterdir())

@@ -6,13 +6,12 @@ per run x lm-eval task x length."""
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 from clex import io
 from clex.analysis.stats import label_variants
 from clex.config.identity import current_layout, variant_id
-from clex.errors import ConfigError
+from clex.errors import ConfigError, warn
 from clex.eval.protocol import protocol_label
 from clex.io import SCHEMA_VERSION
 
@@ -25,10 +24,6 @@ STRUCTURE = [  # what collect and compare read, and its kind ("a.b": key b of ob
     ("extrapolation_length.censored", bool),
 ]
 KINDS = {str: "a string", dict: "an object", list: "a list", bool: "true or false"}
-
-
-def warn(message: str):
-    print(f"warning: {message}", file=sys.stderr)
 
 
 def read_results(path: Path) -> dict:

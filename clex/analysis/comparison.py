@@ -20,13 +20,13 @@ from clex.analysis.sections import (
 )
 from clex.analysis.stats import (
     INTERVAL_NOTE,
-    flatten,
     group_variants,
     label_variants,
     variant_config,
 )
 from clex.analysis.tables import markdown_cell
 from clex.config.identity import variant_id
+from clex.config.values import flat_keys
 from clex.eval.protocol import describe_protocol, protocols_line
 from clex.plots import plot_ppl_intervals
 
@@ -69,13 +69,13 @@ def comparable_groups(results: list[dict]) -> list[list[dict]]:
 
 def differing_keys(groups: list[list[dict]]) -> list[str]:
     """The dotted keys whose value differs between the groups' settings."""
-    flats = [flatten(setting(g[0])) for g in groups]
+    flats = [flat_keys(setting(g[0]), sections=False) for g in groups]
     keys = sorted({k for f in flats for k in f})
     return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
 
 
 def group_caption(group: list[dict], keys: list[str]) -> str:
-    flat = flatten(setting(group[0]))
+    flat = flat_keys(setting(group[0]), sections=False)
     return markdown_cell(
         ", ".join(f"{k}={flat.get(k) if k != 'corpus' else (flat.get(k) or {}).get('sha256', '?')[:8]}" for k in keys)
     )

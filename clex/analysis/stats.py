@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from scipy import stats
 
 from clex.config.identity import variant_config, variant_id
+from clex.config.values import flat_keys
 
 LEVEL = 0.95
 INTERVAL_NOTE = (
@@ -65,16 +66,6 @@ def paired_difference(a: dict, b: dict, level: float = LEVEL) -> Interval | None
     return mean_ci([a[s] - b[s] for s in seeds], level) if seeds else None
 
 
-def flatten(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def short_keys(keys: list[str]) -> dict:
     """Each dotted key by its shortest ending that no other key shares: ``steps`` alone, but ``base.steps`` and
     ``train.steps`` where both vary."""
@@ -102,7 +93,7 @@ def label_variants(results: list[dict], columns: tuple = ()) -> dict:
         by_strategy.setdefault(r["strategy"], {})[variant_id(r["config"])] = r
     labels, shown = {}, {}
     for strategy, variants in by_strategy.items():
-        flats = {vid: flatten(variant_config(r["config"])) for vid, r in variants.items()}
+        flats = {vid: flat_keys(variant_config(r["config"]), sections=False) for vid, r in variants.items()}
         keys = sorted({k for f in flats.values() for k in f})
         varying = [k for k in keys if len({str(f.get(k)) for f in flats.values()}) > 1 and k not in columns]
         # a key's most common value goes unsaid: "clex" is the default, "clex max_scale=16.0" an ablation

@@ -9,9 +9,8 @@ import numpy as np
 
 from clex.analysis.collection import collect as collect  # noqa: F401  (the readers' home; imported from here too)
 from clex.analysis.collection import read_results as read_results  # noqa: F401
-from clex.analysis.collection import warn
 from clex.analysis.stats import mean_ci
-from clex.errors import ConfigError
+from clex.errors import ConfigError, warn
 
 COLUMNS = [
     "run",

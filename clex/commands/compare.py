@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from clex.commands.cli import fail
-from clex.errors import ConfigError
+from clex.errors import ConfigError, warn
 
 OUT = Path("analysis/out")
 
@@ -51,8 +51,7 @@ def check_target(target: Path, results: list[dict], force: bool = False):
 
 def where(runs, conditions: list[str]) -> list[dict]:
     """The runs whose resolved config has every ``key=value`` (values compared as the config reads them)."""
-    from clex.analysis.stats import flatten
-    from clex.config.values import parse_value
+    from clex.config.values import flat_keys, parse_value
 
     wanted = {}
     for condition in conditions:
@@ -60,7 +59,11 @@ def where(runs, conditions: list[str]) -> list[dict]:
         if not sep or not key:
             raise ConfigError(f"--where {condition!r}: write KEY=VALUE, e.g. --where data.name=text")
         wanted[key] = parse_value(raw, key)
-    kept = [r for _, r in runs if all(flatten(r.get("config") or {}).get(k) == v for k, v in wanted.items())]
+    kept = [
+        r
+        for _, r in runs
+        if all(flat_keys(r.get("config") or {}, sections=False).get(k) == v for k, v in wanted.items())
+    ]
     if conditions and not kept:
         raise ConfigError(f"--where {' '.join(conditions)}: no run has that; nothing to compare")
     return kept
@@ -94,7 +97,7 @@ def main(argv=None) -> int:
     except ConfigError as error:
         return fail(error)
     if warning := tokenizers_warning(results):
-        print(f"warning: {warning}", file=sys.stderr)
+        warn(warning)
     try:
         print(write_comparison(results, target, args.reference, runs=not args.no_runs))
     except OSError as error:

@@ -17,6 +17,7 @@ from clex.commands.cli import fail, quiet_libraries, take_config_dirs
 from clex.config.compose import compose, expand, group_options, load_defaults, parse_overrides
 from clex.config.files import check_config_dirs, load_option, option_file, shown
 from clex.config.schema import describe_key, doc_line, key_comments
+from clex.config.values import flat_keys
 from clex.errors import ConfigError
 
 OPTIONS = """options:
@@ -64,17 +65,6 @@ def show(value) -> str:
     return str(value)
 
 
-def leaves(node: dict, prefix: str = "") -> list[tuple[str, object]]:
-    """(dotted key, value) of every value of a section, an empty section (``{}``) being a value."""
-    found = []
-    for key, value in node.items():
-        if isinstance(value, dict) and value:
-            found += leaves(value, f"{prefix}{key}.")
-        else:
-            found.append((f"{prefix}{key}", value))
-    return found
-
-
 def key_lines(dirs: list[Path], cfg, defaults: dict, width: int = 118) -> list[str]:
     """``key = value   # (type and range) comment``, by section: the top level, its sections, then each group's
     option; a number's type and range from config/schema.py, the comment from its file."""
@@ -95,7 +85,8 @@ def key_lines(dirs: list[Path], cfg, defaults: dict, width: int = 118) -> list[s
         if isinstance(value, dict) and value:
             option = cfg.choices.get(key) if key in defaults else None
             where = f" ({key}={option}: {shown(dirs, option_file(dirs, key, option)[1])})" if option else ""
-            sections[f"{key}{where}"] = leaves(value, f"{key}.")
+            flat = flat_keys(value, f"{key}.").items()  # values, and sections that are empty
+            sections[f"{key}{where}"] = [(k, v) for k, v in flat if not (isinstance(v, dict) and v)]
     column = min(44, max(len(f"{k} = {show(v)}") for rows in sections.values() for k, v in rows))
     lines = []
     for title, rows in sections.items():

@@ -19,7 +19,7 @@ from clex.config.files import ConfigDirs, as_dirs, group_options, load_defaults,
 from clex.config.identity import current_key
 from clex.config.schema import check_keys, typed
 from clex.config.values import check_name, flat_keys, parse_value
-from clex.errors import ConfigError, require
+from clex.errors import ConfigError, require, warn
 
 ONE_VALUE = ("name", "out_dir", "resume", "compare.reference")  # one value for every run of a list
 
@@ -236,14 +236,15 @@ def validate(cfg):
     )
     if cfg.model.name != "hf":
         check_model_shape(cfg.model)
-    from clex.eval.perplexity import check_options, warn_once
+    from clex.eval.perplexity import check_options
 
     check_options(cfg.eval, eval_lengths(cfg))
     devices, cores = cfg.trainer.get("devices"), os.cpu_count() or 1
     if cfg.trainer.get("accelerator") == "cpu" and isinstance(devices, int) and devices > cores:
-        warn_once(
-            f"warning: trainer.devices={devices} starts {devices} CPU processes on {cores} cores: they share the "
-            f"cores and every step waits for the slowest; set trainer.devices at most {cores}"
+        warn(
+            f"trainer.devices={devices} starts {devices} CPU processes on {cores} cores: they share the "
+            f"cores and every step waits for the slowest; set trainer.devices at most {cores}",
+            once=True,
         )
     check_data(cfg)
     from clex.rope.samplers import POSITION_SAMPLERS, SCALE_SAMPLERS, build_scale_sampler

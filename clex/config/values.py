@@ -10,15 +10,17 @@ from clex.errors import ConfigError
 INTERPOLATION = re.compile(r"\$\{[A-Za-z_][\w.]*\}")
 
 
-def flat_keys(node, prefix="") -> dict:
-    """Dotted path -> node, for every key, sections included."""
+def flat_keys(node, prefix="", sections: bool = True) -> dict:
+    """Dotted path -> value, for every key of a config (a DictConfig: its nodes; a plain dict: its values),
+    sections included; ``sections=False``: values only (what labels and filters compare: an empty section is
+    no value)."""
     keys = {}
     for key in node:
-        path = f"{prefix}{key}"
-        value = node._get_node(key)
-        keys[path] = value
-        if isinstance(value, DictConfig):
-            keys.update(flat_keys(value, path + "."))
+        value = node._get_node(key) if isinstance(node, DictConfig) else node[key]
+        if sections or not isinstance(value, (dict, DictConfig)):
+            keys[f"{prefix}{key}"] = value
+        if isinstance(value, (dict, DictConfig)):
+            keys.update(flat_keys(value, f"{prefix}{key}.", sections))
     return keys
 
 

@@ -2,7 +2,6 @@
 sliding window) and the extrapolation-length metric."""
 
 import contextlib
-import logging
 import math
 
 import torch
@@ -165,16 +164,6 @@ def sliding_windows(encoded, window: int, stride: int, max_tokens: int, seed: in
     return torch.stack(windows), torch.tensor(scored), used, skipped
 
 
-WARNED = set()
-
-
-def warn_once(message: str):
-    """A config warning once per process (a comma list checks every config before the first run)."""
-    if message not in WARNED:
-        WARNED.add(message)
-        logging.getLogger("clex").warning(message)
-
-
 def key_token_options(eval_cfg) -> dict | None:
     """``eval.key_tokens``: a checkpoint folder (the evaluator; threshold 2 nats) or {evaluator, threshold}."""
     from omegaconf import DictConfig, OmegaConf
@@ -202,13 +191,14 @@ def key_token_options(eval_cfg) -> dict | None:
 def check_options(eval_cfg, lengths: list[int]):
     """``eval.*``, before anything runs: one line naming the key and what it allows."""
 
-    from clex.errors import require
+    from clex.errors import require, warn
 
     require(eval_cfg.max_tokens >= 1, "eval.max_tokens", "must be >= 1", eval_cfg.max_tokens)
     if eval_cfg.max_tokens <= max(lengths):
-        warn_once(
-            f"warning: eval.max_tokens {eval_cfg.max_tokens} is at most the longest evaluation length "
-            f"{max(lengths)}: that length scores one sequence; raise eval.max_tokens for a steadier number"
+        warn(
+            f"eval.max_tokens {eval_cfg.max_tokens} is at most the longest evaluation length "
+            f"{max(lengths)}: that length scores one sequence; raise eval.max_tokens for a steadier number",
+            once=True,
         )
     require(
         eval_cfg.chunk_size is None or eval_cfg.chunk_size >= 1,
@@ -248,10 +238,11 @@ def check_options(eval_cfg, lengths: list[int]):
         stride,
     )
     if stride and eval_cfg.max_tokens <= max(lengths):
-        warn_once(
-            f"warning: eval.max_tokens {eval_cfg.max_tokens} is at most the longest evaluation length "
+        warn(
+            f"eval.max_tokens {eval_cfg.max_tokens} is at most the longest evaluation length "
             f"{max(lengths)}: with eval.stride that length scores one window per document, with no overlap; "
-            "raise eval.max_tokens"
+            "raise eval.max_tokens",
+            once=True,
         )
     check_key_tokens(eval_cfg, stride)
     from clex.eval.tasks import check_tasks

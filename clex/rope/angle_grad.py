@@ -21,9 +21,10 @@ is wrapped and autograd's path, exact but slower, stays.
 
 import functools
 import sys
-import warnings
 
 import torch
+
+from clex.errors import warn
 
 ANGLES = "rotary_angles"  # the attribute of a cos tensor that holds its angles f [.., T, rotary_dim / 2]
 Q, K, ANGLE = 1, 2, 5  # positions of q, k and the angles among _AngleRotary.forward's inputs
@@ -134,10 +135,10 @@ def install(model) -> bool:
     if apply is not None and hasattr(apply, "clex_original"):
         return True
     if apply is None or not _computes_the_rotation(apply):
-        warnings.warn(
+        warn(
             f"{type(model).__name__}: its apply_rotary_pos_emb is not the rotation clex/rope/angle_grad.py "
             "speeds up; training back-propagates through cos and sin (exact, slower)",
-            stacklevel=2,
+            once=True,
         )
         return False
     module.apply_rotary_pos_emb = _wrap(apply)

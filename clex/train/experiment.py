@@ -20,7 +20,7 @@ from clex.config.compose import eval_lengths, reference_length, validate
 from clex.config.cost import check_cost
 from clex.config.identity import base_key, stage_one_section, training_identity
 from clex.data.module import LongContextData
-from clex.errors import ConfigError, require
+from clex.errors import ConfigError, require, warn
 from clex.eval.perplexity import key_token_options
 from clex.models import build_model, checkpoint_dir
 from clex.models.hf import check_checkpoint
@@ -159,22 +159,15 @@ def warn_unexercised(cfg, original_length: int, lengths: list[int]):
     if cfg.strategy.name == "rope":
         return
     if cfg.train.length < original_length and cfg.strategy.get("eval_scale") != "static":
-        log.warning(
-            "warning: train.length %d is below the model's L0 %d: training runs at t = 1 and teaches the "
-            "strategy nothing; set train.length=%d (and eval lengths beyond it)",
-            cfg.train.length,
-            original_length,
-            original_length,
+        warn(
+            f"train.length {cfg.train.length} is below the model's L0 {original_length}: training runs at t = 1 "
+            f"and teaches the strategy nothing; set train.length={original_length} (and eval lengths beyond it)"
         )
     if max(lengths) <= original_length and cfg.strategy.get("eval_scale") != "static":
-        log.warning(
-            "warning: every evaluation length is within L0 = %d, where the strategy is plain RoPE: the "
+        warn(
+            f"every evaluation length is within L0 = {original_length}, where the strategy is plain RoPE: the "
             "table and its extrapolation length say nothing about extension; evaluate past L0 (e.g. "
-            "'eval.lengths=[%d,%d,%d]')",
-            original_length,
-            original_length,
-            2 * original_length,
-            4 * original_length,
+            f"'eval.lengths=[{original_length},{2 * original_length},{4 * original_length}]')"
         )
 
 

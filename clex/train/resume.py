@@ -12,7 +12,7 @@ import torch
 
 from clex import io
 from clex.config.identity import training_identity
-from clex.errors import ConfigError
+from clex.errors import ConfigError, warn
 
 log = logging.getLogger("clex")
 
@@ -54,7 +54,7 @@ def trained_twin(out_dir: Path, identity: dict, steps: int, run_dir: Path) -> tu
         except (OSError, ValueError, RecursionError):
             results = None
         if not (isinstance(results, dict) and isinstance(results.get("config"), dict)):
-            log.warning("warning: %s is not a clex results.json; skipped when looking for a trained twin", saved)
+            warn(f"{saved} is not a clex results.json; skipped when looking for a trained twin")
             continue
         if training_identity(results["config"]) == identity and checkpoint_step(checkpoint) == steps:
             return saved.parent, {**results["train"], "reused_from": saved.parent.name}

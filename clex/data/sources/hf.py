@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from clex.data.sources import DATASETS
-from clex.errors import ConfigError
+from clex.errors import ConfigError, warn
 
 log = logging.getLogger("clex")
 BUILDERS = {
@@ -68,7 +68,7 @@ def hf_documents(cfg):
             if count[0] >= max_documents or count[1] >= max_characters:
                 break
     if skipped:
-        log.warning("data: skipped %d row(s) whose %r is not a string (null or another type)", skipped, text_field)
+        warn(f"data: skipped {skipped} row(s) whose {text_field!r} is not a string (null or another type)")
 
 
 MAX_RECORD_BYTES = 64 * 2**20  # one line of a json / csv file: a 3 GB line took 9.4 GB before the reader failed

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from clex import io
 from clex.data.sources import DATASETS
-from clex.errors import ConfigError
+from clex.errors import ConfigError, warn
 
 log = logging.getLogger("clex")
 MAX_FILE_BYTES = 2 * 2**30  # one corpus file read whole: a larger one is refused (split it, or use data=hf)
@@ -103,11 +103,9 @@ def text_documents(cfg):
             ", ".join(other_encodings[:3]) + (", ..." if len(other_encodings) > 3 else ""),
         )
     if skipped:
-        log.warning(
-            "warning: data: skipped %d file(s) that are binary or not text (data.on_bad_file=skip); the first: %s %s",
-            len(skipped),
-            skipped[0].path,
-            skipped[0].reason,
+        warn(
+            f"data: skipped {len(skipped)} file(s) that are binary or not text (data.on_bad_file=skip); the first: "
+            f"{skipped[0].path} {skipped[0].reason}"
         )
 
 
