@@ -74,6 +74,29 @@ def cell(correct: int, n: int) -> str:
     return f"{correct}/{n} = {correct / n:.2f} [{low:.2f}, {high:.2f}]"
 
 
+def print_table(source: str, overrides: list, lengths: list, harness: dict, ruler: dict):
+    """The harness's score and ours per length, each with its exact 95% interval."""
+    setting = " ".join(overrides) or "strategy=rope (plain RoPE)"
+    print(f"model {source}; {setting}; no training; exact 95% intervals; the columns are not paired")
+    print("| length | harness niah_single_1 | ours niah_single |\n|---|---|---|")
+    for length in lengths:
+        [row] = [r for r in harness["rows"] if r["length"] == length]
+        if row["skipped"]:
+            theirs = f"skipped: {row['skipped']}"
+        else:
+            n = harness["harness"][f"niah_single_1@{length}"]["n-samples"]["niah_single_1"]["effective"]
+            theirs = cell(round(row["score"] * n), n)
+        ours = [r for r in ruler["rows"] if r["length"] == length and r["accuracy"] is not None]
+        ours_n = sum(r["trials"] for r in ours)
+        ours_correct = round(sum(r["accuracy"] * r["trials"] for r in ours))
+        mine = (
+            cell(ours_correct, ours_n)
+            if ours_n
+            else "skipped: " + "; ".join(r["skipped"] for r in ruler["rows"] if r["length"] == length)
+        )
+        print(f"| {length} | {theirs} | {mine} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", nargs="?")
@@ -121,25 +144,7 @@ def main():
         )
         harness = json.loads((harness_dir / "harness.json").read_text())
         ruler = json.loads((ruler_dir / "ruler.json").read_text())
-    setting = " ".join(overrides) or "strategy=rope (plain RoPE)"
-    print(f"model {source}; {setting}; no training; exact 95% intervals; the columns are not paired")
-    print("| length | harness niah_single_1 | ours niah_single |\n|---|---|---|")
-    for length in args.lengths:
-        [row] = [r for r in harness["rows"] if r["length"] == length]
-        if row["skipped"]:
-            theirs = f"skipped: {row['skipped']}"
-        else:
-            n = harness["harness"][f"niah_single_1@{length}"]["n-samples"]["niah_single_1"]["effective"]
-            theirs = cell(round(row["score"] * n), n)
-        ours = [r for r in ruler["rows"] if r["length"] == length and r["accuracy"] is not None]
-        ours_n = sum(r["trials"] for r in ours)
-        ours_correct = round(sum(r["accuracy"] * r["trials"] for r in ours))
-        mine = (
-            cell(ours_correct, ours_n)
-            if ours_n
-            else "skipped: " + "; ".join(r["skipped"] for r in ruler["rows"] if r["length"] == length)
-        )
-        print(f"| {length} | {theirs} | {mine} |")
+    print_table(source, overrides, args.lengths, harness, ruler)
 
 
 if __name__ == "__main__":

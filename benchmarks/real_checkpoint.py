@@ -167,7 +167,7 @@ def page(args, measured, lengths, l0, factor) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main():
+def arguments(scratch: Path):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", help="a transformers checkpoint folder or a .gguf file")
     parser.add_argument("--out-dir", type=Path)
@@ -178,18 +178,43 @@ def main():
     parser.add_argument("--memory-lengths", type=lambda s: [int(n) for n in s.split(",")], default=[2048, 8192, 16384])
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
-    scratch = tempfile.TemporaryDirectory()
     if args.smoke:
-        args.model, args.out_dir = str(tiny_checkpoint(Path(scratch.name) / "model")), Path(scratch.name) / "runs"
+        args.model, args.out_dir = str(tiny_checkpoint(scratch / "model")), scratch / "runs"
         args.lengths, args.sequences, args.passkey_trials, args.memory_lengths = [2048, 8192], 1, 1, [2048]
     if not args.model or not args.out_dir:
         parser.error("give MODEL_DIR_OR_GGUF and --out-dir (or --smoke)")
     args.source, args.out_dir = args.model, args.out_dir.resolve()
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def checkpoint_folder(args) -> Path:
+    """The checkpoint as a transformers folder (a .gguf file converted once, into OUT_DIR/checkpoint)."""
     model = Path(args.model).resolve()
     if model.suffix == ".gguf":
         converted = args.out_dir / "checkpoint"
         model = converted if (converted / "config.json").is_file() else from_gguf(model, converted)
+    return model
+
+
+def measure_memory(args, measured: dict):
+    """Evaluation at each memory length, and a few fine-tuning steps at the shortest: their peak memory."""
+    for length in args.memory_lengths:
+        run(
+            args,
+            f"memory-eval-{length}",
+            ["strategy=rope", f"eval.lengths=[{length}]", f"eval.max_tokens={length}"],
+            measured,
+        )
+    short = min(args.memory_lengths)
+    finetune = ["strategy=rope", "train.steps=3", f"train.length={short}", "train.batch_size=1"]
+    run(args, f"memory-finetune-{short}", [*finetune, f"eval.lengths=[{short}]", f"eval.max_tokens={short}"], measured)
+
+
+def main():
+    scratch = tempfile.TemporaryDirectory()
+    args = arguments(Path(scratch.name))
+    model = checkpoint_folder(args)
     l0 = json.loads((model / "config.json").read_text())["max_position_embeddings"]
     files = {k: f"[{v}]" for k, v in OTHER_FILES.items()}
     args.corpus = (
@@ -222,27 +247,7 @@ def main():
         if args.smoke and name not in ("rope", "yarn"):
             continue  # the smoke checks the code paths, not the methods
         run(args, name, [*overrides, *ppl, *(passkey if name in ("rope", "yarn") else [])], measured)
-    for length in args.memory_lengths:
-        run(
-            args,
-            f"memory-eval-{length}",
-            ["strategy=rope", f"eval.lengths=[{length}]", f"eval.max_tokens={length}"],
-            measured,
-        )
-    short = min(args.memory_lengths)
-    run(
-        args,
-        f"memory-finetune-{short}",
-        [
-            "strategy=rope",
-            "train.steps=3",
-            f"train.length={short}",
-            "train.batch_size=1",
-            f"eval.lengths=[{short}]",
-            f"eval.max_tokens={short}",
-        ],
-        measured,
-    )
+    measure_memory(args, measured)
     text = page(args, measured, lengths, l0, factor)
     write_text(args.page or args.out_dir / "real_checkpoint.md", text)
     print(text)

@@ -147,7 +147,7 @@ def test_a_sweep_composes_every_trial_with_its_config_dir_and_the_study_records_
     assert found == sweep_path
     sweep = load_sweep(found, overrides, dirs)
     assert sweep["config_dir"] == [str(CONFIG_DIR), str(user_dir)]
-    cfg = worker.trial_config(sweep, CONFIG_DIR, sweep["experiment"], 0)  # the sweep's folders, not the argument
+    cfg = worker.trial_config(sweep, {}, 0)  # the sweep's folders, not the argument
     assert cfg.choices.strategy == "mine" and cfg.strategy.beta_fast == 32.0 and cfg.model.hidden_size == 64
     study, _ = open_study(sweep, tmp_path)
     assert study.user_attrs["experiment"]["--config-dir"] == str(user_dir)
@@ -215,7 +215,7 @@ def test_the_library_noise_is_filtered_and_other_warnings_show(tmp_path):
     ]
 
 
-def fake_trial(study, trial, sweep, config_dir, channel):
+def fake_trial(study, trial, sweep, channel):
     study.tell(trial, 1.0)
     return TrialState.COMPLETE
 
@@ -228,7 +228,7 @@ def test_summary_reports_the_target_the_last_worker_was_given(tmp_path, monkeypa
         summary(in_file, tmp_path)
     monkeypatch.setattr(worker, "run_trial", fake_trial)  # no training: the target is what is tested
     two = load_sweep(SWEEP_DIR / "clex_lambda.yaml", storage + [("study.n_trials", "2")], CONFIG_DIR)
-    assert run_worker(two, CONFIG_DIR, tmp_path) == 2
+    assert run_worker(two, tmp_path) == 2
     expected = "; 2 finished trial(s); n_trials 2 given to the last worker started; 12 in the sweep file"
     assert expected in summary(two, tmp_path).splitlines()[0]  # what the worker prints when it is done
     assert expected in summary(in_file, tmp_path).splitlines()[0]  # --summary without study.n_trials

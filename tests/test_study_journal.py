@@ -28,6 +28,7 @@ def sweep_of(tmp_path, n_trials, *experiment_overrides):
         },
         "experiment": ["strategy=clex", "train.steps=6", f"out_dir={tmp_path}", *experiment_overrides],
         "space": {"strategy.amplification": {"type": "float", "low": 1.0, "high": 2.0}},
+        "config_dir": [str(CONFIG_DIR)],
     }
 
 
@@ -55,7 +56,7 @@ def trials(tmp_path):
 
 
 def test_a_journal_cut_mid_record_resumes_with_every_finished_trial(tmp_path, instant_runs, capsys):
-    run_worker(sweep_of(tmp_path, 2), CONFIG_DIR, tmp_path)
+    run_worker(sweep_of(tmp_path, 2), tmp_path)
     before = [(t.number, t.state, t.params) for t in trials(tmp_path)]
     study, journal = open_study(sweep_of(tmp_path, 2), tmp_path)
     started = study.ask()  # a worker starts its next trial and is killed while writing a record of it
@@ -67,7 +68,7 @@ def test_a_journal_cut_mid_record_resumes_with_every_finished_trial(tmp_path, in
     assert "states: running 1, complete 2" in summary(sweep_of(tmp_path, 2), tmp_path)  # --summary reads it
     out = capsys.readouterr().out
     assert out.count("dropped its incomplete last record") == 1 and str(journal) in out, out
-    assert run_worker(sweep_of(tmp_path, 3), CONFIG_DIR, tmp_path) == 1  # the killed worker's trial retried
+    assert run_worker(sweep_of(tmp_path, 3), tmp_path) == 1  # the killed worker's trial retried
     after = trials(tmp_path)
     assert [(t.number, t.state, t.params) for t in after[:2]] == before
     assert [t.state for t in after[2:]] == [TrialState.FAIL, TrialState.COMPLETE]
@@ -75,7 +76,7 @@ def test_a_journal_cut_mid_record_resumes_with_every_finished_trial(tmp_path, in
 
 
 def test_a_damaged_record_before_the_last_is_one_line_naming_it(tmp_path, instant_runs):
-    run_worker(sweep_of(tmp_path, 1), CONFIG_DIR, tmp_path)
+    run_worker(sweep_of(tmp_path, 1), tmp_path)
     journal = tmp_path / "unit.journal"
     lines = journal.read_bytes().split(b"\n")
     journal.write_bytes(b"\n".join([lines[0], b"{garbage", *lines[1:]]))
@@ -84,7 +85,7 @@ def test_a_damaged_record_before_the_last_is_one_line_naming_it(tmp_path, instan
 
 
 def test_a_worker_with_other_experiment_overrides_is_refused_and_the_study_untouched(tmp_path, instant_runs):
-    run_worker(sweep_of(tmp_path, 1), CONFIG_DIR, tmp_path)
+    run_worker(sweep_of(tmp_path, 1), tmp_path)
     journal = tmp_path / "unit.journal"
     before = journal.read_bytes()
     longer = sweep_of(tmp_path, 2, "train.steps=10", "seed=3")
@@ -93,13 +94,11 @@ def test_a_worker_with_other_experiment_overrides_is_refused_and_the_study_untou
         match=r"study 'unit' was made with other experiment overrides \(seed=\(unset\) in "
         r"the study, 3 here; train.steps=6 in the study, 10 here\); .*study.name=",
     ):
-        run_worker(longer, CONFIG_DIR, tmp_path)
+        run_worker(longer, tmp_path)
     assert journal.read_bytes() == before
-    assert (
-        run_worker(sweep_of(tmp_path, 2, f"out_dir={tmp_path / 'elsewhere'}"), CONFIG_DIR, tmp_path) == 1
-    )  # where, not what
+    assert run_worker(sweep_of(tmp_path, 2, f"out_dir={tmp_path / 'elsewhere'}"), tmp_path) == 1  # where, not what
     longer["study"]["name"] = "longer"
-    assert run_worker(longer, CONFIG_DIR, tmp_path) == 2
+    assert run_worker(longer, tmp_path) == 2
 
 
 def test_the_summary_of_a_study_that_does_not_exist_creates_nothing(tmp_path, capsys):
@@ -116,7 +115,7 @@ def test_a_point_drawn_twice_reuses_the_finished_run_and_says_so(tmp_path, capsy
     sweep = sweep_of(tmp_path, 2, *tiny)
     sweep["experiment"] = [a for a in sweep["experiment"] if a != "train.steps=6"] + ["train.steps=3"]
     sweep["space"] = {"strategy.amplification": {"type": "categorical", "choices": [1.5]}}  # one point only
-    run_worker(sweep, CONFIG_DIR, tmp_path)
+    run_worker(sweep, tmp_path)
     first, second = trials(tmp_path)
     assert first.state == second.state == TrialState.COMPLETE and first.values == second.values
     assert second.user_attrs["run_dir"] == first.user_attrs["run_dir"]

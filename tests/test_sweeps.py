@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from clex.commands import CONFIG_DIR, SWEEP_DIR
 from clex.commands import sweep as sweep_cli
+from clex.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "sweeps" / "run.py"
@@ -399,6 +400,7 @@ def in_process_sweep(tmp_path, **study):
         },
         "experiment": ["strategy=clex", *TINY, f"out_dir={tmp_path}"],
         "space": {"strategy.amplification": {"type": "float", "low": 1.0, "high": 2.0}},
+        "config_dir": [str(CONFIG_DIR)],
     }
 
 
@@ -413,7 +415,7 @@ def test_a_worker_stops_after_consecutive_failures(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "run_experiment", broken)
     monkeypatch.setattr(experiment, "prepare", lambda cfg, load_weights=True, data=None: SimpleNamespace(data=data))
     with pytest.raises(TooManyFailures, match="the last 3 trials failed .* out of memory"):
-        worker.run_worker(in_process_sweep(tmp_path, n_trials=10, max_failures=3), CONFIG_DIR, tmp_path)
+        worker.run_worker(in_process_sweep(tmp_path, n_trials=10, max_failures=3), tmp_path)
     assert [t.state for t in load_unit(tmp_path).get_trials()] == [TrialState.FAIL] * 3
 
 
@@ -443,7 +445,7 @@ def test_a_live_worker_declared_dead_says_so_and_goes_on(tmp_path, monkeypatch, 
     monkeypatch.setattr(experiment, "prepare", lambda cfg, load_weights=True, data=None: SimpleNamespace(data=data))
     study, _ = study.open_study(in_process_sweep(tmp_path), tmp_path)
     trial = study.ask()
-    assert worker.run_trial(study, trial, in_process_sweep(tmp_path), CONFIG_DIR, ranks.TrialChannel()) is None
+    assert worker.run_trial(study, trial, in_process_sweep(tmp_path), ranks.TrialChannel()) is None
     assert "was marked failed by another worker" in capsys.readouterr().out
 
 
@@ -470,8 +472,29 @@ def test_a_failed_grid_point_is_run_again_not_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "prepare", lambda cfg, load_weights=True, data=None: SimpleNamespace(data=data))
     sweep = in_process_sweep(tmp_path, n_trials=3, sampler="grid")
     sweep["space"] = {"strategy.amplification": {"type": "categorical", "choices": [1.0, 2.0, 3.0]}}
-    worker.run_worker(sweep, CONFIG_DIR, tmp_path)
+    worker.run_worker(sweep, tmp_path)
     complete = [
         t.params["strategy.amplification"] for t in load_unit(tmp_path).get_trials() if t.state == TrialState.COMPLETE
     ]
     assert sorted(complete) == [1.0, 2.0, 3.0] and len(calls) == 4
+
+
+def test_a_trial_is_composed_from_its_values_with_their_types_not_from_text(tmp_path):
+    """A drawn point reaches the config as the values Optuna drew, each read as its key's kind: null stays null
+    (as text it became the string 'None'), an integer drawn for a float key becomes that float, and the config is
+    the one run.py composes from the same settings on the command line."""
+    from clex.config.compose import single_config
+    from clex.sweeps import worker
+    from clex.sweeps.schema import load_sweep
+
+    sweep = load_sweep(SWEEP_DIR / "clex_lambda.yaml", [("study.storage", str(tmp_path / "s.journal"))], CONFIG_DIR)
+    values = {"train.ode_lr": None, "strategy.max_scale": 4, "sampler": "official", "attention.log_scale": True}
+    cfg = worker.trial_config(sweep, values, 0)
+    assert cfg.train.ode_lr is None and cfg.attention.log_scale is True and cfg.choices.sampler == "official"
+    assert isinstance(cfg.strategy.max_scale, float) and cfg.strategy.max_scale == 4.0
+    words = ["train.ode_lr=null", "strategy.max_scale=4", "sampler=official", "attention.log_scale=true"]
+    same = single_config(CONFIG_DIR, sweep["experiment"] + words)
+    same.name, same.out_dir = "clex_lambda-trial0000", str(Path("runs") / "sweeps" / "clex_lambda")  # its own folder
+    assert cfg == same
+    with pytest.raises(ConfigError, match="train.ode_lr must be a number >= 0 or null, got 'None'"):
+        single_config(CONFIG_DIR, sweep["experiment"] + [f"train.ode_lr={None}"])  # the point, written as text

@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 import torch
+from conftest import said
 
 from clex import io
 from clex.commands import run
@@ -71,8 +72,8 @@ def test_a_planted_base_cache_or_checkpoint_is_refused_in_one_line(tmp_path, cap
         plant(planted, tmp_path / "ran")
         capsys.readouterr()
         assert run.main([f"out_dir={tmp_path}", "name=a", *TINY]) == 2
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and f"{planted} cannot be read as" in err, err
+        _, errors = said(capsys.readouterr().err)  # each warning its own line (L0 = L: every length within it)
+        assert len(errors) == 1 and f"{planted} cannot be read as" in errors[0], errors
         assert not (tmp_path / "ran").exists() and not (run_dir / "results.json").exists()
         planted.write_bytes(good)
 

@@ -91,9 +91,9 @@ def main(argv=None) -> int:
         channel = TrialChannel(rank)
         try:
             if rank or (launched and TRIAL_ENV in os.environ):  # a rank > 0: no Optuna here
-                follow_rank_zero(sweep, dirs, channel)
+                follow_rank_zero(sweep, channel)
                 return 0
-            ran = run_worker(sweep, dirs, STUDIES_DIR, channel)
+            ran = run_worker(sweep, STUDIES_DIR, channel)
         finally:
             channel.close()
     except ConfigError as error:

@@ -82,18 +82,22 @@ def expand(axes: dict) -> list[dict]:
     return [dict(zip(keys, combo, strict=False)) for combo in itertools.product(*(axes[k] for k in keys))]
 
 
-def single_config(config_dir: ConfigDirs, args: list[str]) -> DictConfig:
-    """One config from ``key=value`` arguments; comma lists are refused (sweeps, benchmarks)."""
+def single_config(config_dir: ConfigDirs, args: list[str], values: dict | None = None) -> DictConfig:
+    """One config from ``key=value`` arguments, then ``values`` (key -> a typed value, each read as its key's kind:
+    a sweep trial's point, never turned into text); comma lists are refused (sweeps, benchmarks)."""
     axes, overrides = parse_overrides(config_dir, args)
     lists = [f"{k}={','.join(v)}" for k, v in axes.items() if len(v) > 1]
     if lists:
         raise ConfigError(f"{lists[0]}: one value per key here (a sweep's space or run.py takes lists)")
-    return compose(config_dir, {k: v[0] for k, v in axes.items()}, overrides)
+    _, defaults = load_defaults(config_dir)
+    values = values or {}
+    choice = {k: v[0] for k, v in axes.items()} | {k: str(v) for k, v in values.items() if k in defaults}
+    return compose(config_dir, choice, overrides, {k: v for k, v in values.items() if k not in defaults})
 
 
-def compose(config_dir: ConfigDirs, choice: dict, overrides: list) -> DictConfig:
-    """The defaults, the chosen group options, then the key=value overrides, type-checked.
-    ``choice``: group -> option, and key -> value for one item of a key's comma list."""
+def compose(config_dir: ConfigDirs, choice: dict, overrides: list, values: dict | None = None) -> DictConfig:
+    """The defaults, the chosen group options, then the key=value overrides and the typed ``values``, each read as
+    its key's kind. ``choice``: group -> option, and key -> value for one item of a key's comma list."""
     dirs = as_dirs(config_dir)
     cfg, defaults = load_defaults(dirs)
     overrides = list(overrides) + [(k, v) for k, v in choice.items() if k not in defaults]
@@ -109,8 +113,8 @@ def compose(config_dir: ConfigDirs, choice: dict, overrides: list) -> DictConfig
         apply_recipe(dirs, cfg, choice)
     cfg["choices"] = {**defaults, **choice}
     known = flat_keys(cfg)
-    for key, raw in overrides:
-        new = parse_value(raw, key)
+    pairs = [(key, parse_value(raw, key)) for key, raw in overrides] + list((values or {}).items())
+    for key, new in pairs:
         if key.startswith("+"):
             key = key[1:]
             if key in known:
@@ -126,7 +130,7 @@ def compose(config_dir: ConfigDirs, choice: dict, overrides: list) -> DictConfig
         else:
             new = typed(key, OmegaConf.select(cfg, key), new)
         OmegaConf.update(cfg, key, new, force_add=True)
-    given = {key.lstrip("+") for key, _ in overrides}
+    given = {key.lstrip("+") for key, _ in pairs}
     if cfg.model.name == "hf":  # a checkpoint that carries a strategy runs with it
         apply_checkpoint_strategy(cfg, given)
     if cfg.model.name == "hf" and "train.length" not in given:  # a pretrained model trains at its own L0

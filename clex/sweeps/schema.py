@@ -134,9 +134,9 @@ def _check_space(name, space, experiment, config_dir, objectives):
         else:
             raise ConfigError(f"{name}: space.{key}: type must be float, int or categorical, got {kind!r}")
     for values in _corners(space):  # every choice, and each end of every range, makes a valid experiment
-        overrides = [f"{key}={value}" for key, value in values.items()]
+        overrides = [f"{key}={value}" for key, value in values.items()]  # how a refusal names the point
         try:
-            trial_cfg = single_config(config_dir, experiment + overrides)
+            trial_cfg = single_config(config_dir, experiment, values)
             from clex.train.experiment import check_config
 
             check_config(trial_cfg)

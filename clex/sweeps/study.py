@@ -220,8 +220,9 @@ def check_same_experiment(study, ours: dict):
     )
 
 
-def suggest(trial, space: dict) -> list[str]:
-    overrides = []
+def suggest(trial, space: dict) -> dict:
+    """The trial's point: space key -> its value, as Optuna draws it (a bool, a number, a name)."""
+    values = {}
     for key, dist in space.items():
         if dist["type"] == "categorical":
             value = trial.suggest_categorical(key, dist["choices"])
@@ -233,8 +234,8 @@ def suggest(trial, space: dict) -> list[str]:
             value = trial.suggest_float(
                 key, dist["low"], dist["high"], step=dist.get("step"), log=dist.get("log", False)
             )
-        overrides.append(f"{key}={value}")
-    return overrides
+        values[key] = value
+    return values
 
 
 WORKER_N_TRIALS = "worker_n_trials"  # the study's user attribute: the study.n_trials the last worker started with

@@ -13,7 +13,6 @@ from optuna.trial import TrialState
 
 from clex import io
 from clex.config.compose import single_config
-from clex.config.files import ConfigDirs
 from clex.errors import ConfigError, TooManyFailures
 from clex.sweeps.liveness import FINISHED, DeclaredDead, fail_stale_trials, heartbeat, is_surplus, run_number
 from clex.sweeps.ranks import TrialChannel
@@ -41,17 +40,12 @@ class PruneOnValidation(L.Callback):
             raise optuna.TrialPruned(f"{self.monitor}={float(value):.4f} at step {trainer.global_step}")
 
 
-def trial_dirs(sweep: dict, config_dir: ConfigDirs) -> ConfigDirs:
-    """The config folders a trial is composed from: those the sweep was checked against (the shipped one and
-    any ``--config-dir``; the study records the user's, so every worker of a study has the same), else
-    ``config_dir`` (a sweep made by hand)."""
-    return sweep.get("config_dir") or config_dir
-
-
-def trial_config(sweep: dict, config_dir: ConfigDirs, overrides: list, number: int, seed_index: int = 0):
-    """The experiment of one seed of trial ``number`` (a retried trial passes its original's number,
-    so it resumes or reuses that trial's run)."""
-    cfg = single_config(trial_dirs(sweep, config_dir), overrides)
+def trial_config(sweep: dict, values: dict, number: int, seed_index: int = 0, base=None):
+    """The experiment of one seed of trial ``number`` (a retried trial passes its original's number, so it resumes
+    or reuses that trial's run): the sweep's experiment with the trial's values, each read as its key's kind
+    (``base``: that config, composed once for the trial's seeds). It is composed from the config folders the sweep
+    was checked against (``sweep["config_dir"]``: the shipped one and any --config-dir, recorded by the study)."""
+    cfg = (base if base is not None else single_config(sweep["config_dir"], sweep["experiment"], values)).copy()
     cfg.seed = int(cfg.seed) + seed_index
     if sweep["study"]["share_runs"]:  # named by their config under out_dir: a run any study has finished is reused
         return cfg
@@ -78,13 +72,13 @@ def prepared(cfg):
     return shared_data().prepare(cfg)
 
 
-def follow_rank_zero(sweep: dict, config_dir: ConfigDirs, channel: TrialChannel) -> int:
+def follow_rank_zero(sweep: dict, channel: TrialChannel) -> int:
     """A rank > 0 of a data-parallel sweep worker: run the trials rank 0 announces until it says stop."""
     from clex.train.experiment import TrainingDiverged, run_experiment
 
     message, ran = channel.receive(), 0
     while message is not None:
-        cfg = trial_config(sweep, config_dir, message["overrides"], message["number"], message.get("seed_index", 0))
+        cfg = trial_config(sweep, message["values"], message["number"], message.get("seed_index", 0))
         prune = pruning(sweep) and message.get("seed_index", 0) == 0
         try:
             run_experiment(cfg, prepared(cfg), callbacks=[PruneOnValidation(None)] if prune else [])
@@ -134,7 +128,7 @@ def finished_twin(study, trial, overrides: list) -> int | None:
     )
 
 
-def run_trial(study, trial, sweep: dict, config_dir: ConfigDirs, channel: TrialChannel) -> TrialState | None:
+def run_trial(study, trial, sweep: dict, channel: TrialChannel) -> TrialState | None:
     """One trial (``study.seeds`` experiments, seeds seed..seed+N-1), in-process through the same
     code path as experiments/run.py; returns its state (None if another worker declared it dead)."""
     from clex.train.experiment import TrainingDiverged, run_experiment
@@ -142,11 +136,13 @@ def run_trial(study, trial, sweep: dict, config_dir: ConfigDirs, channel: TrialC
     study_cfg = sweep["study"]
     objectives = study_cfg["objectives"]
     try:
-        overrides = sweep["experiment"] + suggest(trial, sweep["space"])
+        values = suggest(trial, sweep["space"])
+        overrides = sweep["experiment"] + [f"{key}={value}" for key, value in values.items()]  # what it ran, in words
         trial.set_user_attr("overrides", overrides)
         trial.set_user_attr("fail_reason", None)  # a retried trial inherits its predecessor's attributes
         runs, number = [], run_number(study, trial)
-        if number != trial.number and holds_other_config(trial_config(sweep, config_dir, overrides, number)):
+        experiment = single_config(sweep["config_dir"], sweep["experiment"], values)  # once per trial
+        if number != trial.number and holds_other_config(trial_config(sweep, values, number, 0, experiment)):
             number = trial.number  # the dead trial's folder ran other settings: a fresh folder
         twin = finished_twin(study, trial, overrides)
         if number == trial.number and twin is not None:
@@ -154,8 +150,8 @@ def run_trial(study, trial, sweep: dict, config_dir: ConfigDirs, channel: TrialC
             print(f"trial {trial.number}: the same point as finished trial {twin}; its run reused, not trained again")
         with heartbeat(study, trial, study_cfg["heartbeat_interval"]) as alive:
             for index in range(study_cfg["seeds"]):
-                cfg = trial_config(sweep, config_dir, overrides, number, index)
-                channel.send({"overrides": overrides, "number": number, "seed_index": index})
+                cfg = trial_config(sweep, values, number, index, experiment)
+                channel.send({"values": values, "number": number, "seed_index": index})
                 callbacks = [PruneOnValidation(trial)] if pruning(sweep) and index == 0 else []
                 runs.append(run_experiment(cfg, prepared(cfg), callbacks=callbacks, wait=True))
                 if not alive.is_set():
@@ -187,7 +183,6 @@ def run_trial(study, trial, sweep: dict, config_dir: ConfigDirs, channel: TrialC
 
 def run_worker(
     sweep: dict,
-    config_dir: ConfigDirs,
     studies_dir: Path,
     channel: TrialChannel | None = None,
     poll_seconds: float = 2.0,
@@ -196,7 +191,6 @@ def run_worker(
     other workers' trials run, so a trial of a dead worker is failed and retried here. Stops after
     ``study.max_failures`` failed trials in a row (TooManyFailures)."""
     study, journal = open_study(sweep, studies_dir)
-    config_dir = trial_dirs(sweep, config_dir)
     channel = channel or TrialChannel()
     study_cfg = sweep["study"]
     target = study_cfg["n_trials"]
@@ -232,7 +226,7 @@ def run_worker(
             continue
         if journal is None and is_surplus(study, trial, target):
             continue
-        state = run_trial(study, trial, sweep, config_dir, channel)
+        state = run_trial(study, trial, sweep, channel)
         ran += 1
         failures = failures + [trial] if state == TrialState.FAIL else []
         if len(failures) >= study_cfg["max_failures"]:
