@@ -120,3 +120,15 @@ def test_a_point_drawn_twice_reuses_the_finished_run_and_says_so(tmp_path, capsy
     assert first.state == second.state == TrialState.COMPLETE and first.values == second.values
     assert second.user_attrs["run_dir"] == first.user_attrs["run_dir"]
     assert "trial 1: the same point as finished trial 0; its run reused, not trained again" in capsys.readouterr().out
+
+
+def test_a_study_recorded_before_the_attention_section_accepts_its_own_settings_today():
+    """ablation_clex's journal records strategy.log_scale_clamp=false; its sweep file now says
+    attention.log_scale_clamp=false: the same setting, so a worker resumes it; another value is still refused."""
+    from clex.sweeps.study import check_same_experiment
+
+    recorded = {"experiment": {"strategy.log_scale_clamp": "false"}}
+    study = SimpleNamespace(study_name="ablation_clex", user_attrs=recorded)
+    check_same_experiment(study, {"attention.log_scale_clamp": "false"})
+    with pytest.raises(ConfigError, match="attention.log_scale_clamp=false in the study, true here"):
+        check_same_experiment(study, {"attention.log_scale_clamp": "true"})

@@ -9,7 +9,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from clex.config.identity import WHERE_NOT_WHAT
+from clex.config.identity import WHERE_NOT_WHAT, current_key
 from clex.errors import ConfigError
 from clex.journal import GRACE_SECONDS, StaleBreakingLock, journal_storage
 
@@ -207,6 +207,8 @@ def check_same_experiment(study, ours: dict):
     longer) would rank against the others' for a reason that is not their parameters. A study made before
     the settings were recorded takes this worker's."""
     recorded = study.user_attrs.get("experiment")
+    if recorded is not None:  # recorded before a key moved (strategy.log_scale): the same setting today
+        recorded = {current_key(key): value for key, value in recorded.items()}
     if recorded is None or recorded == ours:
         return
     differ = [
