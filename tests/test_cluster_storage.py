@@ -74,7 +74,7 @@ def storage_of(kind: str, tmp_path, postgres_url: str) -> str:
 
 
 def worker_args(tmp_path, storage, name):
-    options = [f"study.n_trials={TRIALS}", "study.pruner=none", "study.heartbeat_interval=1", "study.grace_period=10"]
+    options = [f"study.n_trials={TRIALS}", "study.pruner=none", "study.heartbeat_interval=1", "study.grace_period=5"]
     return [
         "sweep=clex_lambda",
         f"study.name={name}",
