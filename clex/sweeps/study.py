@@ -222,24 +222,6 @@ def check_same_experiment(study, ours: dict):
     )
 
 
-def suggest(trial, space: dict) -> dict:
-    """The trial's point: space key -> its value, as Optuna draws it (a bool, a number, a name)."""
-    values = {}
-    for key, dist in space.items():
-        if dist["type"] == "categorical":
-            value = trial.suggest_categorical(key, dist["choices"])
-        elif dist["type"] == "int":
-            value = trial.suggest_int(
-                key, dist["low"], dist["high"], step=dist.get("step", 1), log=dist.get("log", False)
-            )
-        else:
-            value = trial.suggest_float(
-                key, dist["low"], dist["high"], step=dist.get("step"), log=dist.get("log", False)
-            )
-        values[key] = value
-    return values
-
-
 WORKER_N_TRIALS = "worker_n_trials"  # the study's user attribute: the study.n_trials the last worker started with
 
 

@@ -17,7 +17,7 @@ from clex.errors import ConfigError, TooManyFailures
 from clex.sweeps.liveness import FINISHED, DeclaredDead, fail_stale_trials, heartbeat, is_surplus, run_number
 from clex.sweeps.ranks import TrialChannel
 from clex.sweeps.schema import metric_value
-from clex.sweeps.study import WORKER_N_TRIALS, grid_size, make_optuna_sampler, open_study, suggest, trial_seed
+from clex.sweeps.study import WORKER_N_TRIALS, grid_size, make_optuna_sampler, open_study, trial_seed
 from clex.train.run_folder import check_folder, run_name
 
 
@@ -38,6 +38,24 @@ class PruneOnValidation(L.Callback):
             prune = self.trial.should_prune()
         if trainer.strategy.broadcast(prune, src=0):  # every rank stops together
             raise optuna.TrialPruned(f"{self.monitor}={float(value):.4f} at step {trainer.global_step}")
+
+
+def suggest(trial, space: dict) -> dict:
+    """The trial's point: space key -> its value, as Optuna draws it (a bool, a number, a name)."""
+    values = {}
+    for key, dist in space.items():
+        if dist["type"] == "categorical":
+            value = trial.suggest_categorical(key, dist["choices"])
+        elif dist["type"] == "int":
+            value = trial.suggest_int(
+                key, dist["low"], dist["high"], step=dist.get("step", 1), log=dist.get("log", False)
+            )
+        else:
+            value = trial.suggest_float(
+                key, dist["low"], dist["high"], step=dist.get("step"), log=dist.get("log", False)
+            )
+        values[key] = value
+    return values
 
 
 def trial_config(sweep: dict, values: dict, number: int, seed_index: int = 0, base=None):
