@@ -91,3 +91,53 @@ def test_a_run_named_before_the_attention_section_keeps_its_name_and_variant(arg
     unread = ("name", "out_dir", "choices", "resume", "compare") + (() if cfg.strategy.name == "clex" else ("sampler",))
     then = config_hash({k: v for k, v in drop_nulls(before).items() if k not in unread})
     assert run_name(cfg).endswith(then)
+
+
+def composed(*args) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(single_config(CONFIG_DIR, list(args)), resolve=True)
+
+
+def test_log_scaled_attention_is_a_method_compare_pairs_like_a_strategy_option(tmp_path):
+    """rope and clex with attention.log_scale=true are one setting (compared, paired), as when log_scale sat in
+    the strategy section; a run read from an old results.json (log_scale in strategy) joins the same group, and
+    --where finds it by either name of the key."""
+    import json
+
+    from clex.analysis.collection import read_results
+    from clex.analysis.comparison import comparable_groups
+    from clex.commands.compare import where
+
+    old = composed("strategy=clex", "attention.log_scale=true", "seed=1")
+    old["strategy"].update(old.pop("attention"))  # as a run wrote it before the attention section
+    (tmp_path / "results.json").write_text(json.dumps({"config": old}))
+    runs = [
+        {"config": composed("strategy=rope"), "strategy": "rope"},
+        {"config": composed("strategy=clex", "attention.log_scale=true"), "strategy": "clex"},
+        {"config": read_results(tmp_path / "results.json")["config"], "strategy": "clex"},
+    ]
+    assert len(comparable_groups(runs)) == 1
+    for condition in ("attention.log_scale=true", "strategy.log_scale=true"):
+        assert where([(None, r) for r in runs], [condition]) == runs[1:]
+
+
+def test_an_integer_given_where_the_default_is_null_stays_an_integer():
+    """train.ode_lr=0 (null by default) stays the integer 0, as runs given it were named (their hash tells 0 from
+    0.0); a float key with a float default still reads 4 as 4.0."""
+    cfg = single_config(CONFIG_DIR, ["train.ode_lr=0", "strategy.ntk_base=10000", "strategy.max_scale=4"])
+    assert type(cfg.train.ode_lr) is int and type(cfg.strategy.ntk_base) is int
+    assert type(cfg.strategy.max_scale) is float and cfg.strategy.max_scale == 4.0
+
+
+def test_a_user_strategy_file_or_recipe_with_the_old_keys_says_where_they_went(tmp_path):
+    from clex.errors import ConfigError
+
+    (tmp_path / "strategy").mkdir()
+    (tmp_path / "strategy" / "mine.yaml").write_text("extends: clex\nlog_scale: true\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) log_scale \(attention.log_scale now"):
+        single_config([CONFIG_DIR, tmp_path], ["strategy=mine"])
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "mine.yaml").write_text("strategy:\n  log_scale: true\n")
+    with pytest.raises(ConfigError, match="recipe=mine: unknown config key 'strategy.log_scale'; it is attention"):
+        single_config([CONFIG_DIR, tmp_path], ["recipe=mine"])

@@ -47,11 +47,13 @@ def ordered_variants(results: list[dict]) -> tuple[dict, dict]:
     return {vid: variants[vid] for vid in sorted(variants, key=key)}, labels
 
 
-SHARED = ("strategy", "sampler")  # what sets methods apart within a comparison; everything else must be the same
+# what sets methods apart within a comparison (log-scaled attention is one: it sat in the strategy section until it
+# had its own); everything else must be the same
+SHARED = ("strategy", "sampler", "attention")
 
 
 def setting(results: dict) -> dict:
-    """What a run's comparison holds fixed: its resolved config but its seed, paths and method (strategy, sampler),
+    """What a run's comparison holds fixed: its resolved config but its seed, paths and method (SHARED),
     plus the corpus it read (runs on two Pythons' standard libraries are not alike)."""
     shared = {k: v for k, v in variant_config(results["config"]).items() if k not in SHARED}
     if isinstance(shared.get("train"), dict):  # the ODE's learning rate is CLEX's own, like its strategy section

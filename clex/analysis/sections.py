@@ -85,8 +85,8 @@ def reference_partners(variants: dict, labels: dict, reference: str) -> tuple[di
     labelled ``reference`` (a label like "clex": CLEX's ablations against the default); else per variant
     where there is one; else the list's first variant."""
 
-    def rest(runs):  # what the run computes, but its strategy
-        return {k: v for k, v in variant_config(runs[0]["config"]).items() if k != "strategy"}
+    def rest(runs):  # what the run computes, but its strategy (and log-scaled attention, part of it until it moved)
+        return {k: v for k, v in variant_config(runs[0]["config"]).items() if k not in ("strategy", "attention")}
 
     refs = {vid: runs for vid, runs in variants.items() if runs[0]["strategy"] == reference}
     partners = {

@@ -51,6 +51,7 @@ def check_target(target: Path, results: list[dict], force: bool = False):
 
 def where(runs, conditions: list[str]) -> list[dict]:
     """The runs whose resolved config has every ``key=value`` (values compared as the config reads them)."""
+    from clex.config.identity import current_key
     from clex.config.values import flat_keys, parse_value
 
     wanted = {}
@@ -58,7 +59,7 @@ def where(runs, conditions: list[str]) -> list[dict]:
         key, sep, raw = condition.partition("=")
         if not sep or not key:
             raise ConfigError(f"--where {condition!r}: write KEY=VALUE, e.g. --where data.name=text")
-        wanted[key] = parse_value(raw, key)
+        wanted[current_key(key)] = parse_value(raw, key)  # results are read in today's layout
     kept = [
         r
         for _, r in runs

@@ -66,8 +66,8 @@ def show(value) -> str:
 
 
 def key_lines(dirs: list[Path], cfg, defaults: dict, width: int = 118) -> list[str]:
-    """``key = value   # (type and range) comment``, by section: the top level, its sections, then each group's
-    option; a number's type and range from config/schema.py, the comment from its file."""
+    """``key = value   # (kind) comment``, by section: the top level, its sections, then each group's option; the
+    kind (a number's type and range) from config/schema.py, the comment from its file (else the schema's doc)."""
     comments = {}
     for folder in dirs:
         if (folder / "config.yaml").is_file():

@@ -161,7 +161,8 @@ def apply_recipe(dirs, cfg: DictConfig, choice: dict):
         parents = [".".join(key.split(".")[:n]) for n in range(1, key.count(".") + 1)]
         open_section = any(isinstance(known.get(p), DictConfig) and not len(known[p]) for p in parents)
         if key not in known and not open_section:  # an empty section (sampler.scale_options) takes any key
-            raise ConfigError(f"recipe={name}: unknown config key {key!r}")
+            moved = f"; it is {current_key(key)} now" if current_key(key) != key else ""
+            raise ConfigError(f"recipe={name}: unknown config key {key!r}{moved}")
         new = show_node(value)
         if key in known:
             new = typed(key, OmegaConf.select(cfg, key), new, f"recipe={name}: {key}")

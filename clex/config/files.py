@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from clex.config.identity import current_key
 from clex.config.schema import typed
 from clex.config.values import check_name, flat_keys
 from clex.errors import ConfigError
@@ -185,8 +186,10 @@ def _check_user_option(dirs, group, option, index, path, node):
         if key not in keys and not any(".".join(key.split(".")[:n]) in open_keys for n in range(1, key.count(".") + 1))
     ]
     if unknown:
+        moved = [current_key(f"{group}.{key}") for key in unknown if current_key(f"{group}.{key}") != f"{group}.{key}"]
+        where = f" ({', '.join(moved)} now: set them in config.yaml or on the command line)" if moved else ""
         raise ConfigError(
-            f"{path}: unknown key(s) {', '.join(unknown)}; {shown(dirs, reference[1])} has {', '.join(keys)}"
+            f"{path}: unknown key(s) {', '.join(unknown)}{where}; {shown(dirs, reference[1])} has {', '.join(keys)}"
         )
 
 

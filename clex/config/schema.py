@@ -186,7 +186,10 @@ def typed(key: str, old, new, label: str | None = None):
     label = label or key
     if key not in KEYS or (isinstance(new, str) and INTERPOLATION.fullmatch(new)):
         return check_type(label, old, new)
-    return KEYS[key].read(label, new)
+    value = KEYS[key].read(label, new)
+    if isinstance(value, float) and type(new) is int and not isinstance(old, float):
+        return new  # train.ode_lr=0 over a null default stays 0, as runs were named: their hash tells 0 from 0.0
+    return value
 
 
 def describe_key(key: str, value) -> str:
@@ -258,10 +261,9 @@ def doc_line(key: str, comments: dict) -> str | None:
 
 def markdown() -> str:
     """The table of every key's type, range and meaning, for docs/configuration.md (a test keeps it equal)."""
-    comments = shipped_comments()
-    lines = [BEGIN, "", "| key | takes | meaning (the comment in its YAML file) |", "|---|---|---|"]
+    lines = [BEGIN, "", "| key | takes | meaning (the comment in its YAML file, as --help shows it) |", "|---|---|---|"]
     for key, kind in sorted(KEYS.items(), key=lambda item: order(item[0])):
-        meaning = (kind.doc or comments.get(key, "")).replace("|", "\\|")
+        meaning = (doc_line(key, shipped_comments()) or "").replace("|", "\\|")
         lines.append(f"| `{key}` | {kind.describe()} | {meaning} |")
     return "\n".join([*lines, "", END])
 

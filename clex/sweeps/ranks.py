@@ -1,5 +1,5 @@
 """Several processes, one sweep worker: rank 0 alone talks to Optuna and hands each trial's
-overrides to the other data-parallel ranks, which may live on other nodes."""
+point (its values, its run number and seed) to the other data-parallel ranks, which may live on other nodes."""
 
 import json
 import os
@@ -19,7 +19,7 @@ def srun_rank() -> int | None:
 
 
 class TrialChannel:
-    """How rank 0, alone talking to Optuna, hands each trial's overrides (None: stop) to the other
+    """How rank 0, alone talking to Optuna, hands each trial's point (None: stop) to the other
     ranks of a data-parallel worker. Once a trial has set up the process group: by broadcast. Before
     that, through the environment, which Lightning's launcher copies into the ranks it starts; or,
     when srun started every rank on several nodes, through a TCP store rank 0 hosts beside

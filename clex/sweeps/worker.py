@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from clex import io
 from clex.config.compose import single_config
+from clex.config.identity import current_key
 from clex.errors import ConfigError, TooManyFailures
 from clex.sweeps.liveness import FINISHED, DeclaredDead, fail_stale_trials, heartbeat, is_surplus, run_number
 from clex.sweeps.ranks import TrialChannel
@@ -135,12 +136,17 @@ def holds_other_config(cfg) -> bool:
 
 
 def finished_twin(study, trial, overrides: list) -> int | None:
-    """The number of a complete trial that ran exactly these overrides (a sampler may draw a point twice)."""
+    """The number of a complete trial that ran exactly these overrides (a sampler may draw a point twice; a trial
+    recorded before a key moved, strategy.log_scale, names it as it was)."""
+
+    def today(recorded):
+        return [f"{current_key(key)}={value}" for key, _, value in (o.partition("=") for o in recorded or [])]
+
     return next(
         (
             t.number
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.number != trial.number and t.user_attrs.get("overrides") == overrides
+            if t.number != trial.number and today(t.user_attrs.get("overrides")) == today(overrides)
         ),
         None,
     )

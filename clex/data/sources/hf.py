@@ -17,7 +17,6 @@ from pathlib import Path
 from clex.data.sources import DATASETS
 from clex.errors import ConfigError, warn
 
-log = logging.getLogger("clex")
 BUILDERS = {
     ".parquet": "parquet",
     ".jsonl": "json",
