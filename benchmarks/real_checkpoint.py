@@ -199,7 +199,7 @@ def checkpoint_folder(args) -> Path:
 
 def measure_memory(args, measured: dict):
     """Evaluation at each memory length, and a few fine-tuning steps at the shortest: their peak memory."""
-    for length in args.memory_lengths:
+    for length in [] if args.smoke else args.memory_lengths:  # the smoke's rope run took this path already
         run(
             args,
             f"memory-eval-{length}",

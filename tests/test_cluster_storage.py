@@ -25,7 +25,7 @@ from tests.test_sweeps import TINY as SWEEP_TINY
 from tests.test_sweeps import WORKER
 
 TINY = [*SWEEP_TINY, "train.val_every=5"]
-TRIALS = 4
+TRIALS = 3
 
 
 def server_binaries() -> Path | None:
@@ -80,7 +80,7 @@ def worker_args(tmp_path, storage, name):
         f"study.name={name}",
         f"study.storage={storage}",
         f"out_dir={tmp_path / 'runs'}",
-        "train.steps=120",
+        "train.steps=80",
         *options,
         *TINY,
     ]
