@@ -139,7 +139,8 @@ def run_command(argv: list[str]) -> int:
             return 0
         quiet_libraries()
         from clex.analysis.comparison import comparison_dir, write_comparison
-        from clex.train.callbacks import Interrupted, Interruption
+        from clex.errors import Interrupted
+        from clex.train.callbacks import Interruption
         from clex.train.experiment import SharedData, TrainingDiverged, run_experiment
         from clex.train.results import format_table
 

@@ -17,7 +17,7 @@ from clex.commands.cli import fail, take_config_dirs
 from clex.config.files import check_config_dirs, sweep_dirs
 from clex.config.study import STUDY_DEFAULTS
 from clex.config.values import check_name
-from clex.errors import ConfigError, TooManyFailures
+from clex.errors import ConfigError, Interrupted, TooManyFailures
 
 STUDIES_DIR = Path("sweeps") / "studies"  # the default storage folder, under the folder it runs from
 
@@ -100,6 +100,8 @@ def main(argv=None) -> int:
         return fail(error)
     except TooManyFailures as error:
         return fail(f"worker stopped: {error}", 1)
+    except Interrupted as error:  # SIGTERM in a trial's training: its heartbeat stops, another worker retries it
+        return fail(f"worker {error}; its trial is retried from its run folder", error.code)
     print(f"worker done: ran {ran} trial(s)")
     print(summary(sweep, STUDIES_DIR))
     return 0

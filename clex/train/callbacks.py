@@ -13,24 +13,15 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from clex.errors import Interrupted
 
 log = logging.getLogger("clex")
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM: a BaseException like KeyboardInterrupt, so that no ``except Exception`` (a sweep's trial,
-    a library) swallows it; ``where`` says what was interrupted, ``code`` is the exit status (128 + the signal)."""
-
-    def __init__(self, signum: int, where: str = "before training"):
-        super().__init__(signum, where)
-        self.signum, self.where, self.code = signum, where, 128 + signum
-
-    def __str__(self):
-        return f"interrupted by {signal.Signals(self.signum).name} {self.where}"
 
 
 class Interruption(L.Callback):
@@ -61,6 +52,8 @@ class Interruption(L.Callback):
 
     def on_fit_end(self, trainer, module):
         Interruption.fitting = False
+        if Interruption.requested is not None:  # a signal after the last step's boundary: not lost, said now
+            raise Interrupted(Interruption.requested)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if Interruption.requested is not None:
@@ -68,7 +61,7 @@ class Interruption(L.Callback):
 
     def on_exception(self, trainer, module, exception):
         Interruption.fitting = False
-        if not isinstance(exception, Interrupted):
+        if not isinstance(exception, (Interrupted, SIGTERMException)):
             return
         exception.where = f"during {self.stage} at step {trainer.global_step} of {trainer.max_steps}"
         if self.checkpoints is None:
@@ -79,6 +72,17 @@ class Interruption(L.Callback):
             if trainer.is_global_zero:
                 os.replace(partial, self.checkpoints / "last.ckpt")
             exception.where += f" ({self.checkpoints / 'last.ckpt'} saved there)"
+
+
+@contextlib.contextmanager
+def signals_said():
+    """A stage's fit, whose SIGTERM is always ours: Lightning ends a stage signalled outside a training step (in
+    validation, at an epoch's end) with its SIGTERMException, a SystemExit whose exit status is 0, so a killed job
+    looked finished. It comes out as Interrupted, with the step and the checkpoint on_exception saved."""
+    try:
+        yield
+    except SIGTERMException as error:
+        raise Interrupted(signal.SIGTERM, getattr(error, "where", "during training")) from None
 
 
 class StopOnNonFinite(L.Callback):

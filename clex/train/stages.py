@@ -18,7 +18,7 @@ from clex.data.module import FitWindows
 from clex.rope.patch import patch_model, rotary_settings
 from clex.rope.strategies import build_strategy
 from clex.train import distributed
-from clex.train.callbacks import Interruption, ProgressLine, StderrProgressBar, StopOnNonFinite
+from clex.train.callbacks import Interruption, ProgressLine, StderrProgressBar, StopOnNonFinite, signals_said
 from clex.train.module import LongContextLM
 from clex.train.resume import Start, restore_trained
 
@@ -135,7 +135,8 @@ def _pretrain_base(prepared, root: Path, base, trainer_cfg, seed: int, rebuild) 
     trainer = make_trainer(trainer_cfg, base.steps, root, grad_clip=base.grad_clip, stage="stage 1")
     windows = FitWindows(L0, base.batch_size, train=base.steps * base.batch_size * trainer.world_size, seed=seed + 1)
     data = prepared.data.for_fit(windows)
-    trainer.fit(module, datamodule=data)
+    with signals_said():
+        trainer.fit(module, datamodule=data)
     if distributed.is_sharded(trainer):  # every rank goes on to stage 2 with the whole base model
         prepared.model = distributed.gather_full_model(prepared.model, lambda: with_rope(rebuild()), every_rank=True)
     info = {
@@ -210,7 +211,8 @@ def fine_tune(
         )
     )
     with io.weights_only_loads():  # Lightning's own load of the checkpoint: its tensors, never its code
-        trainer.fit(module, datamodule=data, ckpt_path=start.checkpoint, weights_only=True)
+        with signals_said():
+            trainer.fit(module, datamodule=data, ckpt_path=start.checkpoint, weights_only=True)
     if distributed.is_sharded(trainer):  # FSDP: the weights are spread over the ranks
         prepared.model = distributed.gather_full_model(prepared.model, rebuild)
     seconds = module.seconds_before + time.time() - began
