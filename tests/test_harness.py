@@ -122,11 +122,13 @@ def refusal(tmp_path, capsys, *args) -> str:
     return err
 
 
+@pytest.mark.slow  # the harness builds its task index first: 6-8 s
 def test_an_unknown_task_is_one_line_saying_how_to_list_them(tmp_path, capsys):
     err = refusal(tmp_path, capsys, "eval.harness.tasks=[niah_single_1,no_such_task]")
     assert "unknown task 'no_such_task'" in err and "lm-eval ls tasks" in err
 
 
+@pytest.mark.slow  # the task index too
 def test_a_task_needing_a_download_is_refused_offline(tmp_path, capsys):
     err = refusal(tmp_path, capsys, "eval.harness.tasks=[niah_single_2]")
     assert "niah_single_2 needs the Hugging Face dataset baber/paul_graham_essays" in err
