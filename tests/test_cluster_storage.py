@@ -1,7 +1,8 @@
 """Many workers on one study, for real: a throwaway PostgreSQL server (Debian's postgresql package; .ci/run
 installs it where it is missing), started as an unprivileged user on a free port and stopped at the end, and the
 journal file beside it. Three workers share a study, one is killed with SIGKILL mid-trial, the study reaches its
-count with the dead trial retried from its own run folder, and a fourth process reads --summary."""
+count with the dead trial retried from its own run folder, and a fourth process reads --summary. (A journal file
+runs the same scenario with two workers: tests/test_sweeps.py::test_a_killed_worker_trial_is_failed_and_retried.)"""
 
 import glob
 import os
@@ -92,7 +93,7 @@ def load(storage: str, name: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["postgresql", "journal"])
+@pytest.mark.parametrize("kind", ["postgresql"])  # the journal's: tests/test_sweeps.py (above)
 def test_three_workers_one_killed_mid_trial_the_study_reaches_its_count(kind, tmp_path, request):
     storage = storage_of(kind, tmp_path, request.getfixturevalue("postgres_url") if kind == "postgresql" else "")
     name = f"cluster_{kind}_{os.getpid()}"
