@@ -1,6 +1,6 @@
 """Many workers on one study, for real: a throwaway PostgreSQL server (Debian's postgresql package; .ci/run
-installs it where it is missing), started as an unprivileged user on a free port and stopped at the end, and the
-journal file beside it. Three workers share a study, one is killed with SIGKILL mid-trial, the study reaches its
+installs it where it is missing), started as an unprivileged user on a free port and stopped at the end. Three
+workers share a study there, one is killed with SIGKILL mid-trial, the study reaches its
 count with the dead trial retried from its own run folder, and a fourth process reads --summary. (A journal file
 runs the same scenario with two workers: tests/test_sweeps.py::test_a_killed_worker_trial_is_failed_and_retried.)"""
 
