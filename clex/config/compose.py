@@ -89,17 +89,17 @@ def single_config(config_dir: ConfigDirs, args: list[str], values: dict | None =
     lists = [f"{k}={','.join(v)}" for k, v in axes.items() if len(v) > 1]
     if lists:
         raise ConfigError(f"{lists[0]}: one value per key here (a sweep's space or run.py takes lists)")
-    _, defaults = load_defaults(config_dir)
-    values = values or {}
-    choice = {k: v[0] for k, v in axes.items()} | {k: str(v) for k, v in values.items() if k in defaults}
-    return compose(config_dir, choice, overrides, {k: v for k, v in values.items() if k not in defaults})
+    return compose(config_dir, {k: v[0] for k, v in axes.items()}, overrides, values)
 
 
 def compose(config_dir: ConfigDirs, choice: dict, overrides: list, values: dict | None = None) -> DictConfig:
-    """The defaults, the chosen group options, then the key=value overrides and the typed ``values``, each read as
-    its key's kind. ``choice``: group -> option, and key -> value for one item of a key's comma list."""
+    """The defaults, the chosen group options, then the key=value overrides and the typed ``values`` (which may
+    choose groups too), each read as its key's kind. ``choice``: group -> option, or one item of a key's list."""
     dirs = as_dirs(config_dir)
     cfg, defaults = load_defaults(dirs)
+    values = values or {}
+    choice = {**choice, **{k: str(v) for k, v in values.items() if k in defaults}}
+    values = {k: v for k, v in values.items() if k not in defaults}
     overrides = list(overrides) + [(k, v) for k, v in choice.items() if k not in defaults]
     choice = {k: v for k, v in choice.items() if k in defaults}
     for group, option in {**defaults, **choice}.items():
@@ -113,7 +113,7 @@ def compose(config_dir: ConfigDirs, choice: dict, overrides: list, values: dict 
         apply_recipe(dirs, cfg, choice)
     cfg["choices"] = {**defaults, **choice}
     known = flat_keys(cfg)
-    pairs = [(key, parse_value(raw, key)) for key, raw in overrides] + list((values or {}).items())
+    pairs = [(key, parse_value(raw, key)) for key, raw in overrides] + list(values.items())
     for key, new in pairs:
         if key.startswith("+"):
             key = key[1:]

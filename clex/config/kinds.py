@@ -1,7 +1,7 @@
 """The kinds of value a config key takes (config/schema.py declares each key's): a number in a range, true or
 false, text, a list, a section, or a value its owner checks. Each kind describes itself for --help and the docs,
-reads a value given on the command line or in a YAML file (``read``: an integer given for a float becomes a
-float, a number given for text becomes text), and checks the composed value (``check``); each refusal is one line
+reads a value given on the command line or in a YAML file (``read``: its type checked, a number given for text
+becomes text), and checks the composed value (``check``); each refusal is one line
 naming the key and what it takes."""
 
 import math
@@ -75,10 +75,9 @@ class Number(Kind):
         """Its type only (the range is checked on the composed config: a value may come from another key)."""
         if value is None or not self.is_number(value):
             self.check(key, value)
-            return value
-        if self.kind is int and not isinstance(value, int):
+        elif self.kind is int and not isinstance(value, int):
             self.refuse(key, value)
-        return float(value) if self.kind is float else value
+        return value
 
 
 @dataclass(frozen=True)

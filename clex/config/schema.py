@@ -84,9 +84,7 @@ NUMBERS = {
     "sampler.scale_options.low": Number(  # and at most strategy.max_scale (the sampler checks)
         kind=int, low=1, doc="uniform-int: the smallest t drawn, t in {low .. t_max} (CLEX's first release: 2)"
     ),
-    "trainer.devices": Number(
-        kind=int, low=-1, other=True
-    ),  # -1: every device (Lightning); 0 is refused by the trainer check
+    "trainer.devices": Number(kind=int, low=-1, other=True),  # -1: every device; 0: refused by the trainer check
     "trainer.num_nodes": COUNT,
     "trainer.log_every_n_steps": COUNT,
     "trainer.strategy.stage": Number(kind=int, low=0, high=3),  # DeepSpeed's ZeRO stage
@@ -187,9 +185,9 @@ def typed(key: str, old, new, label: str | None = None):
     if key not in KEYS or (isinstance(new, str) and INTERPOLATION.fullmatch(new)):
         return check_type(label, old, new)
     value = KEYS[key].read(label, new)
-    if isinstance(value, float) and type(new) is int and not isinstance(old, float):
-        return new  # train.ode_lr=0 over a null default stays 0, as runs were named: their hash tells 0 from 0.0
-    return value
+    # an integer replacing a float becomes one (strategy.max_scale=4: 4.0); over a null default it stays as given
+    # (train.ode_lr=0), as runs were named: their hash tells 0 from 0.0
+    return float(value) if type(value) is int and isinstance(old, float) else value
 
 
 def describe_key(key: str, value) -> str:
